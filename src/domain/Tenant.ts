@@ -104,7 +104,10 @@ export const TenantsFile = Schema.Record({ key: AccessKey, value: Tenant }).pipe
     const issues: Array<Schema.FilterIssue> = []
     for (const [key, tenant] of Object.entries(m)) {
       if (tenant.AccessKey !== key)
-        issues.push({ path: [key, "AccessKey"], message: `AccessKey must equal the entry's key ${JSON.stringify(key)}` })
+        issues.push({
+          path: [key, "AccessKey"],
+          message: `AccessKey must equal the entry's key ${JSON.stringify(key)}`,
+        })
     }
     return issues
   }),

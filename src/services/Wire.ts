@@ -5,7 +5,7 @@
  * to decode with effect/Schema at its edge; nothing here trusts the bytes.
  */
 import { fileURLToPath } from "node:url"
-import type * as grpc from "@grpc/grpc-js"
+import * as grpc from "@grpc/grpc-js"
 import protobuf from "protobufjs"
 import type { WireEvent } from "../domain/Event.js"
 
@@ -85,3 +85,6 @@ export const EventServiceDefinition = {
 } satisfies grpc.ServiceDefinition
 
 export type EventServiceDefinition = typeof EventServiceDefinition
+
+/** A grpc-js client class for `api.EventService` (`new EventServiceClient(address, credentials, options)`). */
+export const EventServiceClient = grpc.makeGenericClientConstructor(EventServiceDefinition, "api.EventService")

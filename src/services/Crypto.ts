@@ -1,0 +1,69 @@
+/**
+ * AES-GCM per the encryption contract (DESIGN.md), interoperable with the proof of concept's Go
+ * `gcm.Seal(nonce, nonce, plaintext, nil)`: `Event.message` is lowercase hex of
+ * nonce(12) ‖ ciphertext ‖ tag(16); the key is the tenant's EncryptionKey bytes (16/24/32).
+ */
+import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto"
+import { Effect, Redacted } from "effect"
+import { CryptoError } from "../domain/Errors.js"
+import { encryptionKeyBytes } from "../domain/Tenant.js"
+
+const NONCE = 12
+const TAG = 16
+const HEX = /^(?:[0-9a-f]{2})*$/i
+
+/** A parsed key; `undefined` bytes mean "no encryption" (an empty EncryptionKey). */
+export interface Key {
+  readonly bytes: Uint8Array | undefined
+}
+
+const algorithm = (bytes: Uint8Array) => `aes-${bytes.length * 8}-gcm` as "aes-128-gcm" | "aes-192-gcm" | "aes-256-gcm"
+
+/** Pure synchronous core, exported for benchmarks and hot loops that already run inside an Effect. */
+export const sealHex = (key: Uint8Array, plaintext: Uint8Array): string => {
+  const nonce = randomBytes(NONCE)
+  const cipher = createCipheriv(algorithm(key), key, nonce)
+  const body = cipher.update(plaintext)
+  const final = cipher.final()
+  return Buffer.concat([nonce, body, final, cipher.getAuthTag()]).toString("hex")
+}
+
+/** Throws CryptoError (never garbage) on anything but an authentic ciphertext under `key`. */
+export const openHex = (key: Uint8Array, hex: string): Buffer => {
+  if (!HEX.test(hex)) throw new CryptoError({ reason: "not_hex" })
+  const blob = Buffer.from(hex, "hex")
+  if (blob.length < NONCE + TAG) throw new CryptoError({ reason: "too_short" })
+  try {
+    const decipher = createDecipheriv(algorithm(key), key, blob.subarray(0, NONCE))
+    decipher.setAuthTag(blob.subarray(blob.length - TAG))
+    return Buffer.concat([decipher.update(blob.subarray(NONCE, blob.length - TAG)), decipher.final()])
+  } catch {
+    throw new CryptoError({ reason: "auth_failed" })
+  }
+}
+
+export class Crypto extends Effect.Service<Crypto>()("spillway/Crypto", {
+  succeed: {
+    /** Parses an EncryptionKey (`hex:…`, `base64:…` or UTF-8 text; empty = no encryption). */
+    key: (spec: Redacted.Redacted<string> | string): Effect.Effect<Key, CryptoError> =>
+      Effect.suspend((): Effect.Effect<Key, CryptoError> => {
+        const s = typeof spec === "string" ? spec : Redacted.value(spec)
+        if (s === "") return Effect.succeed({ bytes: undefined })
+        const bytes = encryptionKeyBytes(s)
+        return bytes !== undefined && [16, 24, 32].includes(bytes.length)
+          ? Effect.succeed({ bytes })
+          : Effect.fail(new CryptoError({ reason: "bad_key" }))
+      }),
+    /** The `message` string for a plaintext: hex ciphertext, or the plaintext itself without a key. */
+    encrypt: (key: Key, plaintext: string): Effect.Effect<string> =>
+      Effect.sync(() => (key.bytes === undefined ? plaintext : sealHex(key.bytes, Buffer.from(plaintext, "utf8")))),
+    /** The plaintext of a `message` string. */
+    decrypt: (key: Key, message: string): Effect.Effect<string, CryptoError> =>
+      key.bytes === undefined
+        ? Effect.succeed(message)
+        : Effect.try({
+            try: () => openHex(key.bytes as Uint8Array, message).toString("utf8"),
+            catch: (e) => (e instanceof CryptoError ? e : new CryptoError({ reason: "auth_failed" })),
+          }),
+  },
+}) {}

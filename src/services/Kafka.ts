@@ -1,0 +1,81 @@
+/**
+ * The kafkajs client shared by the producer (KafkaSink), the consumer (EventStream) and the
+ * dead-letter writer: one place for brokers, client id, retry and the log bridge into Effect's
+ * logger (kafkajs logs become structured Effect logs at the same level; nothing is printed twice).
+ */
+import { Config, Context, Effect, Layer, Runtime } from "effect"
+import { Kafka, type LogEntry, logLevel } from "kafkajs"
+
+export interface KafkaSettings {
+  readonly brokers: ReadonlyArray<string>
+  readonly clientId: string
+  /** kafkajs connection timeout in ms. */
+  readonly connectionTimeoutMs: number
+  /** kafkajs request timeout in ms. */
+  readonly requestTimeoutMs: number
+}
+
+/** `SPILLWAY_KAFKA_BROKERS` (comma-separated, default 127.0.0.1:9092), `SPILLWAY_KAFKA_CLIENT_ID`. */
+export const kafkaSettingsConfig = (defaultClientId: string): Config.Config<KafkaSettings> =>
+  Config.all({
+    brokers: Config.string("SPILLWAY_KAFKA_BROKERS").pipe(
+      Config.withDefault("127.0.0.1:9092"),
+      Config.map((s) =>
+        s
+          .split(",")
+          .map((b) => b.trim())
+          .filter((b) => b.length > 0),
+      ),
+      Config.validate({ message: "SPILLWAY_KAFKA_BROKERS must list host:port pairs", validation: (a) => a.length > 0 }),
+    ),
+    clientId: Config.string("SPILLWAY_KAFKA_CLIENT_ID").pipe(Config.withDefault(defaultClientId)),
+    connectionTimeoutMs: Config.integer("SPILLWAY_KAFKA_CONNECTION_TIMEOUT_MS").pipe(Config.withDefault(3000)),
+    requestTimeoutMs: Config.integer("SPILLWAY_KAFKA_REQUEST_TIMEOUT_MS").pipe(Config.withDefault(30000)),
+  })
+
+export class KafkaClient extends Context.Tag("spillway/KafkaClient")<KafkaClient, Kafka>() {
+  /** A kafkajs client whose logs go through the Effect logger of the layer's runtime. */
+  static readonly make = (settings: KafkaSettings): Effect.Effect<Kafka> =>
+    Effect.gen(function* () {
+      const runtime = yield* Effect.runtime<never>()
+      const runFork = Runtime.runFork(runtime)
+      const logCreator =
+        () =>
+        ({ namespace, level, log }: LogEntry): void => {
+          const { message, timestamp: _t, logger: _l, ...rest } = log
+          const annotated = (e: Effect.Effect<void>) =>
+            e.pipe(Effect.annotateLogs({ component: "kafkajs", namespace, ...rest }))
+          switch (level) {
+            case logLevel.ERROR:
+              runFork(annotated(Effect.logError(message)))
+              break
+            case logLevel.WARN:
+              runFork(annotated(Effect.logWarning(message)))
+              break
+            case logLevel.INFO:
+              runFork(annotated(Effect.logDebug(message)))
+              break
+            default:
+              break
+          }
+        }
+      return new Kafka({
+        clientId: settings.clientId,
+        brokers: [...settings.brokers],
+        connectionTimeout: settings.connectionTimeoutMs,
+        requestTimeout: settings.requestTimeoutMs,
+        logLevel: logLevel.WARN,
+        logCreator,
+        // kafkajs' own retries are short; Spillway's Schedules retry around them.
+        retry: { initialRetryTime: 200, maxRetryTime: 5_000, retries: 5 },
+      })
+    })
+
+  static readonly layer = (settings: KafkaSettings): Layer.Layer<KafkaClient> =>
+    Layer.effect(KafkaClient, KafkaClient.make(settings))
+
+  static readonly layerConfig = (
+    defaultClientId: string,
+  ): Layer.Layer<KafkaClient, import("effect").ConfigError.ConfigError> =>
+    Layer.effect(KafkaClient, Effect.flatMap(kafkaSettingsConfig(defaultClientId), KafkaClient.make))
+}
