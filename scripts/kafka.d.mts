@@ -1,0 +1,81 @@
+/** Types for scripts/kafka.mjs (plain JavaScript, imported by the vitest global setup and test helpers). */
+
+export declare const KAFKA_VERSION: string
+export declare const LOG4J_VERSION: string
+export declare const CACHE_DIR: string
+export declare const LIBS_DIR: string
+export declare const KAFKA_HOST: string
+export declare const KAFKA_PORT: number
+export declare const KAFKA_CONTROLLER_PORT: number
+export declare const BROKERS: ReadonlyArray<string>
+
+export type Owner = "manual" | "auto"
+
+export interface KafkaOptions {
+  /** State dir (config, pid, log, data); default .cache/kafka. */
+  readonly home?: string
+  /** KRaft log dir; default $SPILLWAY_KAFKA_DIR or <home>/data. */
+  readonly dataDir?: string
+  readonly port?: number
+  readonly controllerPort?: number
+  /** num.partitions for auto-created topics; default $SPILLWAY_KAFKA_PARTITIONS or 3. */
+  readonly partitions?: number
+  /** JVM max heap, e.g. "768m". */
+  readonly heap?: string
+  readonly log?: (message: string) => void
+}
+
+export interface Instance {
+  readonly home: string
+  readonly dataDir: string
+  readonly host: string
+  readonly port: number
+  readonly controllerPort: number
+  readonly brokers: ReadonlyArray<string>
+  readonly partitions: number
+  readonly heap: string
+  readonly pidFile: string
+  readonly ownerFile: string
+  readonly logFile: string
+  readonly propsFile: string
+  readonly log4jFile: string
+  readonly leasesDir: string
+  readonly lockDir: string
+}
+
+export interface Status {
+  readonly state: "running" | "starting" | "stopped"
+  readonly pid?: number
+  readonly port: number
+}
+
+export declare function resolveInstance(opts?: KafkaOptions): Instance
+export declare function isBrokerProcess(pid: number, inst?: Instance): boolean
+export declare function portOpen(host: string, port: number, timeoutMs?: number): Promise<boolean>
+export declare function status(opts?: KafkaOptions): Promise<Status>
+export declare function readOwner(opts?: KafkaOptions): Owner | undefined
+export declare function setOwner(owner: Owner, opts?: KafkaOptions): void
+export declare function tail(opts?: KafkaOptions, lines?: number): string
+export declare function jarsReady(): boolean
+/** Resolves to the seconds the download took (0 when the jars were there). */
+export declare function ensureJars(opts?: { readonly log?: (message: string) => void }): Promise<number>
+export declare function randomClusterId(): string
+
+/** Idempotent; resolves once a kafkajs admin can create and see a topic. */
+export declare function start(
+  opts?: KafkaOptions & { readonly owner?: Owner; readonly timeoutMs?: number },
+): Promise<{ readonly started: boolean; readonly pid: number; readonly seconds: number }>
+/** SIGTERM (or `signal`), SIGKILL after `timeoutMs` (30 s). No-op when not running. */
+export declare function stop(
+  opts?: KafkaOptions & {
+    readonly signal?: NodeJS.Signals
+    readonly timeoutMs?: number
+    readonly forget?: boolean
+  },
+): Promise<{ readonly stopped: boolean; readonly pid?: number; readonly seconds: number }>
+export declare function restart(
+  opts?: KafkaOptions & { readonly timeoutMs?: number; readonly signal?: NodeJS.Signals },
+): Promise<{ readonly started: boolean; readonly pid: number; readonly seconds: number }>
+
+export declare function acquireLease(opts?: KafkaOptions): string
+export declare function releaseLease(id: string, opts?: KafkaOptions): number

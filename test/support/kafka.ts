@@ -1,0 +1,109 @@
+/**
+ * Helpers for integration tests (`*.it.test.ts`) against the local broker that test/support/globalSetup.ts starts.
+ * Integration files run one at a time (see vitest.config.ts), so a test may stop and restart the broker.
+ */
+import { randomBytes } from "node:crypto"
+import { type IHeaders, Kafka, type KafkaConfig, logLevel } from "kafkajs"
+import * as broker from "../../scripts/kafka.mjs"
+
+export const brokers: ReadonlyArray<string> = broker.BROKERS
+
+/** Quiet kafkajs client for the local broker; `overrides` go into the KafkaConfig. */
+export const makeKafka = (clientId = "spillway-test", overrides: Partial<KafkaConfig> = {}): Kafka =>
+  new Kafka({ clientId, brokers: [...brokers], logLevel: logLevel.NOTHING, ...overrides })
+
+/** A topic name nobody else uses: `<prefix>-<time>-<random>` (letters, digits, '-' only). */
+export const uniqueTopic = (prefix = "test"): string =>
+  `${prefix}-${Date.now().toString(36)}-${randomBytes(4).toString("hex")}`
+
+/** Creates the topic (RF 1) and waits for its partition leaders. */
+export async function createTopic(name: string, partitions = 1): Promise<void> {
+  const admin = makeKafka("spillway-test-admin").admin()
+  await admin.connect()
+  try {
+    await admin.createTopics({
+      topics: [{ topic: name, numPartitions: partitions, replicationFactor: 1 }],
+      waitForLeaders: true,
+    })
+  } finally {
+    await admin.disconnect()
+  }
+}
+
+export interface ConsumedRecord {
+  readonly topic: string
+  readonly partition: number
+  readonly offset: string
+  readonly timestamp: string
+  readonly key: Buffer | null
+  readonly value: Buffer | null
+  /** kafkajs gives a Buffer, or an array of them for a repeated header key. */
+  readonly headers: IHeaders
+}
+
+/**
+ * Reads `topic` from the beginning with a fresh consumer group until `n` records arrived or `timeoutMs` passed,
+ * then disconnects. Returns what it got (possibly fewer than `n`: assert on the length), in arrival order.
+ */
+export async function consumeAll(
+  topic: string,
+  n: number,
+  timeoutMs = 30_000,
+  groupId = `${topic}-reader-${randomBytes(3).toString("hex")}`,
+): Promise<ReadonlyArray<ConsumedRecord>> {
+  const consumer = makeKafka("spillway-test-consumer").consumer({ groupId, maxWaitTimeInMs: 250 })
+  const records: Array<ConsumedRecord> = []
+  await consumer.connect()
+  try {
+    await consumer.subscribe({ topic, fromBeginning: true })
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(resolve, timeoutMs)
+      const finish = () => {
+        clearTimeout(timer)
+        resolve()
+      }
+      consumer
+        .run({
+          eachMessage: async ({ topic: t, partition, message }) => {
+            records.push({
+              topic: t,
+              partition,
+              offset: message.offset,
+              timestamp: message.timestamp,
+              key: message.key,
+              value: message.value,
+              headers: message.headers ?? {},
+            })
+            if (records.length >= n) finish()
+          },
+        })
+        .catch((e: unknown) => {
+          clearTimeout(timer)
+          reject(e)
+        })
+      if (n <= 0) finish()
+    })
+  } finally {
+    await consumer.disconnect()
+  }
+  return records
+}
+
+/** Header value as text (first value of a repeated key), or undefined. */
+export const headerText = (headers: IHeaders, name: string): string | undefined => {
+  const v = headers[name]
+  const first = Array.isArray(v) ? v[0] : v
+  return first === undefined ? undefined : first.toString()
+}
+
+/** Stops the broker (SIGTERM = clean shutdown; "SIGKILL" = crash). Same data dir on the next start. */
+export const stopBroker = async (signal: NodeJS.Signals = "SIGTERM"): Promise<void> => {
+  await broker.stop({ signal, log: () => undefined })
+}
+
+/** Starts the broker again (no-op if running); resolves once it accepts topic creation. */
+export const startBroker = async (): Promise<void> => {
+  await broker.start({ log: () => undefined })
+}
+
+export const brokerStatus = (): Promise<broker.Status> => broker.status()
