@@ -5,6 +5,7 @@ import {
   consumeAll,
   createTopic,
   makeKafka,
+  privateBroker,
   startBroker,
   stopBroker,
   uniqueTopic,
@@ -66,5 +67,34 @@ describe("local Kafka broker", () => {
       records.map((r) => r.offset),
       ["0", "1"],
     )
+  })
+})
+
+describe("private broker for fault tests", () => {
+  it("runs beside the shared broker on its own port and keeps data across a crash", async () => {
+    const pb = privateBroker(20)
+    try {
+      await pb.start()
+      const kafka = makeKafka("private-test", { brokers: [...pb.brokers] })
+      const topic = uniqueTopic("private")
+      const admin = kafka.admin()
+      await admin.connect()
+      await admin.createTopics({ topics: [{ topic, numPartitions: 1, replicationFactor: 1 }], waitForLeaders: true })
+      await admin.disconnect()
+      const producer = kafka.producer({ idempotent: true })
+      await producer.connect()
+      await producer.send({ topic, acks: -1, messages: [{ value: "survives" }] })
+      await producer.disconnect()
+      await pb.stop("SIGKILL")
+      await pb.start()
+      const admin2 = kafka.admin()
+      await admin2.connect()
+      const offsets = await admin2.fetchTopicOffsets(topic)
+      await admin2.disconnect()
+      assert.strictEqual(offsets[0]?.high, "1")
+      assert.strictEqual((await brokerStatus()).state, "running")
+    } finally {
+      await pb.destroy()
+    }
   })
 })

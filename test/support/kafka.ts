@@ -3,6 +3,8 @@
  * Integration files run one at a time (see vitest.config.ts), so a test may stop and restart the broker.
  */
 import { randomBytes } from "node:crypto"
+import { rmSync } from "node:fs"
+import { join } from "node:path"
 import { type IHeaders, Kafka, type KafkaConfig, logLevel } from "kafkajs"
 import * as broker from "../../scripts/kafka.mjs"
 
@@ -107,3 +109,42 @@ export const startBroker = async (): Promise<void> => {
 }
 
 export const brokerStatus = (): Promise<broker.Status> => broker.status()
+
+export interface PrivateBroker {
+  readonly brokers: ReadonlyArray<string>
+  /** Starts (or restarts) it; resolves once it accepts topic creation. Same data across restarts. */
+  readonly start: () => Promise<void>
+  /** SIGTERM = clean shutdown, SIGKILL = crash. */
+  readonly stop: (signal?: NodeJS.Signals) => Promise<void>
+  /** Stops it and deletes its data. */
+  readonly destroy: () => Promise<void>
+}
+
+/**
+ * A second, private broker for fault tests that stop Kafka, so the shared broker (and whatever else uses it) keeps
+ * running. `slot` (1..20) picks its ports (19092+2·slot, 19093+2·slot) and its folder under .cache/kafka-private.
+ */
+export const privateBroker = (slot: number): PrivateBroker => {
+  const port = 19090 + 2 * slot
+  const opts = {
+    home: join(broker.CACHE_DIR, "..", "kafka-private", `slot-${slot}`),
+    port,
+    controllerPort: port + 1,
+    partitions: 3,
+    heap: "512m",
+    log: () => undefined,
+  }
+  return {
+    brokers: [`127.0.0.1:${port}`],
+    start: async () => {
+      await broker.start({ ...opts, owner: "auto" })
+    },
+    stop: async (signal = "SIGTERM") => {
+      await broker.stop({ ...opts, signal })
+    },
+    destroy: async () => {
+      await broker.stop({ ...opts, forget: true })
+      rmSync(opts.home, { recursive: true, force: true })
+    },
+  }
+}
