@@ -1,0 +1,663 @@
+#!/usr/bin/env node
+/**
+ * `npm run bench`: Spillway's benchmark against the real local Kafka (not part of the test suite).
+ *
+ * Runs the built programs (dist/) as child processes and measures, in one run:
+ *  - ingest: events/s and MB/s the ingester acknowledges for 512-byte encrypted events from several concurrent
+ *    clients, over the batch RPC (SendEventBatches) and over the proof of concept's SendEvent;
+ *  - limit: a bare kafkajs producer writing the same records (same acks, batch sizes, concurrency) to Kafka;
+ *  - route: events/s from Kafka into files with decryption by the router, and a bare kafkajs consumer's events/s;
+ *  - end-to-end latency p50/p99 from a line appended to a tailed file to the router writing it, at a fixed rate;
+ *  - peak RSS (VmHWM) of each program, and the ingester's RSS while its Kafka is stopped and clients keep pushing.
+ * Prints a Markdown table and writes the figures as JSON (default bench-results.json; --out FILE).
+ *
+ * Options (environment): BENCH_EVENTS (ingest events per scenario, 200000), BENCH_CLIENTS (4), BENCH_BATCH (500),
+ * BENCH_WINDOW (8 batches in flight per client), BENCH_RATE (latency run, events/s, 5000), BENCH_LATENCY_SECONDS
+ * (10), BENCH_OVERLOAD_SECONDS (15). Needs `npm run build` first (`npm run bench` does it).
+ */
+import { spawn } from "node:child_process"
+import { randomBytes, randomUUID } from "node:crypto"
+import fs from "node:fs"
+import os from "node:os"
+import path from "node:path"
+import { fileURLToPath } from "node:url"
+import * as grpc from "@grpc/grpc-js"
+import { Effect } from "effect"
+import { Kafka, logLevel } from "kafkajs"
+import * as broker from "./kafka.mjs"
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..")
+const dist = (...p) => path.join(root, "dist", ...p)
+const { EventServiceClient, EventCodec } = await import(dist("services", "Wire.js"))
+const { sealHex } = await import(dist("services", "Crypto.js"))
+const { makeDevCerts } = await import(dist("services", "DevCerts.js"))
+
+const envInt = (name, dflt) => {
+  const v = process.env[name]
+  return v === undefined || v === "" ? dflt : Number.parseInt(v, 10)
+}
+const EVENTS = envInt("BENCH_EVENTS", 200_000)
+const CLIENTS = envInt("BENCH_CLIENTS", 4)
+const BATCH = envInt("BENCH_BATCH", 500)
+const WINDOW = envInt("BENCH_WINDOW", 8)
+const RATE = envInt("BENCH_RATE", 5000)
+const LATENCY_SECONDS = envInt("BENCH_LATENCY_SECONDS", 10)
+const OVERLOAD_SECONDS = envInt("BENCH_OVERLOAD_SECONDS", 15)
+const outIdx = process.argv.indexOf("--out")
+const OUT = path.resolve(outIdx > 0 ? process.argv[outIdx + 1] : path.join(root, "bench-results.json"))
+
+const log = (m) => process.stderr.write(`[bench] ${m}\n`)
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
+const now = () => performance.now()
+
+// ---- fixtures -------------------------------------------------------------------------------------------------
+
+const work = fs.mkdtempSync(path.join(os.tmpdir(), "spillway-bench-"))
+const ACCESS_KEY = "9c60f26f-5b6c-4c80-b5f5-625bf965b6a6"
+const ENC_KEY = "883EC28EBA9A36A386FA351FBC482B34"
+const keyBytes = Buffer.from(ENC_KEY, "utf8")
+const certs = await Effect.runPromise(makeDevCerts(path.join(work, "certs")))
+const secretFile = path.join(work, "jwt.secret")
+fs.writeFileSync(secretFile, randomBytes(48).toString("base64"), { mode: 0o600 })
+const tenantsFile = path.join(work, "tenants.json")
+fs.writeFileSync(
+  tenantsFile,
+  JSON.stringify({
+    [ACCESS_KEY]: {
+      AccessKey: ACCESS_KEY,
+      EncryptionKey: ENC_KEY,
+      UserID: "2134558",
+      targets: [{ file: "bench.log" }],
+    },
+  }),
+)
+
+/** A 512-character hex message: AES-256-GCM of a 228-byte JSON record. */
+const plaintext = (i) => {
+  const base = JSON.stringify({ log: `bench line ${i} `, stream: "stdout", pad: "" })
+  return JSON.stringify({ log: `bench line ${i} `, stream: "stdout", pad: "x".repeat(228 - Buffer.byteLength(base)) })
+}
+const makeEvent = (i) => {
+  const ms = Date.now()
+  return {
+    timestamp: { seconds: String(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 },
+    agent_id: os.hostname(),
+    tag: "bench",
+    message: sealHex(keyBytes, Buffer.from(plaintext(i))),
+    UserID: "2134558",
+    AccessKey: ACCESS_KEY,
+    event_id: randomUUID(),
+  }
+}
+// A pool of pre-encrypted events, reused so that the client's CPU goes to sending, not encrypting.
+const POOL = Array.from({ length: BATCH * 4 }, (_, i) => makeEvent(i))
+const EVENT_BYTES = EventCodec.encode(POOL[0]).length
+const batchOf = (n) => {
+  const start = (n * BATCH) % POOL.length
+  const out = POOL.slice(start, start + BATCH)
+  return out.length === BATCH ? out : out.concat(POOL.slice(0, BATCH - out.length))
+}
+
+const kafkaFor = (brokers) => new Kafka({ clientId: "spillway-bench", brokers, logLevel: logLevel.NOTHING })
+const createTopic = async (brokers, topic, partitions = 3) => {
+  const admin = kafkaFor(brokers).admin()
+  await admin.connect()
+  await admin.createTopics({
+    topics: [{ topic, numPartitions: partitions, replicationFactor: 1 }],
+    waitForLeaders: true,
+  })
+  await admin.disconnect()
+}
+const topicSize = async (brokers, topic) => {
+  const admin = kafkaFor(brokers).admin()
+  await admin.connect()
+  const offsets = await admin.fetchTopicOffsets(topic)
+  await admin.disconnect()
+  return offsets.reduce((n, o) => n + Number(o.high) - Number(o.low), 0)
+}
+
+// ---- child processes ------------------------------------------------------------------------------------------
+
+const children = new Set()
+const freePort = async () => {
+  const net = await import("node:net")
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, "127.0.0.1", () => {
+      const { port } = s.address()
+      s.close(() => resolve(port))
+    })
+  })
+}
+
+function spawnProgram(name, args, env) {
+  const logFile = path.join(work, `${name}-${children.size}.log`)
+  const out = fs.openSync(logFile, "a")
+  const child = spawn(process.execPath, [dist("programs", `${name}.js`), ...args], {
+    env: { ...process.env, SPILLWAY_LOG_LEVEL: "Warning", ...env },
+    stdio: ["ignore", out, out],
+  })
+  fs.closeSync(out)
+  children.add(child)
+  child.on("exit", () => children.delete(child))
+  child.logFile = logFile
+  return child
+}
+
+async function waitReady(child, port, timeoutMs = 60_000) {
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`exited early (${child.exitCode}); see ${child.logFile}`)
+    try {
+      if ((await fetch(`http://127.0.0.1:${port}/readyz`)).ok) return
+    } catch {}
+    await sleep(100)
+  }
+  throw new Error(`not ready after ${timeoutMs / 1000}s; see ${child.logFile}`)
+}
+
+const stopChild = (child) =>
+  child.exitCode !== null
+    ? Promise.resolve()
+    : new Promise((resolve) => {
+        const t = setTimeout(() => child.kill("SIGKILL"), 20_000)
+        child.once("exit", () => {
+          clearTimeout(t)
+          resolve()
+        })
+        child.kill("SIGTERM")
+      })
+
+/** Peak resident set (VmHWM) and current RSS of a live process, in MiB. */
+const memOf = (pid) => {
+  try {
+    const s = fs.readFileSync(`/proc/${pid}/status`, "utf8")
+    const kb = (k) => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(s)?.[1] ?? Number.NaN)
+    return { peakMiB: kb("VmHWM") / 1024, rssMiB: kb("VmRSS") / 1024 }
+  } catch {
+    return { peakMiB: Number.NaN, rssMiB: Number.NaN }
+  }
+}
+
+async function startIngester(brokers, topic, extraEnv = {}) {
+  const port = await freePort()
+  const metricsPort = await freePort()
+  const child = spawnProgram(
+    "ingester",
+    [
+      "api",
+      "--port",
+      String(port),
+      "--tls-cert",
+      certs.serverCert,
+      "--tls-key",
+      certs.serverKey,
+      "--tenants",
+      tenantsFile,
+      "--brokers",
+      brokers.join(","),
+      "--topic",
+      topic,
+      "--metrics-port",
+      String(metricsPort),
+    ],
+    { SPILLWAY_JWT_SECRET_FILE: secretFile, ...extraEnv },
+  )
+  await waitReady(child, metricsPort)
+  return { child, port, metricsPort }
+}
+
+function mintToken() {
+  return new Promise((resolve, reject) => {
+    const c = spawn(process.execPath, [dist("programs", "ingester.js"), "access-token", "--access-key", ACCESS_KEY], {
+      env: { ...process.env, SPILLWAY_JWT_SECRET_FILE: secretFile },
+    })
+    let out = ""
+    c.stdout.on("data", (d) => (out += d))
+    c.on("exit", (code) => (code === 0 ? resolve(out.trim()) : reject(new Error(`access-token exited ${code}`))))
+  })
+}
+
+// ---- gRPC clients ---------------------------------------------------------------------------------------------
+
+const makeClient = (port) =>
+  new EventServiceClient(`localhost:${port}`, grpc.credentials.createSsl(fs.readFileSync(certs.caCert)), {
+    "grpc.max_send_message_length": 64 * 1024 * 1024,
+  })
+
+/**
+ * One client on the batch RPC: keeps `WINDOW` batches in flight until `total` events are acked (or `untilMs` passes).
+ * Returns acked events and the statuses of failures.
+ */
+function batchClient(port, token, total, untilMs = Number.POSITIVE_INFINITY) {
+  return new Promise((resolve) => {
+    const client = makeClient(port)
+    const md = new grpc.Metadata()
+    md.set("authorization", `Bearer ${token}`)
+    const call = client.SendEventBatches(md)
+    let sent = 0
+    let acked = 0
+    let inflight = 0
+    let next = 0
+    const failures = {}
+    let done = false
+    const finish = () => {
+      if (done) return
+      done = true
+      call.end()
+      client.close()
+      resolve({ acked, failures })
+    }
+    const pump = () => {
+      while (!done && inflight < WINDOW && sent < total && Date.now() < untilMs) {
+        const id = String(next++)
+        inflight += 1
+        sent += BATCH
+        call.write({ batch_id: id, events: batchOf(next) })
+      }
+      if (inflight === 0 && (sent >= total || Date.now() >= untilMs)) finish()
+    }
+    call.on("data", (ack) => {
+      inflight -= 1
+      if (ack.status === "SUCCESS") acked += BATCH
+      else failures[`batch:${ack.code}`] = (failures[`batch:${ack.code}`] ?? 0) + 1
+      pump()
+    })
+    call.on("error", (e) => {
+      failures[grpc.status[e.code] ?? String(e.code)] = (failures[grpc.status[e.code] ?? String(e.code)] ?? 0) + 1
+      finish()
+    })
+    call.on("end", finish)
+    pump()
+  })
+}
+
+/** One client on the proof of concept's SendEvent: streams of `BATCH` events, one stream at a time. */
+async function sendEventClient(port, token, total) {
+  const client = makeClient(port)
+  const md = new grpc.Metadata()
+  md.set("authorization", `Bearer ${token}`)
+  let acked = 0
+  const failures = {}
+  for (let n = 0; acked < total; n++) {
+    const events = batchOf(n)
+    const ok = await new Promise((resolve) => {
+      const call = client.SendEvent(md, (err, res) => {
+        if (err) failures[grpc.status[err.code]] = (failures[grpc.status[err.code]] ?? 0) + 1
+        resolve(!err && res.status === "SUCCESS")
+      })
+      for (const e of events) call.write(e)
+      call.end()
+    })
+    if (ok) acked += events.length
+    else if (Object.values(failures).reduce((a, b) => a + b, 0) > 20) break
+  }
+  client.close()
+  return { acked, failures }
+}
+
+const rate = (events, ms) => ({
+  events,
+  seconds: ms / 1000,
+  eventsPerSec: events / (ms / 1000),
+  mbPerSec: (events * EVENT_BYTES) / (ms / 1000) / 1e6,
+})
+
+async function runClients(fn) {
+  const per = Math.ceil(EVENTS / CLIENTS / BATCH) * BATCH
+  const t0 = now()
+  const results = await Promise.all(Array.from({ length: CLIENTS }, () => fn(per)))
+  const ms = now() - t0
+  const failures = {}
+  for (const r of results) for (const [k, v] of Object.entries(r.failures)) failures[k] = (failures[k] ?? 0) + v
+  return {
+    ...rate(
+      results.reduce((n, r) => n + r.acked, 0),
+      ms,
+    ),
+    failures,
+  }
+}
+
+// ---- scenarios ------------------------------------------------------------------------------------------------
+
+async function benchIngest(brokers, token) {
+  const topic = `bench-ingest-${Date.now().toString(36)}`
+  await createTopic(brokers, topic)
+  const ing = await startIngester(brokers, topic)
+  // warm up (JIT, connections, producer metadata)
+  await batchClient(ing.port, token, BATCH * 20)
+  log("ingest over the batch RPC...")
+  const batchRpc = await runClients((n) => batchClient(ing.port, token, n))
+  log(`  ${batchRpc.eventsPerSec.toFixed(0)} events/s`)
+  log("ingest over SendEvent...")
+  const sendEvent = await runClients((n) => sendEventClient(ing.port, token, n))
+  log(`  ${sendEvent.eventsPerSec.toFixed(0)} events/s`)
+  const mem = memOf(ing.child.pid)
+  await stopChild(ing.child)
+  return { topic, batchRpc, sendEvent, ingesterPeakMiB: mem.peakMiB }
+}
+
+async function benchBareProducer(brokers) {
+  const topic = `bench-bare-${Date.now().toString(36)}`
+  await createTopic(brokers, topic)
+  const producer = kafkaFor(brokers).producer({ idempotent: true, maxInFlightRequests: 5 })
+  await producer.connect()
+  const encoded = POOL.map((e) => Buffer.from(EventCodec.encode(e)))
+  const records = (n) => {
+    const start = (n * BATCH) % encoded.length
+    return Array.from({ length: BATCH }, (_, i) => ({ key: ACCESS_KEY, value: encoded[(start + i) % encoded.length] }))
+  }
+  await producer.send({ topic, acks: -1, messages: records(0) })
+  log("bare kafkajs producer...")
+  const per = Math.ceil(EVENTS / CLIENTS / BATCH) * BATCH
+  const t0 = now()
+  let n = 0
+  await Promise.all(
+    Array.from({ length: CLIENTS }, async () => {
+      let sent = 0
+      const lanes = Array.from({ length: WINDOW }, async () => {
+        while (sent < per) {
+          sent += BATCH
+          await producer.send({ topic, acks: -1, messages: records(n++) })
+        }
+      })
+      await Promise.all(lanes)
+    }),
+  )
+  const ms = now() - t0
+  await producer.disconnect()
+  const r = rate(per * CLIENTS, ms)
+  log(`  ${r.eventsPerSec.toFixed(0)} events/s`)
+  return { topic, ...r }
+}
+
+/** Router from a filled topic into a file with decryption, and a bare consumer on the same topic. */
+async function benchRoute(brokers, topic) {
+  const total = await topicSize(brokers, topic)
+  log(`route: ${total} records in ${topic}`)
+  // bare consumer
+  const consumer = kafkaFor(brokers).consumer({ groupId: `bench-bare-${randomUUID()}`, maxBytes: 16 * 1024 * 1024 })
+  await consumer.connect()
+  await consumer.subscribe({ topic, fromBeginning: true })
+  let seen = 0
+  let first = 0
+  const bare = await new Promise((resolve) => {
+    consumer.run({
+      eachBatch: async ({ batch }) => {
+        if (seen === 0) first = now()
+        for (const m of batch.messages) EventCodec.decode(m.value)
+        seen += batch.messages.length
+        if (seen >= total) resolve(rate(seen, now() - first))
+      },
+    })
+  })
+  await consumer.disconnect()
+  log(`  bare consumer (decode only): ${bare.eventsPerSec.toFixed(0)} events/s`)
+
+  const outputDir = path.join(work, `route-out-${Date.now()}`)
+  fs.mkdirSync(outputDir)
+  const metricsPort = await freePort()
+  const child = spawnProgram("router", [
+    "consumer",
+    "--decrypt-events",
+    "--output-dir",
+    outputDir,
+    "--tenants",
+    tenantsFile,
+    "--brokers",
+    brokers.join(","),
+    "--topic",
+    topic,
+    "--group",
+    `bench-router-${randomUUID()}`,
+    "--metrics-port",
+    String(metricsPort),
+  ])
+  const file = path.join(outputDir, "bench.log")
+  let lines = 0
+  let pos = 0
+  let t1 = 0
+  const deadline = Date.now() + 600_000
+  while (lines < total && Date.now() < deadline && child.exitCode === null) {
+    await sleep(20)
+    if (!fs.existsSync(file)) continue
+    const size = fs.statSync(file).size
+    if (size > pos) {
+      const fd = fs.openSync(file, "r")
+      const buf = Buffer.alloc(size - pos)
+      fs.readSync(fd, buf, 0, buf.length, pos)
+      fs.closeSync(fd)
+      pos = size
+      if (lines === 0) t1 = now()
+      for (const b of buf) if (b === 10) lines++
+    }
+  }
+  const routed = rate(lines, now() - t1)
+  const mem = memOf(child.pid)
+  await stopChild(child)
+  log(`  router (decrypt + file): ${routed.eventsPerSec.toFixed(0)} events/s (${lines}/${total} lines)`)
+  return { records: total, router: routed, bareConsumer: bare, routerPeakMiB: mem.peakMiB }
+}
+
+/** Agent tails a file; lines appended at RATE/s carry their write time; the router's file shows when they land. */
+async function benchLatency(brokers, token) {
+  const topic = `bench-e2e-${Date.now().toString(36)}`
+  await createTopic(brokers, topic)
+  const ing = await startIngester(brokers, topic)
+  const outputDir = path.join(work, `e2e-out-${Date.now()}`)
+  fs.mkdirSync(outputDir)
+  const routerMetrics = await freePort()
+  const router = spawnProgram("router", [
+    "consumer",
+    "--decrypt-events",
+    "--output-dir",
+    outputDir,
+    "--tenants",
+    tenantsFile,
+    "--brokers",
+    brokers.join(","),
+    "--topic",
+    topic,
+    "--group",
+    `bench-e2e-${randomUUID()}`,
+    "--metrics-port",
+    String(routerMetrics),
+  ])
+  await waitReady(router, routerMetrics)
+  const tokenFile = path.join(work, "agent.token")
+  fs.writeFileSync(tokenFile, token, { mode: 0o600 })
+  const input = path.join(work, "e2e-input.log")
+  fs.writeFileSync(input, "")
+  const agentMetrics = await freePort()
+  const agent = spawnProgram(
+    "agent",
+    [
+      "--ingester",
+      `localhost:${ing.port}`,
+      "--ca-cert",
+      certs.caCert,
+      "--buffer-dir",
+      path.join(work, "agent-buffer"),
+      "--tail",
+      input,
+      "--metrics-port",
+      String(agentMetrics),
+    ],
+    { ACCESS_KEY, ACCESS_TOKEN_FILE: tokenFile },
+  )
+  await sleep(3000)
+  log(`latency: ${RATE} lines/s for ${LATENCY_SECONDS}s through agent -> ingester -> Kafka -> router`)
+  const origin = performance.timeOrigin
+  const total = RATE * LATENCY_SECONDS
+  const file = path.join(outputDir, "bench.log")
+  const latencies = []
+  let pos = 0
+  let rest = ""
+  const readNew = () => {
+    if (!fs.existsSync(file)) return
+    const size = fs.statSync(file).size
+    if (size <= pos) return
+    const fd = fs.openSync(file, "r")
+    const buf = Buffer.alloc(size - pos)
+    fs.readSync(fd, buf, 0, buf.length, pos)
+    fs.closeSync(fd)
+    pos = size
+    const t = origin + now()
+    const parts = (rest + buf.toString("utf8")).split("\n")
+    rest = parts.pop() ?? ""
+    for (const line of parts) {
+      const m = /lat=(\d+\.\d+)/.exec(line)
+      if (m) latencies.push(t - Number(m[1]))
+    }
+  }
+  const fd = fs.openSync(input, "a")
+  const start = now()
+  let written = 0
+  while (written < total) {
+    const due = Math.min(total, Math.floor(((now() - start) / 1000) * RATE))
+    if (due > written) {
+      let chunk = ""
+      const t = (origin + now()).toFixed(3)
+      for (; written < due; written++) chunk += `e2e ${written} lat=${t}\n`
+      fs.writeSync(fd, chunk)
+    }
+    readNew()
+    await sleep(2)
+  }
+  fs.closeSync(fd)
+  const deadline = Date.now() + 60_000
+  while (latencies.length < total && Date.now() < deadline) {
+    readNew()
+    await sleep(2)
+  }
+  latencies.sort((a, b) => a - b)
+  const q = (p) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))]
+  const mems = { agentPeakMiB: memOf(agent.pid).peakMiB, routerPeakMiB: memOf(router.pid).peakMiB }
+  mems.ingesterPeakMiB = memOf(ing.child.pid).peakMiB
+  await stopChild(agent)
+  await stopChild(ing.child)
+  await stopChild(router)
+  const r = {
+    rate: RATE,
+    seconds: LATENCY_SECONDS,
+    sent: total,
+    received: latencies.length,
+    p50Ms: q(0.5),
+    p99Ms: q(0.99),
+    maxMs: latencies.at(-1),
+    ...mems,
+  }
+  log(`  p50 ${r.p50Ms?.toFixed(1)} ms, p99 ${r.p99Ms?.toFixed(1)} ms (${latencies.length}/${total})`)
+  return r
+}
+
+/** The ingester on a private broker that is then stopped while clients keep pushing: RSS over time. */
+async function benchOverload(token) {
+  const opts = {
+    home: path.join(broker.CACHE_DIR, "..", "kafka-private", "bench"),
+    port: 19190,
+    controllerPort: 19191,
+    heap: "512m",
+    log: () => undefined,
+  }
+  await broker.start({ ...opts, owner: "auto" })
+  const brokers = [`127.0.0.1:${opts.port}`]
+  const topic = `bench-overload-${Date.now().toString(36)}`
+  await createTopic(brokers, topic)
+  const ing = await startIngester(brokers, topic)
+  await batchClient(ing.port, token, BATCH * 10)
+  const before = memOf(ing.child.pid).rssMiB
+  log(`overload: stopping the ingester's Kafka, ${CLIENTS} clients push for ${OVERLOAD_SECONDS}s`)
+  await broker.stop({ ...opts })
+  const until = Date.now() + OVERLOAD_SECONDS * 1000
+  let maxRss = 0
+  const sampler = setInterval(() => {
+    maxRss = Math.max(maxRss, memOf(ing.child.pid).rssMiB)
+  }, 200)
+  const failures = {}
+  let acked = 0
+  while (Date.now() < until) {
+    const rs = await Promise.all(Array.from({ length: CLIENTS }, () => batchClient(ing.port, token, 1e12, until)))
+    for (const r of rs) {
+      acked += r.acked
+      for (const [k, v] of Object.entries(r.failures)) failures[k] = (failures[k] ?? 0) + v
+    }
+    await sleep(100)
+  }
+  clearInterval(sampler)
+  const alive = ing.child.exitCode === null
+  await stopChild(ing.child)
+  await broker.stop({ ...opts, forget: true })
+  fs.rmSync(opts.home, { recursive: true, force: true })
+  const r = {
+    seconds: OVERLOAD_SECONDS,
+    rssBeforeMiB: before,
+    maxRssMiB: maxRss,
+    ackedWhileDown: acked,
+    failures,
+    alive,
+  }
+  log(`  RSS ${before.toFixed(0)} -> max ${maxRss.toFixed(0)} MiB; statuses ${JSON.stringify(failures)}`)
+  return r
+}
+
+// ---- main -----------------------------------------------------------------------------------------------------
+
+const fmt = (n, d = 0) => (Number.isFinite(n) ? n.toLocaleString("en-US", { maximumFractionDigits: d }) : "n/a")
+
+async function main() {
+  const k = await broker.start({ owner: "manual", log })
+  const brokers = [...broker.BROKERS]
+  const token = await mintToken()
+  const machine = {
+    cpus: os.cpus().length,
+    cpuModel: os.cpus()[0]?.model,
+    memGiB: os.totalmem() / 2 ** 30,
+    node: process.version,
+    kafka: broker.KAFKA_VERSION,
+    host: os.hostname(),
+    date: new Date().toISOString(),
+  }
+  log(`machine: ${JSON.stringify(machine)}`)
+  log(
+    `events per scenario ${EVENTS}, ${CLIENTS} clients, batches of ${BATCH}, ${WINDOW} in flight, ${EVENT_BYTES} B/event`,
+  )
+  const results = { machine, settings: { EVENTS, CLIENTS, BATCH, WINDOW, RATE, EVENT_BYTES } }
+  try {
+    results.ingest = await benchIngest(brokers, token)
+    results.bareProducer = await benchBareProducer(brokers)
+    results.route = await benchRoute(brokers, results.bareProducer.topic)
+    results.latency = await benchLatency(brokers, token)
+    results.overload = await benchOverload(token)
+  } finally {
+    for (const c of children) c.kill("SIGKILL")
+    if (k.started) await broker.stop({ log })
+    fs.writeFileSync(OUT, `${JSON.stringify(results, null, 2)}\n`)
+  }
+  const i = results.ingest
+  const b = results.bareProducer
+  const r = results.route
+  const l = results.latency
+  const o = results.overload
+  const table = [
+    `Spillway benchmark, ${machine.date}: ${machine.cpus} × ${machine.cpuModel}, ${fmt(machine.memGiB)} GiB, Node ${machine.node}, Kafka ${machine.kafka}`,
+    `${EVENTS} events per scenario, ${CLIENTS} clients, batches of ${BATCH}, ${WINDOW} in flight, ${EVENT_BYTES} B per encoded event`,
+    "",
+    "| Measure | Value | Limit (bare kafkajs) | Ratio |",
+    "| --- | ---: | ---: | ---: |",
+    `| ingest, batch RPC (events/s) | ${fmt(i.batchRpc.eventsPerSec)} | ${fmt(b.eventsPerSec)} | ${fmt(i.batchRpc.eventsPerSec / b.eventsPerSec, 2)} |`,
+    `| ingest, batch RPC (MB/s) | ${fmt(i.batchRpc.mbPerSec, 1)} | ${fmt(b.mbPerSec, 1)} | |`,
+    `| ingest, SendEvent (events/s) | ${fmt(i.sendEvent.eventsPerSec)} | ${fmt(b.eventsPerSec)} | ${fmt(i.sendEvent.eventsPerSec / b.eventsPerSec, 2)} |`,
+    `| route, decrypt + file (events/s) | ${fmt(r.router.eventsPerSec)} | ${fmt(r.bareConsumer.eventsPerSec)} | ${fmt(r.router.eventsPerSec / r.bareConsumer.eventsPerSec, 2)} |`,
+    `| end-to-end latency at ${fmt(l.rate)}/s, p50 / p99 (ms) | ${fmt(l.p50Ms, 1)} / ${fmt(l.p99Ms, 1)} | | ${l.received}/${l.sent} lines |`,
+    `| peak RSS ingester / router / agent (MiB) | ${fmt(Math.max(i.ingesterPeakMiB, l.ingesterPeakMiB))} / ${fmt(Math.max(r.routerPeakMiB, l.routerPeakMiB))} / ${fmt(l.agentPeakMiB)} | | |`,
+    `| ingester RSS, Kafka down ${o.seconds}s under push (MiB) | ${fmt(o.rssBeforeMiB)} → max ${fmt(o.maxRssMiB)} | | statuses ${JSON.stringify(o.failures)} |`,
+  ].join("\n")
+  process.stdout.write(`${table}\n\nfigures written to ${OUT}\n`)
+}
+
+main().catch((e) => {
+  for (const c of children) c.kill("SIGKILL")
+  process.stderr.write(`[bench] failed: ${e instanceof Error ? e.stack : String(e)}\n`)
+  process.exit(1)
+})
