@@ -1,0 +1,3 @@
+module spillway/interop/gcm
+
+go 1.21
