@@ -1,20 +1,186 @@
 #!/usr/bin/env node
 /**
- * `node dist/programs/router.js consumer [...]`: consumes the Kafka topic and delivers each
- * tenant's events to its destinations. STUB (issue 4): only the command line exists.
+ * `node dist/programs/router.js consumer [...]`: consumes the Kafka topic in a consumer group and
+ * delivers each tenant's events to its destinations (files, http), committing an offset only
+ * after every destination of the events up to it took them. See src/services/Router.ts.
+ *
+ * Every flag falls back to an environment variable (named in `--help`), which falls back to the
+ * JSON config file named by SPILLWAY_CONFIG. Tuning (environment / config file only):
+ * SPILLWAY_ROUTER_RETRY_BASE (200 millis), SPILLWAY_ROUTER_RETRY_CAP (5 seconds),
+ * SPILLWAY_ROUTER_RETRY_BUDGET (20 seconds), SPILLWAY_ROUTER_PAUSE_BASE (1 second),
+ * SPILLWAY_ROUTER_PAUSE_MAX (1 minute), SPILLWAY_ROUTER_CONCURRENCY (4 partitions at once),
+ * SPILLWAY_ROUTER_SESSION_TIMEOUT_MS (30000), SPILLWAY_ROUTER_MAX_BYTES_PER_PARTITION (1 MiB per fetch).
  */
+import { mkdirSync, readFileSync } from "node:fs"
 import { Command, Options } from "@effect/cli"
 import { NodeRuntime } from "@effect/platform-node"
-import { Config, Effect } from "effect"
+import { Config, Console, Duration, Effect, Either, Layer } from "effect"
+import { ConfigStore, parseTenantsFile } from "../services/ConfigStore.js"
+import { Crypto } from "../services/Crypto.js"
+import { DeadLetters, dlqTopic } from "../services/DeadLetter.js"
+import { Destinations } from "../services/Destinations.js"
+import { EventStream } from "../services/EventStream.js"
+import { Health } from "../services/Health.js"
+import { KafkaClient, kafkaSettingsConfig } from "../services/Kafka.js"
+import { OpsServerLive } from "../services/Ops.js"
 import { runnable } from "../services/ProgramRuntime.js"
+import { defaultRouterOptions, runRouter } from "../services/Router.js"
 
-const printEvents = Options.boolean("print-events").pipe(
-  Options.withDescription("Print events as received from Kafka (env SPILLWAY_PRINT_EVENTS)"),
-  Options.withFallbackConfig(Config.boolean("SPILLWAY_PRINT_EVENTS").pipe(Config.withDefault(false))),
+const bool = (name: string, env: string, description: string) =>
+  Options.boolean(name).pipe(
+    Options.withDescription(`${description} (env ${env})`),
+    Options.withFallbackConfig(Config.boolean(env).pipe(Config.withDefault(false))),
+  )
+const text = (name: string, env: string, fallback: string, description: string) =>
+  Options.text(name).pipe(
+    Options.withDescription(`${description} (env ${env}; default ${fallback})`),
+    Options.withFallbackConfig(Config.string(env).pipe(Config.withDefault(fallback))),
+  )
+
+const printEvents = bool("print-events", "SPILLWAY_PRINT_EVENTS", "Print events as received from Kafka")
+const decryptEvents = bool(
+  "decrypt-events",
+  "SPILLWAY_DECRYPT_EVENTS",
+  "Decrypt events received from Kafka; events written to the targets are decrypted too",
 )
+const outputDir = text("output-dir", "SPILLWAY_OUTPUT_DIR", ".", "Folder the file targets are written under")
+const tenants = text(
+  "tenants",
+  "SPILLWAY_TENANTS_FILE",
+  "access-tokens-db.json",
+  "Tenants file (access key -> keys and targets); watched for changes",
+)
+const brokers = text("brokers", "SPILLWAY_KAFKA_BROKERS", "127.0.0.1:9092", "Kafka brokers, comma-separated host:port")
+const topic = text("topic", "SPILLWAY_KAFKA_TOPIC", "fb-kafka", "Topic to consume (dead letters go to <topic>-dlq)")
+const group = text("group", "SPILLWAY_ROUTER_GROUP", "spillway-router", "Kafka consumer group the routers share")
+const metricsPort = Options.integer("metrics-port").pipe(
+  Options.withDescription(
+    "Port of /healthz, /readyz and /metrics; 0 disables it (env SPILLWAY_ROUTER_METRICS_PORT; default 9466)",
+  ),
+  Options.withFallbackConfig(Config.integer("SPILLWAY_ROUTER_METRICS_PORT").pipe(Config.withDefault(9466))),
+)
+const metricsHost = text("metrics-host", "SPILLWAY_ROUTER_METRICS_HOST", "0.0.0.0", "Address the operations port binds")
 
-const consumer = Command.make("consumer", { printEvents }, (opts) =>
-  Effect.logInfo("router consumer is not built yet").pipe(Effect.annotateLogs({ printEvents: opts.printEvents })),
+const tuning = Config.all({
+  retryBase: Config.duration("SPILLWAY_ROUTER_RETRY_BASE").pipe(Config.withDefault(defaultRouterOptions.retryBase)),
+  retryCap: Config.duration("SPILLWAY_ROUTER_RETRY_CAP").pipe(Config.withDefault(defaultRouterOptions.retryCap)),
+  retryBudget: Config.duration("SPILLWAY_ROUTER_RETRY_BUDGET").pipe(
+    Config.withDefault(defaultRouterOptions.retryBudget),
+  ),
+  pauseBase: Config.duration("SPILLWAY_ROUTER_PAUSE_BASE").pipe(Config.withDefault(defaultRouterOptions.pauseBase)),
+  pauseMax: Config.duration("SPILLWAY_ROUTER_PAUSE_MAX").pipe(Config.withDefault(defaultRouterOptions.pauseMax)),
+  sessionTimeoutMs: Config.integer("SPILLWAY_ROUTER_SESSION_TIMEOUT_MS").pipe(
+    Config.withDefault(30_000),
+    Config.validate({
+      message: "SPILLWAY_ROUTER_SESSION_TIMEOUT_MS must be 6000 to 300000",
+      validation: (n) => n >= 6_000 && n <= 300_000,
+    }),
+  ),
+  maxBytesPerPartition: Config.integer("SPILLWAY_ROUTER_MAX_BYTES_PER_PARTITION").pipe(
+    Config.withDefault(1_048_576),
+    Config.validate({
+      message: "SPILLWAY_ROUTER_MAX_BYTES_PER_PARTITION must be 1024 to 104857600",
+      validation: (n) => n >= 1024 && n <= 104_857_600,
+    }),
+  ),
+  concurrency: Config.integer("SPILLWAY_ROUTER_CONCURRENCY").pipe(
+    Config.withDefault(defaultRouterOptions.concurrency),
+    Config.validate({ message: "SPILLWAY_ROUTER_CONCURRENCY must be 1 to 64", validation: (n) => n >= 1 && n <= 64 }),
+  ),
+})
+
+const TOPIC = /^[A-Za-z0-9._-]{1,240}$/
+const HOSTPORT = /^[^\s:,]+:\d{1,5}$/
+
+/** A problem with the command line or the files it names: printed as one line, exit code 2. */
+const usage = (message: string) =>
+  Console.error(`spillway-router: ${message}`).pipe(
+    Effect.zipRight(
+      Effect.sync(() => {
+        process.exitCode = 2
+      }),
+    ),
+  )
+
+const consumer = Command.make(
+  "consumer",
+  { printEvents, decryptEvents, outputDir, tenants, brokers, topic, group, metricsPort, metricsHost },
+  (opts) =>
+    Effect.gen(function* () {
+      const brokerList = opts.brokers
+        .split(",")
+        .map((b) => b.trim())
+        .filter((b) => b.length > 0)
+      const badBroker = brokerList.find((b) => !HOSTPORT.test(b))
+      if (brokerList.length === 0 || badBroker !== undefined)
+        return yield* usage(
+          `--brokers (SPILLWAY_KAFKA_BROKERS) must list host:port pairs${badBroker ? `, not ${JSON.stringify(badBroker)}` : ""}`,
+        )
+      if (!TOPIC.test(opts.topic))
+        return yield* usage(
+          `--topic (SPILLWAY_KAFKA_TOPIC) ${JSON.stringify(opts.topic)} is not a valid Kafka topic name`,
+        )
+      if (opts.group.trim() === "") return yield* usage("--group (SPILLWAY_ROUTER_GROUP) must not be empty")
+      if (!Number.isInteger(opts.metricsPort) || opts.metricsPort < 0 || opts.metricsPort > 65535)
+        return yield* usage(`--metrics-port (SPILLWAY_ROUTER_METRICS_PORT) must be 0 to 65535, not ${opts.metricsPort}`)
+      try {
+        mkdirSync(opts.outputDir, { recursive: true })
+      } catch (e) {
+        return yield* usage(
+          `--output-dir (SPILLWAY_OUTPUT_DIR) ${opts.outputDir}: cannot create it: ${e instanceof Error ? e.message : e}`,
+        )
+      }
+      // Refuse a bad tenants file before touching Kafka (the ConfigStore layer checks it again and watches it).
+      let tenantsText: string
+      try {
+        tenantsText = readFileSync(opts.tenants, "utf8")
+      } catch (e) {
+        return yield* usage(
+          `--tenants (SPILLWAY_TENANTS_FILE) ${opts.tenants}: cannot read it: ${e instanceof Error ? e.message : e}`,
+        )
+      }
+      const parsed = parseTenantsFile(opts.tenants, tenantsText)
+      if (Either.isLeft(parsed)) return yield* usage(`tenants file refused: ${parsed.left.message}`)
+
+      const tune = yield* tuning
+      const settings = { ...(yield* kafkaSettingsConfig("spillway-router")), brokers: brokerList }
+      const routerOptions = {
+        ...tune,
+        decrypt: opts.decryptEvents,
+        printEvents: opts.printEvents,
+      }
+      const services = Layer.mergeAll(
+        EventStream.layerKafka({
+          topic: opts.topic,
+          groupId: opts.group,
+          partitionsConcurrently: tune.concurrency,
+          sessionTimeoutMs: tune.sessionTimeoutMs,
+          maxBytesPerPartition: tune.maxBytesPerPartition,
+        }),
+        DeadLetters.layerKafka(dlqTopic(opts.topic)),
+        Destinations.layer(opts.outputDir),
+        ConfigStore.layerFile(opts.tenants),
+        Crypto.Default,
+      ).pipe(Layer.provide(KafkaClient.layer(settings)))
+      yield* Effect.logInfo("router starting").pipe(
+        Effect.annotateLogs({
+          topic: opts.topic,
+          deadLetterTopic: dlqTopic(opts.topic),
+          group: opts.group,
+          brokers: brokerList.join(","),
+          outputDir: opts.outputDir,
+          tenants: opts.tenants,
+          metricsPort: opts.metricsPort,
+          retryBudgetMs: Duration.toMillis(tune.retryBudget),
+        }),
+      )
+      const ops = OpsServerLive({ host: opts.metricsHost, port: opts.metricsPort })
+      return yield* Effect.scoped(Effect.zipRight(Layer.build(ops), runRouter(routerOptions))).pipe(
+        Effect.provide(Layer.merge(services, Health.Default)),
+        // A consumer that crashed for good fails the program (exit code 1) so that it gets restarted.
+        Effect.catchTag("ConfigFileError", (e) => usage(`tenants file refused: ${e.message}`)),
+      )
+    }),
 ).pipe(Command.withDescription("Consume the topic and route each tenant's events to its targets"))
 
 const router = Command.make("router").pipe(

@@ -12,7 +12,9 @@ import type { WireEvent } from "../domain/Event.js"
 /** `proto/` resolves the same from `src/services` and `dist/services`. */
 export const protoPath = fileURLToPath(new URL("../../proto/spillway.proto", import.meta.url))
 
-const root = protobuf.loadSync(protoPath)
+// keepCase: field names as in the .proto (agent_id, event_id, batch_id), which the domain schemas expect;
+// protobufjs would otherwise camelCase them and silently drop snake_case fields in fromObject.
+const root = new protobuf.Root().loadSync(protoPath, { keepCase: true })
 const toObjectOptions: protobuf.IConversionOptions = { longs: String, enums: String, defaults: true }
 
 const codec = <T extends object>(name: string) => {

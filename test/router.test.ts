@@ -1,0 +1,250 @@
+/**
+ * The router's routing logic with in-memory layers: EventStream (fixed batches, records commits
+ * and rewinds), Destinations (outcomes chosen by the test), DeadLetters, ConfigStore.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Either, Layer, Logger, LogLevel, Schema, Stream } from "effect"
+import { DestinationError } from "../src/domain/Errors.js"
+import { type Target, TenantsFile } from "../src/domain/Tenant.js"
+import { ConfigStore } from "../src/services/ConfigStore.js"
+import { Crypto, sealHex } from "../src/services/Crypto.js"
+import { type DeadLetter, DeadLetters } from "../src/services/DeadLetter.js"
+import { Destinations } from "../src/services/Destinations.js"
+import {
+  EventStream,
+  type MemoryBatch,
+  type MemoryLog,
+  memoryLog,
+  type SourceRecord,
+} from "../src/services/EventStream.js"
+import {
+  decodeRecord,
+  defaultRouterOptions,
+  formatLine,
+  makeRouter,
+  type RouterOptions,
+} from "../src/services/Router.js"
+import { EventCodec } from "../src/services/Wire.js"
+
+const KEY = "883EC28EBA9A36A386FA351FBC482B34"
+const A = "tenant-a"
+const B = "tenant-b"
+const tenants = Schema.decodeUnknownSync(TenantsFile)({
+  [A]: { AccessKey: A, EncryptionKey: KEY, UserID: "u-a", targets: [{ file: "a.log" }] },
+  [B]: {
+    AccessKey: B,
+    EncryptionKey: KEY,
+    UserID: "u-b",
+    targets: [{ file: "b.log" }, { http: { url: "http://collector.example:8080/in" } }],
+  },
+})
+
+const wire = (accessKey: string, n: number, opts: { encrypt?: boolean; eventId?: boolean; message?: string } = {}) =>
+  EventCodec.encode({
+    timestamp: { seconds: "1621322656", nanos: 100476100 },
+    agent_id: "agent-1",
+    agentId: "agent-1", // both spellings: valid whether or not Wire.ts loads the proto with keepCase
+    tag: "cpu",
+    message:
+      opts.message ??
+      (opts.encrypt === false ? JSON.stringify({ n }) : sealHex(Buffer.from(KEY), Buffer.from(JSON.stringify({ n })))),
+    UserID: `u-${accessKey.slice(-1)}`,
+    AccessKey: accessKey,
+    event_id: opts.eventId ? `id-${n}` : "",
+    eventId: opts.eventId ? `id-${n}` : "",
+  } as never)
+
+const rec = (offset: number, value: Uint8Array | null, key: string | null = null): SourceRecord => ({
+  offset: String(offset),
+  key: key === null ? null : Buffer.from(key),
+  value,
+  timestamp: "0",
+})
+
+interface Run {
+  readonly log: MemoryLog
+  readonly delivered: Map<string, Array<string>>
+  readonly letters: Array<DeadLetter>
+}
+
+const run = (
+  batches: ReadonlyArray<MemoryBatch>,
+  options: Partial<RouterOptions> = {},
+  outcome?: (target: Target, lines: ReadonlyArray<string>) => DestinationError | undefined,
+): Effect.Effect<Run> => {
+  const log = memoryLog()
+  const delivered = new Map<string, Array<string>>()
+  const letters: Array<DeadLetter> = []
+  const layer = Layer.mergeAll(
+    EventStream.layerMemory(batches, log),
+    ConfigStore.layerMemory(tenants),
+    Crypto.Default,
+    Destinations.layerMemory(outcome === undefined ? { delivered } : { delivered, outcome }),
+    DeadLetters.layerMemory(letters),
+  )
+  return Effect.gen(function* () {
+    const router = yield* makeRouter({
+      ...defaultRouterOptions,
+      decrypt: true,
+      retryBase: "5 millis",
+      retryCap: "20 millis",
+      retryBudget: "100 millis",
+      ...options,
+    })
+    const stream = yield* EventStream
+    yield* Stream.runForEach(stream.batches, router.handle)
+    return { log, delivered, letters }
+  }).pipe(Effect.provide(layer), Logger.withMinimumLogLevel(LogLevel.None))
+}
+
+const parsed = (lines: ReadonlyArray<string> | undefined) => (lines ?? []).map((l) => JSON.parse(l))
+
+describe("Router (in memory)", () => {
+  it("decodes protobuf and JSON records and refuses garbage", () => {
+    const pb = decodeRecord(wire(A, 1, { eventId: true }))
+    assert.isTrue(Either.isRight(pb))
+    if (Either.isRight(pb)) {
+      assert.strictEqual(pb.right.accessKey, A)
+      assert.strictEqual(pb.right.eventId, "id-1")
+      assert.strictEqual(
+        formatLine(pb.right, { n: 1 }),
+        '{"timestamp":"2021-05-18T07:24:16.100476100Z","agent_id":"agent-1","tag":"cpu","user_id":"u-a","access_key":"tenant-a","event_id":"id-1","message":{"n":1}}',
+      )
+    }
+    const json = decodeRecord(
+      Buffer.from(JSON.stringify({ agent_id: "x", tag: "t", message: "m", UserID: "u", AccessKey: A })),
+    )
+    assert.isTrue(Either.isRight(json))
+    assert.isTrue(Either.isLeft(decodeRecord(Buffer.from([0xff, 0xff, 0xff, 0x01]))))
+    assert.isTrue(Either.isLeft(decodeRecord(null)))
+    assert.isTrue(Either.isLeft(decodeRecord(new Uint8Array())))
+  })
+
+  it.live("routes each tenant's events to its targets, decrypted, and commits the batch", () =>
+    Effect.gen(function* () {
+      const r = yield* run([
+        {
+          topic: "t",
+          partition: 0,
+          records: [rec(10, wire(A, 1), A), rec(11, wire(B, 2, { eventId: true })), rec(12, wire(A, 3))],
+        },
+      ])
+      assert.deepStrictEqual(
+        parsed(r.delivered.get("file:a.log")).map((e) => e.message),
+        [{ n: 1 }, { n: 3 }],
+      )
+      assert.deepStrictEqual(
+        parsed(r.delivered.get("file:b.log")).map((e) => [e.message, e.event_id, e.user_id]),
+        [[{ n: 2 }, "id-2", "u-b"]],
+      )
+      assert.strictEqual(r.delivered.get("http:collector.example:8080")?.length, 1)
+      assert.deepStrictEqual(r.log.commits, [{ partition: 0, offset: "12" }])
+      assert.strictEqual(r.letters.length, 0)
+      assert.strictEqual(r.log.released, 1)
+    }),
+  )
+
+  it.live("keeps the ciphertext when not decrypting", () =>
+    Effect.gen(function* () {
+      const r = yield* run([{ topic: "t", partition: 0, records: [rec(0, wire(A, 1))] }], { decrypt: false })
+      const [line] = parsed(r.delivered.get("file:a.log"))
+      assert.isString(line.message)
+      assert.match(line.message, /^[0-9a-f]+$/)
+    }),
+  )
+
+  it.live("sends poison records to the dead letters with reasons, and goes on", () =>
+    Effect.gen(function* () {
+      const r = yield* run([
+        {
+          topic: "t",
+          partition: 2,
+          records: [
+            rec(0, Buffer.from("not a protobuf \xff\xff")),
+            rec(1, wire("nobody", 1)),
+            rec(2, wire(A, 2, { message: "00ff" })),
+            rec(3, wire(A, 3, { encrypt: false })),
+            rec(4, wire(A, 4)),
+          ],
+        },
+      ])
+      assert.deepStrictEqual(
+        r.letters.map((l) => [l.reason, l.offset, l.partition, l.topic]),
+        [
+          ["undecodable", "0", 2, "t"],
+          ["unknown_tenant", "1", 2, "t"],
+          ["undecryptable", "2", 2, "t"],
+          ["undecryptable", "3", 2, "t"],
+        ],
+      )
+      assert.deepStrictEqual(
+        parsed(r.delivered.get("file:a.log")).map((e) => e.message),
+        [{ n: 4 }],
+      )
+      assert.deepStrictEqual(r.log.commits, [{ partition: 2, offset: "4" }])
+    }),
+  )
+
+  it.live("a destination out of budget commits the delivered prefix and rewinds only its partition", () =>
+    Effect.gen(function* () {
+      let httpAttempts = 0
+      const r = yield* run(
+        [
+          // partition 0: A, A, B, A: http (B's) fails, so the cut is offset 2
+          {
+            topic: "t",
+            partition: 0,
+            records: [rec(0, wire(A, 0)), rec(1, wire(A, 1)), rec(2, wire(B, 2)), rec(3, wire(A, 3))],
+          },
+          // partition 1: only A; flows
+          { topic: "t", partition: 1, records: [rec(0, wire(A, 10)), rec(1, wire(A, 11))] },
+        ],
+        {},
+        (target) => {
+          if ("http" in target) {
+            httpAttempts++
+            return new DestinationError({ target: "http", retryable: true, detail: "http status 503" })
+          }
+          return undefined
+        },
+      )
+      assert.isAbove(httpAttempts, 1, "retried")
+      assert.deepStrictEqual(r.log.commits, [
+        { partition: 0, offset: "1" },
+        { partition: 1, offset: "1" },
+      ])
+      assert.strictEqual(r.log.rewinds.length, 1)
+      assert.strictEqual(r.log.rewinds[0]!.partition, 0)
+      assert.strictEqual(r.log.rewinds[0]!.offset, "2")
+      // The file targets got everything (the rewind will deliver 2 and 3 again to them: at least once).
+      assert.deepStrictEqual(
+        parsed(r.delivered.get("file:a.log")).map((e) => e.message.n),
+        [0, 1, 3, 10, 11],
+      )
+      assert.strictEqual(r.letters.length, 0)
+    }),
+  )
+
+  it.live("a permanent refusal sends that destination's events to the dead letters and commits", () =>
+    Effect.gen(function* () {
+      const r = yield* run(
+        [{ topic: "t", partition: 0, records: [rec(5, wire(B, 1)), rec(6, wire(B, 2))] }],
+        {},
+        (target) =>
+          "http" in target
+            ? new DestinationError({ target: "http", retryable: false, detail: "http status 400" })
+            : undefined,
+      )
+      assert.deepStrictEqual(
+        r.letters.map((l) => [l.reason, l.offset, l.target, l.detail]),
+        [
+          ["destination_rejected", "5", "http:collector.example:8080", "http status 400"],
+          ["destination_rejected", "6", "http:collector.example:8080", "http status 400"],
+        ],
+      )
+      assert.strictEqual(r.delivered.get("file:b.log")?.length, 2)
+      assert.deepStrictEqual(r.log.commits, [{ partition: 0, offset: "6" }])
+      assert.strictEqual(r.log.rewinds.length, 0)
+    }),
+  )
+})
