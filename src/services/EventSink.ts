@@ -1,0 +1,341 @@
+/**
+ * EventSink: the design card's KafkaSink port. Batches of validated events go in; the effect
+ * succeeds only once the sink durably has every event of the batch (Kafka: acks=all from an
+ * idempotent producer), else it fails with SinkUnavailable. Other brokers or the in-memory double
+ * implement the same Tag.
+ *
+ * Kafka record format (DESIGN.md "Kafka record contract"):
+ *   key     = the event's access key (UTF-8), so one tenant's events share a partition
+ *   value   = the protobuf encoding of `api.Event` (proto/spillway.proto), re-encoded from the
+ *             validated event: the timestamp is the repaired one (seconds + nanos), `event_id` as sent
+ *   headers = none
+ *
+ * `layerKafka` runs one writer fiber that owns the producer: publishes queue up while a send is in
+ * flight and go out together (one `producer.send` per round, split at `maxSendBytes` so a request
+ * stays under the broker's message.max.bytes), which keeps the idempotent producer's sequence
+ * numbers in order (kafkajs cannot safely send concurrently to one partition with idempotence).
+ * A failed or timed-out send fails the batches in it, drops the producer, and a manager fiber
+ * connects a fresh one on an exponential, jittered, capped Schedule. Readiness = a connected
+ * producer and a broker that answered the last probe.
+ */
+import { Clock, Context, Deferred, Duration, Effect, Layer, Metric, Option, Queue, Ref, Schedule, Schema } from "effect"
+import { CompressionTypes, type Kafka, Partitioners, type Producer } from "kafkajs"
+import { SinkUnavailable } from "../domain/Errors.js"
+import { Event } from "../domain/Event.js"
+import * as M from "./IngesterMetrics.js"
+import { KafkaClient } from "./Kafka.js"
+import { EventCodec } from "./Wire.js"
+
+/** One Kafka record as the ingester writes it. */
+export interface SinkRecord {
+  readonly key: string
+  readonly value: Buffer
+}
+
+const encodeEvent = Schema.encodeSync(Event)
+
+/** Pure: the Kafka record of an event (see the module comment). */
+export const encodeRecord = (event: Event): SinkRecord => ({
+  key: event.accessKey,
+  value: Buffer.from(EventCodec.encode(encodeEvent(event))),
+})
+
+export class EventSink extends Context.Tag("spillway/EventSink")<
+  EventSink,
+  {
+    /** Succeeds once the sink durably has every event; fails (nothing or some of them written) otherwise. */
+    readonly publish: (events: ReadonlyArray<Event>) => Effect.Effect<void, SinkUnavailable>
+    /** Whether the sink can take events now (readiness). */
+    readonly ready: Effect.Effect<boolean>
+  }
+>() {
+  static readonly layerKafka = (options: KafkaSinkOptions): Layer.Layer<EventSink, never, KafkaClient> =>
+    Layer.scoped(
+      EventSink,
+      Effect.flatMap(KafkaClient, (kafka) => makeKafka(kafka, options)),
+    )
+
+  /** An in-memory sink (tests): records are kept in order; it can be made unavailable or slow. */
+  static get layerMemory(): Layer.Layer<EventSink | MemorySink> {
+    return Layer.effectContext(
+      Effect.map(Effect.sync(makeMemory), (m) => Context.make(EventSink, m.sink).pipe(Context.add(MemorySink, m))),
+    )
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// In memory
+
+export interface MemorySinkControl {
+  readonly sink: EventSink["Type"]
+  readonly records: () => ReadonlyArray<SinkRecord>
+  /** false: every publish fails with SinkUnavailable (and readiness is false). */
+  readonly setAvailable: (available: boolean) => void
+  /** Each publish waits this long before it succeeds. */
+  readonly setDelay: (delay: Duration.DurationInput) => void
+  readonly publishes: () => number
+}
+
+export class MemorySink extends Context.Tag("spillway/MemorySink")<MemorySink, MemorySinkControl>() {}
+
+export const makeMemory = (): MemorySinkControl => {
+  const records: Array<SinkRecord> = []
+  let available = true
+  let delay = Duration.zero
+  let publishes = 0
+  return {
+    sink: {
+      publish: (events) =>
+        Effect.gen(function* () {
+          if (Duration.greaterThan(delay, Duration.zero)) yield* Effect.sleep(delay)
+          if (!available) return yield* new SinkUnavailable({ detail: "the in-memory sink is unavailable" })
+          publishes++
+          for (const e of events) records.push(encodeRecord(e))
+        }),
+      ready: Effect.sync(() => available),
+    },
+    records: () => [...records],
+    setAvailable: (a) => {
+      available = a
+    },
+    setDelay: (d) => {
+      delay = Duration.decode(d)
+    },
+    publishes: () => publishes,
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kafka
+
+export interface KafkaSinkOptions {
+  readonly topic: string
+  /** A send that Kafka has not acknowledged by then fails (and the producer is replaced). Default 15 s. */
+  readonly produceTimeout?: Duration.DurationInput
+  /** Records of one `producer.send` stay under this many value+key bytes. Default 900 KiB. */
+  readonly maxSendBytes?: number
+  /** Reconnect delays: exponential from 200 ms, jittered, capped here. Default 10 s. */
+  readonly reconnectCap?: Duration.DurationInput
+  /** How often the broker is probed for readiness. Default 5 s. */
+  readonly probeInterval?: Duration.DurationInput
+}
+
+interface Pending {
+  readonly records: ReadonlyArray<SinkRecord>
+  readonly done: Deferred.Deferred<void, SinkUnavailable>
+}
+
+const causeText = (e: unknown) => (e instanceof Error ? `${e.name}: ${e.message}` : String(e))
+
+export const makeKafka = (kafka: Kafka, options: KafkaSinkOptions) =>
+  Effect.gen(function* () {
+    const topic = options.topic
+    const produceTimeout = Duration.decode(options.produceTimeout ?? "15 seconds")
+    const maxSendBytes = options.maxSendBytes ?? 900 * 1024
+    const cap = Duration.decode(options.reconnectCap ?? "10 seconds")
+    const probeInterval = Duration.decode(options.probeInterval ?? "5 seconds")
+
+    const producer = yield* Ref.make(Option.none<Producer>())
+    const probeOk = yield* Ref.make(false)
+    const broken = yield* Queue.sliding<Producer>(4)
+    const queue = yield* Queue.unbounded<Pending>()
+
+    const setConnectedGauge = Effect.gen(function* () {
+      const ok = Option.isSome(yield* Ref.get(producer)) && (yield* Ref.get(probeOk))
+      yield* Metric.set(M.kafkaConnected, ok ? 1 : 0)
+    })
+
+    const disconnect = (p: Producer) =>
+      Effect.promise(() => p.disconnect().catch(() => undefined)).pipe(Effect.timeout("5 seconds"), Effect.ignore)
+
+    const connectOnce = Effect.tryPromise({
+      try: async () => {
+        const p = kafka.producer({
+          idempotent: true,
+          maxInFlightRequests: 1,
+          allowAutoTopicCreation: true,
+          createPartitioner: Partitioners.DefaultPartitioner,
+          // kafkajs retries an idempotent send without end; produceTimeout bounds it, then the
+          // producer is dropped (which rejects the send) and a fresh one is connected.
+          retry: { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: 200, maxRetryTime: 2_000 },
+        })
+        try {
+          await p.connect()
+        } catch (e) {
+          await p.disconnect().catch(() => undefined)
+          throw e
+        }
+        return p
+      },
+      catch: (cause) => new SinkUnavailable({ detail: `cannot connect to Kafka: ${causeText(cause)}`, cause }),
+    }).pipe(
+      Effect.timeoutFail({
+        duration: produceTimeout,
+        onTimeout: () => new SinkUnavailable({ detail: "connecting to Kafka timed out" }),
+      }),
+    )
+
+    const reconnectSchedule = Schedule.exponential("200 millis", 2).pipe(
+      Schedule.union(Schedule.spaced(cap)),
+      Schedule.jittered,
+    )
+
+    // The producer's owner: connect (retrying), hold until reported broken, drop, repeat.
+    const manager = Effect.gen(function* () {
+      const p = yield* connectOnce.pipe(
+        Effect.tapError((e) =>
+          Effect.logWarning("Kafka producer not connected, retrying").pipe(Effect.annotateLogs({ detail: e.detail })),
+        ),
+        Effect.retry(reconnectSchedule),
+      )
+      yield* Ref.set(producer, Option.some(p))
+      yield* Ref.set(probeOk, true)
+      yield* setConnectedGauge
+      yield* Effect.logInfo("Kafka producer connected").pipe(Effect.annotateLogs({ topic }))
+      while (true) {
+        const b = yield* Queue.take(broken)
+        if (b === p) break
+      }
+      yield* Ref.set(producer, Option.none())
+      yield* setConnectedGauge
+      yield* disconnect(p)
+    }).pipe(Effect.forever)
+
+    const markBroken = (p: Producer) => Queue.offer(broken, p)
+
+    const produce = (p: Producer, records: ReadonlyArray<SinkRecord>) =>
+      Effect.gen(function* () {
+        const start = yield* Clock.currentTimeMillis
+        yield* Effect.tryPromise({
+          try: () =>
+            p.send({
+              topic,
+              acks: -1,
+              compression: CompressionTypes.None,
+              messages: records.map((r) => ({ key: r.key, value: r.value })),
+            }),
+          catch: (cause) => new SinkUnavailable({ detail: `Kafka refused the records: ${causeText(cause)}`, cause }),
+        }).pipe(
+          Effect.timeoutFail({
+            duration: produceTimeout,
+            onTimeout: () =>
+              new SinkUnavailable({
+                detail: `Kafka did not acknowledge within ${Duration.format(produceTimeout)}`,
+              }),
+          }),
+        )
+        const end = yield* Clock.currentTimeMillis
+        yield* Metric.update(M.produceLatency, (end - start) / 1000)
+      }).pipe(
+        Effect.tapError((e) =>
+          Effect.all([
+            Metric.increment(M.produceErrors),
+            Effect.logWarning("Kafka produce failed").pipe(Effect.annotateLogs({ detail: e.detail, topic })),
+            markBroken(p),
+          ]),
+        ),
+      )
+
+    /** Sends a round of pending publishes in sends of at most maxSendBytes; completes every deferred. */
+    const sendRound = (items: ReadonlyArray<Pending>) =>
+      Effect.gen(function* () {
+        const current = yield* Ref.get(producer)
+        if (Option.isNone(current)) {
+          const err = new SinkUnavailable({ detail: "not connected to Kafka" })
+          yield* Effect.forEach(items, (i) => Deferred.fail(i.done, err), { discard: true })
+          return
+        }
+        const p = current.value
+        // Cut the round into sends; each item is done when the send holding its last record succeeded.
+        const sends: Array<{ records: Array<SinkRecord>; completes: Array<Pending> }> = []
+        let cur = { records: [] as Array<SinkRecord>, completes: [] as Array<Pending> }
+        let bytes = 0
+        for (const item of items) {
+          for (const r of item.records) {
+            const size = r.value.length + Buffer.byteLength(r.key)
+            if (bytes + size > maxSendBytes && cur.records.length > 0) {
+              sends.push(cur)
+              cur = { records: [], completes: [] }
+              bytes = 0
+            }
+            cur.records.push(r)
+            bytes += size
+          }
+          cur.completes.push(item)
+        }
+        if (cur.records.length > 0 || cur.completes.length > 0) sends.push(cur)
+        for (let i = 0; i < sends.length; i++) {
+          const send = sends[i]!
+          const result = send.records.length === 0 ? undefined : yield* Effect.either(produce(p, send.records))
+          if (result !== undefined && result._tag === "Left") {
+            for (const rest of sends.slice(i))
+              yield* Effect.forEach(rest.completes, (c) => Deferred.fail(c.done, result.left), { discard: true })
+            return
+          }
+          yield* Effect.forEach(send.completes, (c) => Deferred.succeed(c.done, undefined), { discard: true })
+        }
+      })
+
+    const writer = Effect.gen(function* () {
+      const first = yield* Queue.take(queue)
+      const rest = yield* Queue.takeAll(queue)
+      yield* sendRound([first, ...rest])
+    }).pipe(Effect.forever)
+
+    // Readiness probe: the broker answers a metadata request.
+    const admin = kafka.admin()
+    let adminConnected = false
+    const probe = Effect.gen(function* () {
+      const ok = yield* Effect.tryPromise(async () => {
+        if (!adminConnected) {
+          await admin.connect()
+          adminConnected = true
+        }
+        await admin.describeCluster()
+      }).pipe(
+        Effect.timeout(Duration.millis(Math.max(1000, Duration.toMillis(probeInterval) - 500))),
+        Effect.as(true),
+        Effect.catchAll(() => Effect.succeed(false)),
+      )
+      const was = yield* Ref.getAndSet(probeOk, ok)
+      if (was && !ok) yield* Effect.logWarning("Kafka broker does not answer").pipe(Effect.annotateLogs({ topic }))
+      if (!was && ok) yield* Effect.logInfo("Kafka broker answers again").pipe(Effect.annotateLogs({ topic }))
+      yield* setConnectedGauge
+    })
+
+    // Finalizers run in reverse: the fibers stop first, then the queue drains, then the producer goes.
+    yield* Effect.addFinalizer(() =>
+      Effect.gen(function* () {
+        const p = yield* Ref.get(producer)
+        if (Option.isSome(p)) yield* disconnect(p.value)
+        yield* Effect.promise(() => admin.disconnect().catch(() => undefined)).pipe(
+          Effect.timeout("5 seconds"),
+          Effect.ignore,
+        )
+        yield* Metric.set(M.kafkaConnected, 0)
+      }),
+    )
+    yield* Effect.forkScoped(manager)
+    yield* Effect.forkScoped(writer)
+    yield* Effect.forkScoped(probe.pipe(Effect.repeat(Schedule.spaced(probeInterval))))
+    // Flush: let queued publishes finish (bounded) before the writer is interrupted.
+    yield* Effect.addFinalizer(() =>
+      Effect.gen(function* () {
+        while ((yield* Queue.size(queue)) > 0) yield* Effect.sleep("50 millis")
+      }).pipe(Effect.timeout("10 seconds"), Effect.ignore),
+    )
+
+    const publish = (events: ReadonlyArray<Event>) =>
+      Effect.gen(function* () {
+        if (events.length === 0) return
+        const done = yield* Deferred.make<void, SinkUnavailable>()
+        yield* Queue.offer(queue, { records: events.map(encodeRecord), done })
+        yield* Deferred.await(done)
+      })
+
+    const ready = Effect.gen(function* () {
+      return Option.isSome(yield* Ref.get(producer)) && (yield* Ref.get(probeOk))
+    })
+
+    return EventSink.of({ publish, ready })
+  })

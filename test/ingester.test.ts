@@ -1,0 +1,380 @@
+/**
+ * The ingester's gRPC server in process, over real TLS, with the in-memory EventSink: auth,
+ * tenancy, validation, acknowledgements, budgets and size limits. The Kafka side is in
+ * test/ingester.it.test.ts.
+ */
+
+import { readFileSync } from "node:fs"
+import * as grpc from "@grpc/grpc-js"
+import { Layer, ManagedRuntime, Metric, Schema } from "effect"
+import { SignJWT } from "jose"
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest"
+import { TenantsFile } from "../src/domain/Tenant.js"
+import { Auth } from "../src/services/Auth.js"
+import { Budget } from "../src/services/Budget.js"
+import { ConfigStore } from "../src/services/ConfigStore.js"
+import { EventSink, MemorySink, type MemorySinkControl } from "../src/services/EventSink.js"
+import * as M from "../src/services/IngesterMetrics.js"
+import { IngesterServer } from "../src/services/IngesterServer.js"
+import { EventCodec, EventServiceDefinition } from "../src/services/Wire.js"
+import { testCerts } from "./support/certs.js"
+import {
+  connect,
+  exchangeConfig,
+  fixtureTenantsFile,
+  randomSecret,
+  sendBatches,
+  sendEvents,
+  signToken,
+  tenantA,
+  tenantB,
+  wireEvent,
+} from "./support/ingester.js"
+
+const secret = randomSecret()
+const KiB = 1024
+const maxMessageBytes = 128 * KiB
+
+let runtime: ManagedRuntime.ManagedRuntime<IngesterServer | MemorySink, unknown>
+let memory: MemorySinkControl
+let client: ReturnType<typeof connect>
+let caCert: Buffer
+let address: string
+
+beforeAll(async () => {
+  const certs = await testCerts()
+  caCert = readFileSync(certs.caCert)
+  const tenants = Schema.decodeUnknownSync(TenantsFile)(JSON.parse(readFileSync(fixtureTenantsFile, "utf8")))
+  const layer = IngesterServer.layer({
+    host: "127.0.0.1",
+    port: 0,
+    tls: { certFile: certs.serverCert, keyFile: certs.serverKey },
+    maxMessageBytes,
+    sendEventBatchEvents: 50,
+  }).pipe(
+    Layer.provideMerge(
+      Layer.mergeAll(
+        EventSink.layerMemory,
+        ConfigStore.layerMemory(tenants),
+        Auth.layerFromSecrets(secret),
+        Budget.layer({ processBytes: 256 * KiB, streamBytes: 256 * KiB, wait: "300 millis" }),
+      ),
+    ),
+  )
+  runtime = ManagedRuntime.make(layer)
+  const server = await runtime.runPromise(IngesterServer)
+  memory = await runtime.runPromise(MemorySink)
+  address = `127.0.0.1:${server.port}`
+  client = connect(address, { caCert })
+})
+
+afterAll(async () => {
+  client?.close()
+  await runtime?.dispose()
+})
+
+beforeEach(() => {
+  memory.setAvailable(true)
+  memory.setDelay(0)
+})
+
+const tokenA = () => signToken(secret, tenantA)
+const events = (key: string, n: number, from = 0) => Array.from({ length: n }, (_, i) => wireEvent(key, from + i))
+const decodeValue = (v: Buffer) => EventCodec.decode(v) as { message: string; AccessKey: string; event_id: string }
+
+describe("SendEvent", () => {
+  it("answers SUCCESS once the sink has every event; records are keyed by access key and decode back", async () => {
+    const before = memory.records().length
+    const r = await sendEvents(client, await tokenA(), events(tenantA, 120))
+    expect(r.error).toBeUndefined()
+    expect(r.value?.status).toBe("SUCCESS")
+    const recs = memory.records().slice(before)
+    expect(recs).toHaveLength(120)
+    expect(new Set(recs.map((x) => x.key))).toEqual(new Set([tenantA]))
+    const decoded = recs.map((x) => decodeValue(x.value))
+    expect(decoded.map((d) => d.event_id).sort()).toEqual(
+      events(tenantA, 120)
+        .map((e) => e.event_id)
+        .sort(),
+    )
+    expect(decoded.every((d) => d.AccessKey === tenantA)).toBe(true)
+  })
+
+  it("repairs the proof of concept's nanoseconds-in-seconds timestamps", async () => {
+    const before = memory.records().length
+    const poc = wireEvent(tenantA, 1, { timestamp: { seconds: "1621322656100476100", nanos: -1758894908 } })
+    const r = await sendEvents(client, await tokenA(), [poc])
+    expect(r.value?.status).toBe("SUCCESS")
+    const ts = (EventCodec.decode(memory.records()[before]!.value) as { timestamp: { seconds: string; nanos: number } })
+      .timestamp
+    expect(ts).toEqual({ seconds: "1621322656", nanos: 100476100 })
+  })
+
+  it("answers UNAVAILABLE, never SUCCESS, when the sink cannot take the events", async () => {
+    memory.setAvailable(false)
+    const r = await sendEvents(client, await tokenA(), events(tenantA, 10))
+    expect(r.value).toBeUndefined()
+    expect(r.error?.code).toBe(grpc.status.UNAVAILABLE)
+  })
+
+  it("refuses an invalid event with INVALID_ARGUMENT", async () => {
+    const before = memory.records().length
+    const bad = wireEvent(tenantA, 1, { tag: "x".repeat(300) })
+    const r = await sendEvents(client, await tokenA(), [bad])
+    expect(r.error?.code).toBe(grpc.status.INVALID_ARGUMENT)
+    expect(r.error?.details).toMatch(/tag/)
+    expect(memory.records().length).toBe(before)
+  })
+})
+
+describe("tenancy", () => {
+  it("ExchangeConfig returns the token's own config only", async () => {
+    const own = await exchangeConfig(client, await tokenA(), tenantA)
+    expect(own.value).toMatchObject({
+      AccessKey: tenantA,
+      UserID: "2134558",
+      EncryptionKey: "883EC28EBA9A36A386FA351FBC482B34",
+    })
+    const other = await exchangeConfig(client, await tokenA(), tenantB)
+    expect(other.error?.code).toBe(grpc.status.PERMISSION_DENIED)
+    const unknown = await exchangeConfig(client, await signToken(secret, "not-a-tenant"), "not-a-tenant")
+    expect(unknown.error?.code).toBe(grpc.status.NOT_FOUND)
+  })
+
+  it("events carrying another tenant's access key are refused and never reach the sink", async () => {
+    const before = memory.records().length
+    const r = await sendEvents(client, await tokenA(), events(tenantB, 5))
+    expect(r.error?.code).toBe(grpc.status.PERMISSION_DENIED)
+    const b = await sendBatches(client, await tokenA(), [{ batch_id: "x1", events: events(tenantB, 3) }])
+    expect(b.acks).toEqual([
+      expect.objectContaining({ batch_id: "x1", status: "FAILURE", code: grpc.status.PERMISSION_DENIED }),
+    ])
+    expect(memory.records().length).toBe(before)
+  })
+})
+
+describe("bad tokens", () => {
+  const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString("base64url")
+  const now = Math.floor(Date.now() / 1000)
+  const tokens = async (): Promise<Record<string, string | undefined>> => ({
+    none: undefined,
+    expired: await new SignJWT({ role: "" })
+      .setProtectedHeader({ alg: "HS256", typ: "JWT" })
+      .setSubject(tenantA)
+      .setIssuedAt(now - 7200)
+      .setExpirationTime(now - 3600)
+      .sign(Buffer.from(secret)),
+    wrongSecret: await signToken(randomSecret(), tenantA),
+    algNone: `${b64({ alg: "none", typ: "JWT" })}.${b64({ sub: tenantA, iat: now, exp: now + 600 })}.`,
+    garbage: "not-a-jwt",
+  })
+
+  it("get UNAUTHENTICATED on every RPC, and nothing reaches the sink", async () => {
+    const before = memory.records().length
+    for (const [name, token] of Object.entries(await tokens())) {
+      const r = await sendEvents(client, token, events(tenantA, 3))
+      expect(r.error?.code, `SendEvent ${name}`).toBe(grpc.status.UNAUTHENTICATED)
+      const c = await exchangeConfig(client, token, tenantA)
+      expect(c.error?.code, `ExchangeConfig ${name}`).toBe(grpc.status.UNAUTHENTICATED)
+      const b = await sendBatches(client, token, [{ batch_id: "b", events: events(tenantA, 2) }])
+      expect(b.status?.code ?? b.error?.code, `SendEventBatches ${name}`).toBe(grpc.status.UNAUTHENTICATED)
+      expect(b.acks).toHaveLength(0)
+    }
+    expect(memory.records().length).toBe(before)
+  })
+})
+
+describe("SendEventBatches", () => {
+  it("acknowledges each of many batches in flight exactly once, after the sink has it", async () => {
+    memory.setDelay("5 millis")
+    const before = memory.records().length
+    const batches = Array.from({ length: 100 }, (_, b) => ({ batch_id: `b${b}`, events: events(tenantA, 20, b * 20) }))
+    const r = await sendBatches(client, await tokenA(), batches, 16)
+    expect(r.status?.code).toBe(grpc.status.OK)
+    expect(r.acks).toHaveLength(100)
+    expect(new Set(r.acks.map((a) => a.batch_id)).size).toBe(100)
+    expect(r.acks.every((a) => a.status === "SUCCESS")).toBe(true)
+    expect(memory.records().length - before).toBe(2000)
+  })
+
+  it("a batch the sink refuses gets a FAILURE ack with UNAVAILABLE; the stream goes on", async () => {
+    memory.setAvailable(false)
+    const r = await sendBatches(client, await tokenA(), [
+      { batch_id: "u1", events: events(tenantA, 2) },
+      { batch_id: "u2", events: events(tenantA, 2) },
+    ])
+    expect(r.status?.code).toBe(grpc.status.OK)
+    expect(r.acks.map((a) => [a.batch_id, a.status, a.code]).sort()).toEqual([
+      ["u1", "FAILURE", grpc.status.UNAVAILABLE],
+      ["u2", "FAILURE", grpc.status.UNAVAILABLE],
+    ])
+  })
+
+  it("while the sink is slow the stream's bytes in flight stay within its budget (reading stops), and all get acked", async () => {
+    memory.setDelay("400 millis")
+    const batches = Array.from({ length: 16 }, (_, b) => ({
+      batch_id: `slow-${b}`,
+      events: [wireEvent(tenantA, b, { message: "z".repeat(60 * KiB) })],
+    }))
+    let maxInFlight = 0
+    let sampling = true
+    const sampler = (async () => {
+      while (sampling) {
+        const g = await runtime.runPromise(Metric.value(M.inFlightBytes))
+        maxInFlight = Math.max(maxInFlight, g.value)
+        await new Promise((r) => setTimeout(r, 20))
+      }
+    })()
+    // The client writes all 16 (~1 MB) at once; the server may hold at most 256 KiB of them.
+    const r = await sendBatches(client, await tokenA(), batches, 16)
+    sampling = false
+    await sampler
+    expect(r.acks).toHaveLength(16)
+    expect(r.acks.every((a) => a.status === "SUCCESS")).toBe(true)
+    expect(maxInFlight).toBeGreaterThan(100 * KiB)
+    expect(maxInFlight).toBeLessThanOrEqual(256 * KiB)
+  })
+
+  it("past the process memory budget a batch is refused with RESOURCE_EXHAUSTED", async () => {
+    memory.setDelay("1500 millis")
+    const big = (id: string) => ({
+      batch_id: id,
+      events: [wireEvent(tenantA, 0, { message: "x".repeat(100 * KiB) })],
+    })
+    const token = await tokenA()
+    const second = connect(address, { caCert })
+    try {
+      const first = sendBatches(client, token, [big("p1"), big("p2")], 2)
+      await new Promise((r) => setTimeout(r, 300))
+      const r2 = await sendBatches(second, token, [big("q1")], 1)
+      expect(r2.acks).toEqual([
+        expect.objectContaining({ batch_id: "q1", status: "FAILURE", code: grpc.status.RESOURCE_EXHAUSTED }),
+      ])
+      const r1 = await first
+      expect(r1.acks.map((a) => a.status)).toEqual(["SUCCESS", "SUCCESS"])
+    } finally {
+      second.close()
+    }
+  })
+})
+
+describe("oversized and malformed messages", () => {
+  // A client that sends raw bytes, to put what a real client's serializer refuses on the wire.
+  const RawClient = grpc.makeGenericClientConstructor(
+    {
+      SendEvent: { ...EventServiceDefinition.SendEvent, requestSerialize: (b: Buffer) => b },
+    },
+    "api.EventService",
+  )
+
+  it("an oversized message gets RESOURCE_EXHAUSTED while another client keeps working", async () => {
+    const token = await tokenA()
+    const other = connect(address, { caCert })
+    try {
+      const huge = wireEvent(tenantA, 0, { message: "x".repeat(maxMessageBytes + 10) })
+      const [bad, good] = await Promise.all([
+        sendEvents(client, token, [huge]),
+        sendEvents(other, token, events(tenantA, 50)),
+      ])
+      expect(bad.error?.code).toBe(grpc.status.RESOURCE_EXHAUSTED)
+      expect(bad.error?.details).toMatch(/larger than max/)
+      expect(good.value?.status).toBe("SUCCESS")
+      // The same connection keeps working too.
+      const again = await sendEvents(client, token, events(tenantA, 5))
+      expect(again.value?.status).toBe("SUCCESS")
+    } finally {
+      other.close()
+    }
+  })
+
+  it("a malformed protobuf message gets INVALID_ARGUMENT", async () => {
+    const rawClient = new RawClient(address, grpc.credentials.createSsl(caCert))
+    try {
+      const bytes = Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01])
+      const r = await new Promise<grpc.ServiceError | null>((resolve) => {
+        const call = (
+          rawClient as unknown as {
+            SendEvent: (
+              m: grpc.Metadata,
+              cb: (e: grpc.ServiceError | null) => void,
+            ) => grpc.ClientWritableStream<Buffer>
+          }
+        ).SendEvent(
+          (() => {
+            const m = new grpc.Metadata()
+            return m
+          })(),
+          (e) => resolve(e),
+        )
+        call.write(bytes)
+        call.end()
+      })
+      // Without a token the call is refused first; with one, the bytes are judged.
+      expect(r?.code).toBe(grpc.status.UNAUTHENTICATED)
+      const token = await tokenA()
+      const r2 = await new Promise<grpc.ServiceError | null>((resolve) => {
+        const m = new grpc.Metadata()
+        m.set("authorization", `Bearer ${token}`)
+        const call = (
+          rawClient as unknown as {
+            SendEvent: (
+              m: grpc.Metadata,
+              cb: (e: grpc.ServiceError | null) => void,
+            ) => grpc.ClientWritableStream<Buffer>
+          }
+        ).SendEvent(m, (e) => resolve(e))
+        call.write(bytes)
+        call.end()
+      })
+      expect(r2?.code).toBe(grpc.status.INVALID_ARGUMENT)
+      expect(r2?.details).toMatch(/malformed/)
+    } finally {
+      rawClient.close()
+    }
+  })
+})
+
+describe("mutual TLS", () => {
+  it("with a client CA, only clients presenting a certificate it signed get in", async () => {
+    const certs = await testCerts()
+    const tenants = Schema.decodeUnknownSync(TenantsFile)(JSON.parse(readFileSync(fixtureTenantsFile, "utf8")))
+    const mtls = ManagedRuntime.make(
+      IngesterServer.layer({
+        host: "127.0.0.1",
+        port: 0,
+        tls: { certFile: certs.serverCert, keyFile: certs.serverKey, clientCaFile: certs.caCert },
+        maxMessageBytes: 512 * KiB,
+      }).pipe(
+        Layer.provide(
+          Layer.mergeAll(
+            EventSink.layerMemory,
+            ConfigStore.layerMemory(tenants),
+            Auth.layerFromSecrets(secret),
+            Budget.layer({ processBytes: 1024 * KiB, streamBytes: 1024 * KiB, wait: "1 second" }),
+          ),
+        ),
+      ),
+    )
+    try {
+      const { port } = await mtls.runPromise(IngesterServer)
+      const withCert = connect(`127.0.0.1:${port}`, {
+        caCert,
+        clientCert: readFileSync(certs.clientCert),
+        clientKey: readFileSync(certs.clientKey),
+      })
+      const withoutCert = connect(`127.0.0.1:${port}`, { caCert })
+      try {
+        const token = await tokenA()
+        expect((await exchangeConfig(withCert, token, tenantA)).value?.AccessKey).toBe(tenantA)
+        const refused = await exchangeConfig(withoutCert, token, tenantA)
+        expect(refused.value).toBeUndefined()
+        expect(refused.error?.code).toBe(grpc.status.UNAVAILABLE)
+      } finally {
+        withCert.close()
+        withoutCert.close()
+      }
+    } finally {
+      await mtls.dispose()
+    }
+  })
+})
