@@ -198,10 +198,10 @@ async function main() {
     "--tenants",
     tenantsFile,
     "--metrics-port",
-    "9465",
+    "9466",
   ])
   await waitReady("ingester", 9464)
-  await waitReady("router", 9465)
+  await waitReady("router", 9466)
   launch(
     "agent",
     [
@@ -216,7 +216,7 @@ async function main() {
       "--metrics-interval",
       "10",
       "--metrics-port",
-      "9466",
+      "9465",
     ],
     { ACCESS_KEY: tenant.key, ACCESS_TOKEN_FILE: tokenFile },
   )
@@ -231,7 +231,7 @@ async function main() {
   say("pipeline running:")
   say(`  demo log tailed by the agent:  ${demoLog} (append your own lines too)`)
   say(`  routed files (NDJSON):          ${outputDir}/<access key>.log`)
-  say(`  metrics: ingester :9464/metrics, router :9465/metrics, agent :9466/metrics`)
+  say(`  metrics: ingester :9464/metrics, router :9466/metrics, agent :9465/metrics`)
   say("  press Ctrl-C to stop everything")
 }
 

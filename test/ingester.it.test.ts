@@ -93,10 +93,10 @@ describe("the built program's command line", () => {
       "SPILLWAY_TLS_CERT",
       "SPILLWAY_TLS_KEY",
       "SPILLWAY_TLS_CLIENT_CA",
-      "SPILLWAY_TENANTS",
+      "SPILLWAY_TENANTS_FILE",
       "SPILLWAY_KAFKA_BROKERS",
       "SPILLWAY_KAFKA_TOPIC",
-      "SPILLWAY_METRICS_PORT",
+      "SPILLWAY_INGESTER_METRICS_PORT",
       "SPILLWAY_PRINT_EVENTS",
       "SPILLWAY_INSECURE",
     ])

@@ -81,7 +81,7 @@ const apiOptions = {
   ),
   tenants: text(
     "tenants",
-    "SPILLWAY_TENANTS",
+    "SPILLWAY_TENANTS_FILE",
     "Tenants file (JSON map of access key to {AccessKey, EncryptionKey, UserID, targets}); reloaded on change",
     "access-tokens-db.json",
   ),
@@ -94,11 +94,11 @@ const apiOptions = {
   topic: text("topic", "SPILLWAY_KAFKA_TOPIC", "Kafka topic the events are produced to", "fb-kafka"),
   metricsHost: text(
     "metrics-host",
-    "SPILLWAY_METRICS_HOST",
+    "SPILLWAY_INGESTER_METRICS_HOST",
     "Address of the operations port (/healthz, /readyz, /metrics)",
     "0.0.0.0",
   ),
-  metricsPort: integer("metrics-port", "SPILLWAY_METRICS_PORT", "Operations port; 0 disables it", 9464),
+  metricsPort: integer("metrics-port", "SPILLWAY_INGESTER_METRICS_PORT", "Operations port; 0 disables it", 9464),
 }
 
 const tuningConfig = Config.all({
