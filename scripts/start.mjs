@@ -127,7 +127,7 @@ async function waitReady(name, port, timeoutMs = 60_000) {
 
 async function main() {
   if (process.argv.includes("--help") || process.argv.includes("-h")) {
-    process.stdout.write(fs.readFileSync(fileURLToPath(import.meta.url), "utf8").split("*/")[0] + "*/\n")
+    process.stdout.write(`${fs.readFileSync(fileURLToPath(import.meta.url), "utf8").split("*/")[0]}*/\n`)
     return
   }
   for (const name of ["ingester", "router", "agent"])

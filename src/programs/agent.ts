@@ -1,25 +1,83 @@
 #!/usr/bin/env node
 /**
- * `node dist/programs/agent.js api [...]`: consumes the Kafka topic and delivers each
- * tenant's events to its destinations. STUB (issue 4): only the command line exists.
+ * `ACCESS_KEY=… ACCESS_TOKEN=… node dist/programs/agent.js [options]`: the collector that runs on
+ * every host. Reads inputs (files, docker, kubernetes, metrics, stdin) into a crash-safe disk
+ * buffer and sends them to the ingester over gRPC + TLS + JWT, deleting them once acknowledged.
  */
 import { Command, Options } from "@effect/cli"
 import { NodeRuntime } from "@effect/platform-node"
-import { Config, Effect } from "effect"
+import { Config, Effect, Layer, Option } from "effect"
+import { CollectLive } from "../services/agent/Agent.js"
+import { resolveSettings } from "../services/agent/Settings.js"
 import { runnable } from "../services/ProgramRuntime.js"
 
-const printEvents = Options.boolean("print-events").pipe(
-  Options.withDescription("Print events as received from Kafka (env SPILLWAY_PRINT_EVENTS)"),
-  Options.withFallbackConfig(Config.boolean("SPILLWAY_PRINT_EVENTS").pipe(Config.withDefault(false))),
-)
+const text = (name: string, env: string, description: string) =>
+  Options.text(name).pipe(
+    Options.withDescription(`${description} (env ${env})`),
+    Options.withFallbackConfig(Config.string(env)),
+    Options.optional,
+  )
+const int = (name: string, env: string, description: string) =>
+  Options.integer(name).pipe(
+    Options.withDescription(`${description} (env ${env})`),
+    Options.withFallbackConfig(Config.integer(env)),
+    Options.optional,
+  )
+const flag = (name: string, env: string, description: string) =>
+  Options.boolean(name).pipe(
+    Options.withDescription(`${description} (env ${env})`),
+    Options.withFallbackConfig(Config.boolean(env).pipe(Config.withDefault(false))),
+  )
 
-const api = Command.make("api", { printEvents }, (opts) =>
-  Effect.logInfo("agent api is not built yet").pipe(Effect.annotateLogs({ printEvents: opts.printEvents })),
-).pipe(Command.withDescription("Consume the topic and route each tenant's events to its targets"))
+const options = {
+  ingester: text("ingester", "SPILLWAY_INGESTER", "Ingester address host:port (default localhost:7777)"),
+  caCert: text("ca-cert", "SPILLWAY_CA_CERT", "PEM file of the CA that signed the ingester's certificate"),
+  config: text("config", "SPILLWAY_AGENT_CONFIG", "Agent config file (JSON): inputs and settings"),
+  bufferDir: text("buffer-dir", "SPILLWAY_BUFFER_DIR", "Disk buffer folder (default ./spillway-agent-buffer)"),
+  bufferMaxBytes: int("buffer-max-bytes", "SPILLWAY_BUFFER_MAX_BYTES", "Disk buffer bound in bytes (default 256 MiB)"),
+  metricsPort: int("metrics-port", "SPILLWAY_METRICS_PORT", "Port of /healthz and /metrics (default 9465; 0 = off)"),
+  tail: Options.text("tail").pipe(
+    Options.withDescription("Tail files matching this glob (repeatable; config file: inputs[].type=tail)"),
+    Options.repeated,
+  ),
+  stdin: flag("stdin", "SPILLWAY_STDIN", "Read events from stdin, one per line"),
+  metricsInterval: Options.integer("metrics-interval").pipe(
+    Options.withDescription("Sample cpu, memory and netif every SECONDS (env SPILLWAY_METRICS_INTERVAL)"),
+    Options.withFallbackConfig(Config.integer("SPILLWAY_METRICS_INTERVAL")),
+    Options.optional,
+  ),
+  tokenFile: text(
+    "token-file",
+    "ACCESS_TOKEN_FILE",
+    "File holding the JWT, re-read when it changes (else env ACCESS_TOKEN)",
+  ),
+  accessKey: text("access-key", "ACCESS_KEY", "The tenant's access key"),
+  insecure: flag("insecure", "SPILLWAY_INSECURE", "Plaintext gRPC, for development only"),
+  serverName: text("server-name", "SPILLWAY_SERVER_NAME", "TLS name expected on the ingester's certificate"),
+}
 
-const agent = Command.make("agent").pipe(
-  Command.withDescription("Spillway agent: Kafka -> each tenant's destinations"),
-  Command.withSubcommands([api]),
+const agent = Command.make("agent", options, (cli) =>
+  Effect.gen(function* () {
+    const settings = yield* resolveSettings(cli).pipe(
+      Effect.tapError((e) =>
+        Effect.sync(() => {
+          process.stderr.write(`spillway-agent: ${e._tag === "ConfigFileError" ? e.message : e.detail}\n`)
+          process.exitCode = 2
+        }),
+      ),
+      Effect.option,
+    )
+    if (Option.isNone(settings)) return
+    return yield* Layer.launch(CollectLive(settings.value))
+  }),
+).pipe(
+  Command.withDescription(
+    "Spillway agent: inputs -> disk buffer -> ingester (gRPC, TLS, JWT). Environment: ACCESS_KEY, ACCESS_TOKEN or " +
+      "ACCESS_TOKEN_FILE, SPILLWAY_* for every option; tuning: SPILLWAY_BATCH_MAX_EVENTS, SPILLWAY_BATCH_MAX_BYTES, " +
+      "SPILLWAY_BATCH_LINGER_MS, SPILLWAY_INFLIGHT, SPILLWAY_CONFIG_REFRESH_SECONDS, SPILLWAY_ACK_TIMEOUT_SECONDS, " +
+      "SPILLWAY_SHUTDOWN_GRACE_SECONDS, SPILLWAY_POLL_MS, SPILLWAY_RETRY_BASE_MS, SPILLWAY_RETRY_CAP_MS, " +
+      "SPILLWAY_AUTH_RETRY_MS, SPILLWAY_AGENT_ID, SPILLWAY_METRICS_HOST, SPILLWAY_LOG_LEVEL.",
+  ),
 )
 
 const cli = Command.run(agent, { name: "spillway-agent", version: "0.1.0" })

@@ -1,0 +1,113 @@
+/**
+ * CollectLive: the agent as a layer (the CLI in src/programs/agent.ts launches it; tests can build
+ * it without the CLI). Order matters for shutdown: the sender starts first and the inputs after,
+ * so on SIGTERM the inputs stop first, then the sender gets `shutdownGrace` to send what is
+ * buffered, then the connection closes and the rest stays in the buffer for the next start.
+ */
+import { readFileSync } from "node:fs"
+import { Cause, Effect, Fiber, Layer } from "effect"
+import { Crypto } from "../Crypto.js"
+import { Health } from "../Health.js"
+import { OpsServerLive } from "../Ops.js"
+import { DiskBuffer } from "./DiskBuffer.js"
+import { runMetrics } from "./MetricsInput.js"
+import { makeSender } from "./Sender.js"
+import { type AgentSettings, describeSettings, type InputConfig } from "./Settings.js"
+import { runStdin } from "./StdinInput.js"
+import { dockerParser, kubernetesParser, runTail, tailParser } from "./Tail.js"
+
+/** Restarts an input that failed unexpectedly (after a pause), logging why. */
+const supervised = <E, R>(name: string, input: Effect.Effect<unknown, E, R>) =>
+  input.pipe(
+    Effect.catchAllCause((cause) =>
+      Cause.isInterruptedOnly(cause)
+        ? Effect.failCause(cause)
+        : Effect.logError("input failed; restarting it in 1 s").pipe(
+            Effect.annotateLogs({ input: name, cause: Cause.pretty(cause) }),
+          ),
+    ),
+    Effect.andThen(Effect.sleep("1 second")),
+    Effect.forever,
+  )
+
+const runInput = (s: AgentSettings, i: InputConfig, index: number) => {
+  const id = `${i.type}#${index}`
+  switch (i.type) {
+    case "tail":
+      return supervised(
+        "tail",
+        runTail({ id, input: "tail", globs: i.paths, parse: tailParser(i.tag ?? "tail"), pollMs: s.pollMs }),
+      )
+    case "docker": {
+      const root = i.path ?? "/var/lib/docker/containers"
+      return supervised(
+        "docker",
+        runTail({ id, input: "docker", globs: [`${root}/*/*-json.log`], parse: dockerParser, pollMs: s.pollMs }),
+      )
+    }
+    case "kubernetes": {
+      const root = i.path ?? "/var/log/containers"
+      return supervised(
+        "kubernetes",
+        runTail({ id, input: "kubernetes", globs: [`${root}/*.log`], parse: kubernetesParser, pollMs: s.pollMs }),
+      )
+    }
+    case "metrics":
+      return supervised(
+        "metrics",
+        runMetrics({ intervalMs: Math.round((i.interval ?? 10) * 1000), interfaces: i.interfaces }),
+      )
+    case "stdin":
+      return runStdin({ tag: i.tag ?? "stdin" })
+  }
+}
+
+export const CollectLive = (s: AgentSettings) => {
+  const core = Layer.scopedDiscard(
+    Effect.gen(function* () {
+      if (s.insecure)
+        yield* Effect.logWarning("--insecure: talking to the ingester WITHOUT TLS; the token travels in clear text")
+      const caCert = s.caCertPath === undefined ? undefined : readFileSync(s.caCertPath)
+      const sender = yield* makeSender({
+        address: s.address,
+        caCert,
+        insecure: s.insecure,
+        serverName: s.serverName,
+        accessKey: s.accessKey,
+        token: s.token,
+        agentId: s.agentId,
+        batch: s.batch,
+        window: s.inflight,
+        configRefresh: s.configRefresh,
+        ackTimeout: s.ackTimeout,
+        retryBase: s.retryBase,
+        retryCap: s.retryCap,
+        authRetry: s.authRetry,
+        shutdownGrace: s.shutdownGrace,
+      })
+      const buffer = yield* DiskBuffer
+      const health = yield* Health
+      yield* health.register(
+        "buffer-not-full",
+        Effect.sync(() => buffer.usedBytes() < buffer.maxBytes),
+      )
+      yield* Effect.forkScoped(sender.run)
+      // Finalizers run uninterruptibly on the interrupted fiber, where the drain's timeout could not
+      // interrupt its wait: run it in a fiber of its own (interruptible, no pending interruption).
+      yield* Effect.addFinalizer(() =>
+        Effect.forkDaemon(Effect.interruptible(sender.drain)).pipe(Effect.flatMap(Fiber.join)),
+      )
+      for (const [index, i] of s.inputs.entries()) yield* Effect.forkScoped(runInput(s, i, index))
+      yield* Effect.logInfo("agent started").pipe(Effect.annotateLogs(describeSettings(s)))
+    }),
+  )
+  return Layer.mergeAll(core, OpsServerLive({ host: s.metricsHost, port: s.metricsPort })).pipe(
+    Layer.provide(
+      Layer.mergeAll(
+        DiskBuffer.layer({ dir: s.bufferDir, maxBytes: s.bufferMaxBytes }),
+        Crypto.Default,
+        Health.Default,
+      ),
+    ),
+  )
+}

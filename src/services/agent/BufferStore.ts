@@ -1,0 +1,184 @@
+/**
+ * The agent's crash-safe disk buffer: SQLite through better-sqlite3 (synchronous, one connection).
+ *
+ * Every event an input reads is inserted here, in one transaction per input batch, before anything
+ * is sent; a row leaves only when the ingester acknowledged its batch (or rejected it for good, in
+ * which case it is first written to the rejected folder). File inputs store their read position
+ * (file identity dev+inode, byte offset) in the same transaction as the events read up to it, so a
+ * checkpoint never runs ahead of what the buffer holds: after a crash the file is read again from
+ * the checkpoint, and everything before it is either acknowledged or still in the buffer.
+ *
+ * Durability: WAL journal with `synchronous=FULL`, so a commit is fsynced before `append` returns
+ * (one fsync per input batch, not per event). `NORMAL` in WAL mode survives a process crash (the
+ * WAL is in the OS cache) but can lose the last commits on power loss; for tail inputs that would be
+ * harmless (the checkpoint rolls back with the events) but for stdin and metrics it would lose data,
+ * so FULL is the default. `synchronous` can be lowered with SPILLWAY_BUFFER_SYNC=NORMAL.
+ *
+ * This module is plain synchronous code (easy to test); `DiskBuffer` wraps it in an Effect service.
+ */
+import { mkdirSync } from "node:fs"
+import { join } from "node:path"
+import Database from "better-sqlite3"
+
+export interface NewRecord {
+  readonly tag: string
+  /** Unix nanoseconds as a decimal string. */
+  readonly ts: string
+  readonly eventId: string
+  /** The record as JSON text: the plaintext of `Event.message`. */
+  readonly record: string
+}
+
+export interface BufferedRow extends NewRecord {
+  readonly id: number
+  readonly bytes: number
+  /** Milliseconds since the epoch when it was buffered. */
+  readonly insertedAt: number
+}
+
+export interface Checkpoint {
+  /** `dev:ino` of the file. */
+  readonly fileId: string
+  readonly path: string
+  readonly offset: number
+}
+
+/** Bytes a record counts for against the buffer bound (payload plus a fixed per-row overhead). */
+export const rowBytes = (r: NewRecord): number =>
+  Buffer.byteLength(r.record, "utf8") + Buffer.byteLength(r.tag, "utf8") + r.eventId.length + r.ts.length + 48
+
+export type SyncMode = "FULL" | "NORMAL"
+
+export class BufferStore {
+  readonly db: Database.Database
+  private used = 0
+  private count = 0
+  private readonly insertStmt: Database.Statement
+  private readonly claimStmt: Database.Statement
+  private readonly deleteRangeStmt: Database.Statement
+  private readonly sumRangeStmt: Database.Statement
+  private readonly putCheckpointStmt: Database.Statement
+  private readonly getCheckpointStmt: Database.Statement
+  private readonly delCheckpointStmt: Database.Statement
+  private readonly appendTx: (records: ReadonlyArray<NewRecord>, checkpoint: Checkpoint | undefined) => number
+  private readonly deleteTx: (first: number, last: number) => { n: number; bytes: number }
+
+  constructor(
+    readonly dir: string,
+    sync: SyncMode = "FULL",
+  ) {
+    // The buffer holds records in plaintext (they are encrypted when sent, with the key of the day): owner only.
+    mkdirSync(dir, { recursive: true, mode: 0o700 })
+    this.db = new Database(join(dir, "buffer.db"))
+    this.db.pragma("journal_mode = WAL")
+    this.db.pragma(`synchronous = ${sync}`)
+    this.db.exec(`
+      CREATE TABLE IF NOT EXISTS events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        tag TEXT NOT NULL, ts TEXT NOT NULL, event_id TEXT NOT NULL, record TEXT NOT NULL,
+        bytes INTEGER NOT NULL, inserted_at INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS checkpoints (
+        file_id TEXT PRIMARY KEY, path TEXT NOT NULL, offset INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+    `)
+    const totals = this.db.prepare("SELECT COUNT(*) AS n, COALESCE(SUM(bytes), 0) AS b FROM events").get() as {
+      n: number
+      b: number
+    }
+    this.used = totals.b
+    this.count = totals.n
+    this.insertStmt = this.db.prepare(
+      "INSERT INTO events (tag, ts, event_id, record, bytes, inserted_at) VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    this.claimStmt = this.db.prepare(
+      "SELECT id, tag, ts, event_id AS eventId, record, bytes, inserted_at AS insertedAt FROM events WHERE id > ? ORDER BY id LIMIT ?",
+    )
+    this.deleteRangeStmt = this.db.prepare("DELETE FROM events WHERE id BETWEEN ? AND ?")
+    this.sumRangeStmt = this.db.prepare(
+      "SELECT COUNT(*) AS n, COALESCE(SUM(bytes), 0) AS b FROM events WHERE id BETWEEN ? AND ?",
+    )
+    this.putCheckpointStmt = this.db.prepare(
+      "INSERT INTO checkpoints (file_id, path, offset, updated_at) VALUES (?, ?, ?, ?) " +
+        "ON CONFLICT(file_id) DO UPDATE SET path = excluded.path, offset = excluded.offset, updated_at = excluded.updated_at",
+    )
+    this.getCheckpointStmt = this.db.prepare(
+      "SELECT file_id AS fileId, path, offset FROM checkpoints WHERE file_id = ?",
+    )
+    this.delCheckpointStmt = this.db.prepare("DELETE FROM checkpoints WHERE file_id = ?")
+    this.appendTx = this.db.transaction((records: ReadonlyArray<NewRecord>, checkpoint: Checkpoint | undefined) => {
+      const now = Date.now()
+      let bytes = 0
+      for (const r of records) {
+        const b = rowBytes(r)
+        bytes += b
+        this.insertStmt.run(r.tag, r.ts, r.eventId, r.record, b, now)
+      }
+      if (checkpoint !== undefined)
+        this.putCheckpointStmt.run(checkpoint.fileId, checkpoint.path, checkpoint.offset, now)
+      return bytes
+    })
+    this.deleteTx = this.db.transaction((first: number, last: number) => {
+      const s = this.sumRangeStmt.get(first, last) as { n: number; b: number }
+      this.deleteRangeStmt.run(first, last)
+      return { n: s.n, bytes: s.b }
+    })
+  }
+
+  /** Bytes held (see `rowBytes`). */
+  get usedBytes(): number {
+    return this.used
+  }
+
+  get eventCount(): number {
+    return this.count
+  }
+
+  /** Inserts the records and (optionally) advances a file checkpoint, atomically. Returns the bytes added. */
+  append(records: ReadonlyArray<NewRecord>, checkpoint?: Checkpoint): number {
+    const bytes = this.appendTx(records, checkpoint)
+    this.used += bytes
+    this.count += records.length
+    return bytes
+  }
+
+  /** Up to `maxEvents` rows with id > `afterId`, oldest first, cut at `maxBytes` (at least one row). */
+  peek(afterId: number, maxEvents: number, maxBytes: number): Array<BufferedRow> {
+    const rows = this.claimStmt.all(afterId, maxEvents) as Array<BufferedRow>
+    let total = 0
+    for (let i = 0; i < rows.length; i++) {
+      total += rows[i]!.bytes
+      if (total > maxBytes && i > 0) return rows.slice(0, i)
+    }
+    return rows
+  }
+
+  /** Deletes the rows first..last (a batch); returns how many rows and bytes left. */
+  remove(first: number, last: number): { n: number; bytes: number } {
+    const r = this.deleteTx(first, last)
+    this.used -= r.bytes
+    this.count -= r.n
+    return r
+  }
+
+  checkpoint(fileId: string): Checkpoint | undefined {
+    return this.getCheckpointStmt.get(fileId) as Checkpoint | undefined
+  }
+
+  setCheckpoint(c: Checkpoint): void {
+    this.putCheckpointStmt.run(c.fileId, c.path, c.offset, Date.now())
+  }
+
+  /** Checkpoints whose key starts with `prefix`. */
+  checkpoints(prefix: string): Array<Checkpoint> {
+    return (
+      this.db.prepare("SELECT file_id AS fileId, path, offset FROM checkpoints").all() as Array<Checkpoint>
+    ).filter((c) => c.fileId.startsWith(prefix))
+  }
+
+  forgetCheckpoint(fileId: string): void {
+    this.delCheckpointStmt.run(fileId)
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close()
+  }
+}

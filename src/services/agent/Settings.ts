@@ -1,0 +1,274 @@
+/**
+ * The agent's settings: the `--config` JSON file (decoded with Schema; errors name the file and
+ * the field), command-line flags and environment variables (flags win, then the environment,
+ * then the file, then the defaults). Tuning knobs without a flag come from SPILLWAY_* variables.
+ */
+import { readFileSync } from "node:fs"
+import { hostname } from "node:os"
+import { join } from "node:path"
+import { Config, Duration, Effect, Option, ParseResult, Schema } from "effect"
+import { ConfigFileError } from "../../domain/Errors.js"
+import type { TokenSource } from "./Sender.js"
+
+const opt = <S extends Schema.Schema.All>(s: S) => Schema.optionalWith(s, { exact: true })
+const PositiveInt = Schema.Int.pipe(Schema.positive())
+const Port = Schema.Int.pipe(Schema.between(0, 65535))
+const Str = Schema.String.pipe(Schema.minLength(1))
+
+export const TailInputConfig = Schema.Struct({
+  type: Schema.Literal("tail"),
+  paths: Schema.NonEmptyArray(Str),
+  tag: opt(Str),
+})
+export const DockerInputConfig = Schema.Struct({ type: Schema.Literal("docker"), path: opt(Str) })
+export const KubernetesInputConfig = Schema.Struct({ type: Schema.Literal("kubernetes"), path: opt(Str) })
+export const MetricsInputConfig = Schema.Struct({
+  type: Schema.Literal("metrics"),
+  /** Seconds. */
+  interval: opt(Schema.Number.pipe(Schema.positive())),
+  interfaces: opt(Schema.Array(Str)),
+})
+export const StdinInputConfig = Schema.Struct({ type: Schema.Literal("stdin"), tag: opt(Str) })
+export const InputConfig = Schema.Union(
+  TailInputConfig,
+  DockerInputConfig,
+  KubernetesInputConfig,
+  MetricsInputConfig,
+  StdinInputConfig,
+)
+export type InputConfig = typeof InputConfig.Type
+
+/** The `--config` file. */
+export const AgentFile = Schema.Struct({
+  ingester: opt(Str),
+  caCert: opt(Str),
+  insecure: opt(Schema.Boolean),
+  serverName: opt(Str),
+  accessKey: opt(Str),
+  tokenFile: opt(Str),
+  agentId: opt(Str),
+  bufferDir: opt(Str),
+  bufferMaxBytes: opt(PositiveInt),
+  metricsPort: opt(Port),
+  metricsHost: opt(Str),
+  batch: opt(
+    Schema.Struct({
+      maxEvents: opt(PositiveInt),
+      maxBytes: opt(PositiveInt),
+      lingerMs: opt(Schema.Int.pipe(Schema.nonNegative())),
+    }),
+  ),
+  inflight: opt(PositiveInt),
+  configRefreshSeconds: opt(Schema.Number.pipe(Schema.positive())),
+  ackTimeoutSeconds: opt(Schema.Number.pipe(Schema.positive())),
+  shutdownGraceSeconds: opt(Schema.Number.pipe(Schema.nonNegative())),
+  pollMs: opt(PositiveInt),
+  retry: opt(
+    Schema.Struct({
+      baseMs: opt(PositiveInt),
+      capMs: opt(PositiveInt),
+      authMs: opt(Schema.Int.pipe(Schema.nonNegative())),
+    }),
+  ),
+  inputs: opt(Schema.Array(InputConfig)),
+})
+export type AgentFile = typeof AgentFile.Type
+
+/** `inputs[0].paths: is missing; batch.maxEvents: Expected a positive number, actual -1` */
+export const formatIssues = (e: ParseResult.ParseError): string =>
+  ParseResult.ArrayFormatter.formatErrorSync(e)
+    .map((i) => {
+      const field = i.path
+        .map((p, n) => (typeof p === "number" ? `[${p}]` : n === 0 ? String(p) : `.${String(p)}`))
+        .join("")
+      return `${field === "" ? "(top level)" : field}: ${i.message}`
+    })
+    .join("; ")
+
+/** Decodes a config file's text; the error names the file and the field. */
+export const decodeAgentFile = (path: string, text: string): Effect.Effect<AgentFile, ConfigFileError> =>
+  Effect.gen(function* () {
+    const json = yield* Effect.try({
+      try: () => JSON.parse(text) as unknown,
+      catch: (e) =>
+        new ConfigFileError({ path, detail: `not valid JSON: ${e instanceof Error ? e.message : String(e)}` }),
+    })
+    return yield* Schema.decodeUnknown(AgentFile, { errors: "all", onExcessProperty: "error" })(json).pipe(
+      Effect.mapError((e) => new ConfigFileError({ path, detail: formatIssues(e) })),
+    )
+  })
+
+export const loadAgentFile = (path: string): Effect.Effect<AgentFile, ConfigFileError> =>
+  Effect.try({
+    try: () => readFileSync(path, "utf8"),
+    catch: (e) => new ConfigFileError({ path, detail: `cannot read: ${e instanceof Error ? e.message : String(e)}` }),
+  }).pipe(Effect.flatMap((text) => decodeAgentFile(path, text)))
+
+/** What the command line gives (flags, each with its environment fallback). */
+export interface CliValues {
+  readonly ingester: Option.Option<string>
+  readonly caCert: Option.Option<string>
+  readonly config: Option.Option<string>
+  readonly bufferDir: Option.Option<string>
+  readonly bufferMaxBytes: Option.Option<number>
+  readonly metricsPort: Option.Option<number>
+  readonly tail: ReadonlyArray<string>
+  readonly stdin: boolean
+  readonly metricsInterval: Option.Option<number>
+  readonly tokenFile: Option.Option<string>
+  readonly accessKey: Option.Option<string>
+  readonly insecure: boolean
+  readonly serverName: Option.Option<string>
+}
+
+export interface ResolvedInput {
+  readonly type: InputConfig["type"]
+  readonly config: InputConfig
+}
+
+export interface AgentSettings {
+  readonly address: string
+  readonly caCertPath: string | undefined
+  readonly insecure: boolean
+  readonly serverName: string | undefined
+  readonly accessKey: string
+  readonly token: TokenSource
+  readonly agentId: string
+  readonly bufferDir: string
+  readonly bufferMaxBytes: number
+  readonly metricsPort: number
+  readonly metricsHost: string
+  readonly batch: { readonly maxEvents: number; readonly maxBytes: number; readonly lingerMs: number }
+  readonly inflight: number
+  readonly configRefresh: Duration.Duration
+  readonly ackTimeout: Duration.Duration
+  readonly shutdownGrace: Duration.Duration
+  readonly pollMs: number
+  readonly retryBase: Duration.Duration
+  readonly retryCap: Duration.Duration
+  readonly authRetry: Duration.Duration
+  readonly inputs: ReadonlyArray<InputConfig>
+}
+
+export class SettingsError extends Schema.TaggedError<SettingsError>()("SettingsError", { detail: Schema.String }) {}
+
+const envInt = (name: string) => Config.option(Config.integer(name))
+const envNum = (name: string) => Config.option(Config.number(name))
+const envStr = (name: string) => Config.option(Config.string(name))
+
+const pick = <A>(...xs: ReadonlyArray<Option.Option<A> | A | undefined>): A | undefined => {
+  for (const x of xs) {
+    if (x === undefined) continue
+    if (Option.isOption(x)) {
+      if (Option.isSome(x)) return x.value as A
+      continue
+    }
+    return x as A
+  }
+  return undefined
+}
+
+/** Merges flags (with their env fallbacks), SPILLWAY_* tuning variables, the config file and defaults. */
+export const resolveSettings = (cli: CliValues) =>
+  Effect.gen(function* () {
+    const file: AgentFile = Option.isSome(cli.config) ? yield* loadAgentFile(cli.config.value) : {}
+    const env = yield* Config.all({
+      accessToken: Config.option(Config.redacted("ACCESS_TOKEN")),
+      agentId: envStr("SPILLWAY_AGENT_ID"),
+      metricsHost: envStr("SPILLWAY_METRICS_HOST"),
+      maxEvents: envInt("SPILLWAY_BATCH_MAX_EVENTS"),
+      maxBytes: envInt("SPILLWAY_BATCH_MAX_BYTES"),
+      lingerMs: envInt("SPILLWAY_BATCH_LINGER_MS"),
+      inflight: envInt("SPILLWAY_INFLIGHT"),
+      configRefresh: envNum("SPILLWAY_CONFIG_REFRESH_SECONDS"),
+      ackTimeout: envNum("SPILLWAY_ACK_TIMEOUT_SECONDS"),
+      grace: envNum("SPILLWAY_SHUTDOWN_GRACE_SECONDS"),
+      pollMs: envInt("SPILLWAY_POLL_MS"),
+      retryBase: envInt("SPILLWAY_RETRY_BASE_MS"),
+      retryCap: envInt("SPILLWAY_RETRY_CAP_MS"),
+      authRetry: envInt("SPILLWAY_AUTH_RETRY_MS"),
+    }).pipe(Effect.mapError((e) => new SettingsError({ detail: String(e) })))
+
+    const accessKey = pick(cli.accessKey, file.accessKey)
+    if (accessKey === undefined)
+      return yield* new SettingsError({
+        detail: "ACCESS_KEY is required (environment, --access-key or the config file)",
+      })
+    const tokenFile = pick(cli.tokenFile, file.tokenFile)
+    let token: TokenSource
+    if (tokenFile !== undefined) token = { _tag: "file", path: tokenFile }
+    else if (Option.isSome(env.accessToken)) token = { _tag: "value", token: env.accessToken.value }
+    else
+      return yield* new SettingsError({
+        detail: "a token is required: ACCESS_TOKEN, or ACCESS_TOKEN_FILE / --token-file (re-read when it changes)",
+      })
+    const insecure = cli.insecure || file.insecure === true
+
+    const inputs: Array<InputConfig> = [...(file.inputs ?? [])]
+    if (cli.tail.length > 0) inputs.push({ type: "tail", paths: [cli.tail[0]!, ...cli.tail.slice(1)] })
+    if (cli.stdin && !inputs.some((i) => i.type === "stdin")) inputs.push({ type: "stdin" })
+    if (Option.isSome(cli.metricsInterval)) {
+      const i = inputs.findIndex((x) => x.type === "metrics")
+      const m = {
+        ...(i >= 0 ? (inputs[i] as typeof MetricsInputConfig.Type) : {}),
+        type: "metrics" as const,
+        interval: cli.metricsInterval.value,
+      }
+      if (i >= 0) inputs[i] = m
+      else inputs.push(m)
+    }
+    if (inputs.length === 0)
+      return yield* new SettingsError({
+        detail: "no inputs: give --tail GLOB, --stdin, --metrics-interval SECONDS or inputs in the --config file",
+      })
+
+    const caCertPath = pick(cli.caCert, file.caCert)
+    if (caCertPath !== undefined && !insecure)
+      yield* Effect.try({
+        try: () => readFileSync(caCertPath),
+        catch: (e) => new SettingsError({ detail: `cannot read the CA certificate ${caCertPath}: ${String(e)}` }),
+      })
+
+    const settings: AgentSettings = {
+      address: pick(cli.ingester, file.ingester) ?? "localhost:7777",
+      caCertPath,
+      insecure,
+      serverName: pick(cli.serverName, file.serverName),
+      accessKey,
+      token,
+      agentId: pick(env.agentId, file.agentId) ?? hostname(),
+      bufferDir: pick(cli.bufferDir, file.bufferDir) ?? join(process.cwd(), "spillway-agent-buffer"),
+      bufferMaxBytes: pick(cli.bufferMaxBytes, file.bufferMaxBytes) ?? 256 * 1024 * 1024,
+      metricsPort: pick(cli.metricsPort, file.metricsPort) ?? 9465,
+      metricsHost: pick(env.metricsHost, file.metricsHost) ?? "127.0.0.1",
+      batch: {
+        maxEvents: pick(env.maxEvents, file.batch?.maxEvents) ?? 500,
+        maxBytes: pick(env.maxBytes, file.batch?.maxBytes) ?? 1024 * 1024,
+        lingerMs: pick(env.lingerMs, file.batch?.lingerMs) ?? 200,
+      },
+      inflight: pick(env.inflight, file.inflight) ?? 4,
+      configRefresh: Duration.seconds(pick(env.configRefresh, file.configRefreshSeconds) ?? 60),
+      ackTimeout: Duration.seconds(pick(env.ackTimeout, file.ackTimeoutSeconds) ?? 30),
+      shutdownGrace: Duration.seconds(pick(env.grace, file.shutdownGraceSeconds) ?? 5),
+      pollMs: pick(env.pollMs, file.pollMs) ?? 250,
+      retryBase: Duration.millis(pick(env.retryBase, file.retry?.baseMs) ?? 200),
+      retryCap: Duration.millis(pick(env.retryCap, file.retry?.capMs) ?? 30_000),
+      authRetry: Duration.millis(pick(env.authRetry, file.retry?.authMs) ?? 15_000),
+      inputs,
+    }
+    return settings
+  })
+
+/** For logs: the settings without secrets. */
+export const describeSettings = (s: AgentSettings) => ({
+  ingester: s.address,
+  tls: !s.insecure,
+  caCert: s.caCertPath,
+  agentId: s.agentId,
+  token: s.token._tag === "file" ? `file ${s.token.path}` : "ACCESS_TOKEN",
+  bufferDir: s.bufferDir,
+  bufferMaxBytes: s.bufferMaxBytes,
+  batch: s.batch,
+  inflight: s.inflight,
+  inputs: s.inputs.map((i) => i.type),
+})
