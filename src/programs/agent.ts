@@ -35,7 +35,11 @@ const options = {
   config: text("config", "SPILLWAY_AGENT_CONFIG", "Agent config file (JSON): inputs and settings"),
   bufferDir: text("buffer-dir", "SPILLWAY_BUFFER_DIR", "Disk buffer folder (default ./spillway-agent-buffer)"),
   bufferMaxBytes: int("buffer-max-bytes", "SPILLWAY_BUFFER_MAX_BYTES", "Disk buffer bound in bytes (default 256 MiB)"),
-  metricsPort: int("metrics-port", "SPILLWAY_METRICS_PORT", "Port of /healthz and /metrics (default 9465; 0 = off)"),
+  metricsPort: int(
+    "metrics-port",
+    "SPILLWAY_AGENT_METRICS_PORT",
+    "Port of /healthz and /metrics (default 9465; 0 = off)",
+  ),
   tail: Options.text("tail").pipe(
     Options.withDescription("Tail files matching this glob (repeatable; config file: inputs[].type=tail)"),
     Options.repeated,
@@ -76,7 +80,7 @@ const agent = Command.make("agent", options, (cli) =>
       "ACCESS_TOKEN_FILE, SPILLWAY_* for every option; tuning: SPILLWAY_BATCH_MAX_EVENTS, SPILLWAY_BATCH_MAX_BYTES, " +
       "SPILLWAY_BATCH_LINGER_MS, SPILLWAY_INFLIGHT, SPILLWAY_CONFIG_REFRESH_SECONDS, SPILLWAY_ACK_TIMEOUT_SECONDS, " +
       "SPILLWAY_SHUTDOWN_GRACE_SECONDS, SPILLWAY_POLL_MS, SPILLWAY_RETRY_BASE_MS, SPILLWAY_RETRY_CAP_MS, " +
-      "SPILLWAY_AUTH_RETRY_MS, SPILLWAY_AGENT_ID, SPILLWAY_METRICS_HOST, SPILLWAY_LOG_LEVEL.",
+      "SPILLWAY_AUTH_RETRY_MS, SPILLWAY_AGENT_ID, SPILLWAY_AGENT_METRICS_HOST, SPILLWAY_LOG_LEVEL.",
   ),
 )
 

@@ -175,7 +175,7 @@ export const resolveSettings = (cli: CliValues) =>
     const env = yield* Config.all({
       accessToken: Config.option(Config.redacted("ACCESS_TOKEN")),
       agentId: envStr("SPILLWAY_AGENT_ID"),
-      metricsHost: envStr("SPILLWAY_METRICS_HOST"),
+      metricsHost: envStr("SPILLWAY_AGENT_METRICS_HOST"),
       maxEvents: envInt("SPILLWAY_BATCH_MAX_EVENTS"),
       maxBytes: envInt("SPILLWAY_BATCH_MAX_BYTES"),
       lingerMs: envInt("SPILLWAY_BATCH_LINGER_MS"),
