@@ -9,7 +9,7 @@
 import { readFileSync } from "node:fs"
 import { ValidationError } from "@effect/cli"
 import { NodeContext } from "@effect/platform-node"
-import { Config, ConfigProvider, Effect, Layer, Logger, LogLevel } from "effect"
+import { Cause, Config, ConfigProvider, Effect, Layer, Logger, LogLevel, Option } from "effect"
 
 /** Reads `SPILLWAY_CONFIG` once at start; a bad file stops the program with a message naming it. */
 export const configProviderFromEnvAndFile = (env: NodeJS.ProcessEnv = process.env): ConfigProvider.ConfigProvider => {
@@ -35,11 +35,37 @@ export const configProviderFromEnvAndFile = (env: NodeJS.ProcessEnv = process.en
   return fromEnv.pipe(ConfigProvider.orElse(() => ConfigProvider.fromMap(new Map(Object.entries(flat)))))
 }
 
-/** `SPILLWAY_LOG_LEVEL` (default Info) and `SPILLWAY_LOG_FORMAT` (`json`, default, or `logfmt`). */
+const LOG_LEVELS: Record<string, LogLevel.LogLevel> = {
+  all: LogLevel.All,
+  trace: LogLevel.Trace,
+  debug: LogLevel.Debug,
+  info: LogLevel.Info,
+  warn: LogLevel.Warning,
+  warning: LogLevel.Warning,
+  error: LogLevel.Error,
+  fatal: LogLevel.Fatal,
+  none: LogLevel.None,
+  off: LogLevel.None,
+}
+
+/** `SPILLWAY_LOG_LEVEL` (trace, debug, info, warning, error, fatal, none; any case; default info). */
+export const logLevelConfig: Config.Config<LogLevel.LogLevel> = Config.string("SPILLWAY_LOG_LEVEL").pipe(
+  Config.validate({
+    message: `must be one of ${Object.keys(LOG_LEVELS).join(", ")}`,
+    validation: (s) => LOG_LEVELS[s.toLowerCase()] !== undefined,
+  }),
+  Config.withDefault("info"),
+  Config.map((s) => LOG_LEVELS[s.toLowerCase()] ?? LogLevel.Info),
+)
+
+/** `SPILLWAY_LOG_FORMAT`: `json` (default) or `logfmt`. */
+export const logFormatConfig = Config.literal("json", "logfmt")("SPILLWAY_LOG_FORMAT").pipe(Config.withDefault("json"))
+
+/** JSON (or logfmt) logs at the configured level. Checked by `runnable` before the program starts. */
 export const LoggingLive: Layer.Layer<never> = Layer.unwrapEffect(
   Effect.gen(function* () {
-    const level = yield* Config.logLevel("SPILLWAY_LOG_LEVEL").pipe(Config.withDefault(LogLevel.Info))
-    const format = yield* Config.literal("json", "logfmt")("SPILLWAY_LOG_FORMAT").pipe(Config.withDefault("json"))
+    const level = yield* logLevelConfig
+    const format = yield* logFormatConfig
     return Layer.merge(format === "json" ? Logger.json : Logger.logFmt, Logger.minimumLogLevel(level))
   }).pipe(Effect.orDie),
 )
@@ -63,6 +89,15 @@ export const runnable = <E>(cli: Effect.Effect<void, E, NodeContext.NodeContext>
         process.exitCode = 2
       })
     }
+    const logging = Effect.runSyncExit(
+      Config.all([logLevelConfig, logFormatConfig]).pipe(Effect.withConfigProvider(provider)),
+    )
+    if (logging._tag === "Failure")
+      return Effect.sync(() => {
+        const detail = Cause.failureOption(logging.cause).pipe(Option.map(String), Option.getOrElse(() => "invalid"))
+        process.stderr.write(`${detail}\n`)
+        process.exitCode = 2
+      })
     return cli.pipe(
       Effect.catchIf(
         (e): e is E & ValidationError.ValidationError => ValidationError.isValidationError(e),
