@@ -13,7 +13,7 @@
  *
  * Options (environment): BENCH_EVENTS (ingest events per scenario, 200000), BENCH_CLIENTS (4), BENCH_BATCH (500),
  * BENCH_WINDOW (8 batches in flight per client), BENCH_RATE (latency run, events/s, 5000), BENCH_LATENCY_SECONDS
- * (10), BENCH_OVERLOAD_SECONDS (15). Needs `npm run build` first (`npm run bench` does it).
+ * (10), BENCH_OVERLOAD_SECONDS (15), BENCH_ONLY (comma-separated subset of ingest,route,latency,overload). Needs `npm run build` first (`npm run bench` does it).
  */
 import { spawn } from "node:child_process"
 import { randomBytes, randomUUID } from "node:crypto"
@@ -623,12 +623,13 @@ async function main() {
     `events per scenario ${EVENTS}, ${CLIENTS} clients, batches of ${BATCH}, ${WINDOW} in flight, ${EVENT_BYTES} B/event`,
   )
   const results = { machine, settings: { EVENTS, CLIENTS, BATCH, WINDOW, RATE, EVENT_BYTES } }
+  const only = new Set((process.env.BENCH_ONLY || "ingest,route,latency,overload").split(","))
   try {
-    results.ingest = await benchIngest(brokers, token)
-    results.bareProducer = await benchBareProducer(brokers)
-    results.route = await benchRoute(brokers, results.bareProducer.topic)
-    results.latency = await benchLatency(brokers, token)
-    results.overload = await benchOverload(token)
+    if (only.has("ingest")) results.ingest = await benchIngest(brokers, token)
+    if (only.has("ingest") || only.has("route")) results.bareProducer = await benchBareProducer(brokers)
+    if (only.has("route")) results.route = await benchRoute(brokers, results.bareProducer.topic)
+    if (only.has("latency")) results.latency = await benchLatency(brokers, token)
+    if (only.has("overload")) results.overload = await benchOverload(token)
   } finally {
     for (const c of children) c.kill("SIGKILL")
     if (k.started) await broker.stop({ log })
@@ -639,19 +640,37 @@ async function main() {
   const r = results.route
   const l = results.latency
   const o = results.overload
+  const rows = []
+  if (i) {
+    const ratio = (x) => fmt(x / b.eventsPerSec, 2)
+    rows.push(
+      `| ingest, batch RPC (events/s) | ${fmt(i.batchRpc.eventsPerSec)} | ${fmt(b.eventsPerSec)} | ${ratio(i.batchRpc.eventsPerSec)} |`,
+      `| ingest, batch RPC (MB/s) | ${fmt(i.batchRpc.mbPerSec, 1)} | ${fmt(b.mbPerSec, 1)} | |`,
+      `| ingest, SendEvent (events/s) | ${fmt(i.sendEvent.eventsPerSec)} | ${fmt(b.eventsPerSec)} | ${ratio(i.sendEvent.eventsPerSec)} |`,
+      `| peak RSS ingester (MiB) | ${fmt(i.ingesterPeakMiB)} | | |`,
+    )
+  }
+  if (r)
+    rows.push(
+      `| route, decrypt + file (events/s) | ${fmt(r.router.eventsPerSec)} | ${fmt(r.bareConsumer.eventsPerSec)} | ${fmt(r.router.eventsPerSec / r.bareConsumer.eventsPerSec, 2)} |`,
+      `| peak RSS router (MiB) | ${fmt(r.routerPeakMiB)} | | |`,
+    )
+  if (l)
+    rows.push(
+      `| end-to-end latency at ${fmt(l.rate)}/s, p50 / p99 (ms) | ${fmt(l.p50Ms, 1)} / ${fmt(l.p99Ms, 1)} | | ${l.received}/${l.sent} lines |`,
+      `| peak RSS in the latency run, ingester / router / agent (MiB) | ${fmt(l.ingesterPeakMiB)} / ${fmt(l.routerPeakMiB)} / ${fmt(l.agentPeakMiB)} | | |`,
+    )
+  if (o)
+    rows.push(
+      `| ingester RSS, Kafka down ${o.seconds}s under push (MiB) | ${fmt(o.rssBeforeMiB)} → max ${fmt(o.maxRssMiB)} | | statuses ${JSON.stringify(o.failures)} |`,
+    )
   const table = [
     `Spillway benchmark, ${machine.date}: ${machine.cpus} × ${machine.cpuModel}, ${fmt(machine.memGiB)} GiB, Node ${machine.node}, Kafka ${machine.kafka}`,
     `${EVENTS} events per scenario, ${CLIENTS} clients, batches of ${BATCH}, ${WINDOW} in flight, ${EVENT_BYTES} B per encoded event`,
     "",
     "| Measure | Value | Limit (bare kafkajs) | Ratio |",
     "| --- | ---: | ---: | ---: |",
-    `| ingest, batch RPC (events/s) | ${fmt(i.batchRpc.eventsPerSec)} | ${fmt(b.eventsPerSec)} | ${fmt(i.batchRpc.eventsPerSec / b.eventsPerSec, 2)} |`,
-    `| ingest, batch RPC (MB/s) | ${fmt(i.batchRpc.mbPerSec, 1)} | ${fmt(b.mbPerSec, 1)} | |`,
-    `| ingest, SendEvent (events/s) | ${fmt(i.sendEvent.eventsPerSec)} | ${fmt(b.eventsPerSec)} | ${fmt(i.sendEvent.eventsPerSec / b.eventsPerSec, 2)} |`,
-    `| route, decrypt + file (events/s) | ${fmt(r.router.eventsPerSec)} | ${fmt(r.bareConsumer.eventsPerSec)} | ${fmt(r.router.eventsPerSec / r.bareConsumer.eventsPerSec, 2)} |`,
-    `| end-to-end latency at ${fmt(l.rate)}/s, p50 / p99 (ms) | ${fmt(l.p50Ms, 1)} / ${fmt(l.p99Ms, 1)} | | ${l.received}/${l.sent} lines |`,
-    `| peak RSS ingester / router / agent (MiB) | ${fmt(Math.max(i.ingesterPeakMiB, l.ingesterPeakMiB))} / ${fmt(Math.max(r.routerPeakMiB, l.routerPeakMiB))} / ${fmt(l.agentPeakMiB)} | | |`,
-    `| ingester RSS, Kafka down ${o.seconds}s under push (MiB) | ${fmt(o.rssBeforeMiB)} → max ${fmt(o.maxRssMiB)} | | statuses ${JSON.stringify(o.failures)} |`,
+    ...rows,
   ].join("\n")
   process.stdout.write(`${table}\n\nfigures written to ${OUT}\n`)
 }
