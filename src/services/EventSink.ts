@@ -118,6 +118,8 @@ export interface KafkaSinkOptions {
   readonly reconnectCap?: Duration.DurationInput
   /** How often the broker is probed for readiness. Default 5 s. */
   readonly probeInterval?: Duration.DurationInput
+  /** Batches waiting for the writer fiber before publish waits. Default 4096. */
+  readonly maxPendingBatches?: number
 }
 
 interface Pending {
@@ -138,7 +140,9 @@ export const makeKafka = (kafka: Kafka, options: KafkaSinkOptions) =>
     const producer = yield* Ref.make(Option.none<Producer>())
     const probeOk = yield* Ref.make(false)
     const broken = yield* Queue.sliding<Producer>(4)
-    const queue = yield* Queue.unbounded<Pending>()
+    // Bytes in flight are bounded by the ingester's budgets; this bound (batches waiting for the writer) makes
+    // publish wait rather than grow the queue if a caller ever bypasses them.
+    const queue = yield* Queue.bounded<Pending>(options.maxPendingBatches ?? 4096)
 
     const setConnectedGauge = Effect.gen(function* () {
       const ok = Option.isSome(yield* Ref.get(producer)) && (yield* Ref.get(probeOk))
