@@ -13,7 +13,8 @@
  *
  * Options (environment): BENCH_EVENTS (ingest events per scenario, 200000), BENCH_CLIENTS (4), BENCH_BATCH (500),
  * BENCH_WINDOW (8 batches in flight per client), BENCH_RATE (latency run, events/s, 5000), BENCH_LATENCY_SECONDS
- * (10), BENCH_OVERLOAD_SECONDS (15), BENCH_ONLY (comma-separated subset of ingest,route,latency,overload). Needs `npm run build` first (`npm run bench` does it).
+ * (10), BENCH_OVERLOAD_SECONDS (15), BENCH_ONLY (comma-separated subset of ingest,route,latency,overload), BENCH_PROFILE (programs to CPU-profile,
+ * e.g. ingester,router; profiles go to BENCH_PROFILE_DIR, default /tmp/spillway-prof). Needs `npm run build` first (`npm run bench` does it).
  */
 import { spawn } from "node:child_process"
 import { randomBytes, randomUUID } from "node:crypto"
@@ -132,7 +133,11 @@ const freePort = async () => {
 function spawnProgram(name, args, env) {
   const logFile = path.join(work, `${name}-${children.size}.log`)
   const out = fs.openSync(logFile, "a")
-  const child = spawn(process.execPath, [dist("programs", `${name}.js`), ...args], {
+  // BENCH_PROFILE=ingester,router writes V8 CPU profiles of those programs into BENCH_PROFILE_DIR (/tmp/spillway-prof).
+  const profile = (process.env.BENCH_PROFILE ?? "").split(",").includes(name)
+    ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR || "/tmp/spillway-prof"}`]
+    : []
+  const child = spawn(process.execPath, [...profile, dist("programs", `${name}.js`), ...args], {
     env: { ...process.env, SPILLWAY_LOG_LEVEL: "Warning", ...env },
     stdio: ["ignore", out, out],
   })

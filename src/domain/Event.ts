@@ -3,7 +3,7 @@
  * `api.Event` (plus `event_id = 7`), as protobufjs' `toObject({ longs: String, defaults: true })`
  * gives it; `Event` is the decoded, validated domain value.
  */
-import { ParseResult, Schema } from "effect"
+import { Either, ParseResult, Schema } from "effect"
 
 /** Hard caps; the programs may configure lower ones. */
 export const Limits = {
@@ -86,7 +86,7 @@ export const formatRfc3339Nano = (n: EpochNanos): string => {
 
 export const nowNanos = (): EpochNanos => EpochNanos.make(BigInt(Date.now()) * 1_000_000n)
 
-const fromKey = <S extends Schema.Schema.Any>(schema: S, key: string) =>
+const fromKey = <S extends Schema.Schema.Any, K extends string>(schema: S, key: K) =>
   Schema.propertySignature(schema).pipe(Schema.fromKey(key))
 
 /**
@@ -105,6 +105,57 @@ export class Event extends Schema.Class<Event>("Event")({
   eventId: Schema.optionalWith(EventId, { default: () => EventId.make("") }).pipe(Schema.fromKey("event_id")),
 }) {}
 export type WireEvent = typeof Event.Encoded
+
+/**
+ * The wire object with the same per-field rules as `Event`, keys as on the wire. `decodeEventFast` checks it with
+ * `Schema.is` (about 3 µs an event against about 8 µs for a full decode into the class), then builds the `Event`
+ * from the checked fields; anything it does not accept goes through the full decode, which gives the error.
+ */
+export const WireEventStruct = Schema.Struct({
+  timestamp: Schema.optional(Schema.NullOr(WireTimestamp)),
+  agent_id: Schema.String.pipe(Schema.maxLength(Limits.agentId)),
+  tag: Schema.String.pipe(Schema.maxLength(Limits.tag)),
+  message: Schema.String.pipe(Schema.maxLength(Limits.message)),
+  UserID: UserID,
+  AccessKey: AccessKey,
+  event_id: Schema.optional(EventId),
+})
+const isWireEvent = Schema.is(WireEventStruct)
+const decodeEventFull = Schema.decodeUnknownEither(Event, { errors: "first", onExcessProperty: "ignore" })
+
+/** Same result as `Schema.decodeUnknownEither(Event)`, faster on valid input (hot paths decode per batch). */
+export const decodeEventFast = (u: unknown): Either.Either<Event, ParseResult.ParseError> => {
+  if (isWireEvent(u)) {
+    const ts = u.timestamp === undefined || u.timestamp === null ? nowNanos() : repairTimestamp(u.timestamp)
+    if (ts !== undefined)
+      return Either.right(
+        new Event(
+          {
+            timestamp: EpochNanos.make(ts),
+            agentId: u.agent_id,
+            tag: u.tag,
+            message: u.message,
+            userId: u.UserID,
+            accessKey: u.AccessKey,
+            eventId: u.event_id ?? EventId.make(""),
+          },
+          true,
+        ),
+      )
+  }
+  return decodeEventFull(u)
+}
+
+/** Same result as `Schema.encodeSync(Event)`, without the Schema machinery (the event is already valid). */
+export const toWireEvent = (e: Event): WireEvent => ({
+  timestamp: { seconds: (e.timestamp / NANOS).toString(), nanos: Number(e.timestamp % NANOS) },
+  agent_id: e.agentId,
+  tag: e.tag,
+  message: e.message,
+  UserID: e.userId,
+  AccessKey: e.accessKey,
+  event_id: e.eventId,
+})
 
 /** A batch as the batch RPC carries it. */
 export const WireEventBatch = Schema.Struct({

@@ -2,12 +2,14 @@ import { assert, describe, it } from "@effect/vitest"
 import { Either, FastCheck as fc, Schema } from "effect"
 import {
   AccessKey,
+  decodeEventFast,
   EpochNanos,
   EpochNanosFromWire,
   Event,
   formatRfc3339Nano,
   Limits,
   repairTimestamp,
+  toWireEvent,
   type WireEvent,
 } from "../../src/domain/Event.js"
 
@@ -149,4 +151,63 @@ describe("Event", () => {
     assert.isTrue(Either.isLeft(decodeEvent(wire({ message: 7 }))))
     assert.isTrue(Either.isLeft(decodeEvent(null)))
   })
+})
+
+describe("fast paths agree with the full Schema", () => {
+  const decodeFull = Schema.decodeUnknownEither(Event, { errors: "first", onExcessProperty: "ignore" })
+  const encodeFull = Schema.encodeSync(Event)
+  const wireLike = fc.record(
+    {
+      timestamp: fc.option(
+        fc.record({
+          seconds: fc.oneof(
+            fc.bigInt({ min: -2n, max: 10n ** 19n }).map(String),
+            fc.integer({ min: -2, max: 2_000_000_000 }),
+            fc.constant("not a number"),
+          ),
+          nanos: fc.oneof(fc.integer({ min: -1, max: 1_000_000_000 }), fc.double()),
+        }),
+        { nil: null },
+      ),
+      agent_id: fc.string({ maxLength: 300 }),
+      tag: fc.oneof(fc.string({ maxLength: 300 }), fc.integer()),
+      message: fc.string({ maxLength: 200 }),
+      UserID: fc.string({ maxLength: 300 }),
+      AccessKey: fc.oneof(
+        fc.constantFrom("9c60f26f-5b6c-4c80-b5f5-625bf965b6a6", "", "bad key!", "-x"),
+        fc.stringMatching(/^[A-Za-z0-9][A-Za-z0-9._:-]{0,300}$/),
+      ),
+      event_id: fc.string({ maxLength: 200 }),
+    },
+    { requiredKeys: ["agent_id", "message", "UserID", "AccessKey"] },
+  )
+
+  it.prop(
+    "decodeEventFast accepts and refuses exactly what the full decode does, with the same value",
+    [fc.oneof({ weight: 9, arbitrary: wireLike }, { weight: 1, arbitrary: fc.anything() })],
+    ([u]) => {
+      const fast = decodeEventFast(u)
+      const full = decodeFull(u)
+      assert.strictEqual(fast._tag, full._tag)
+      if (Either.isRight(fast) && Either.isRight(full)) {
+        const hasTs = typeof u === "object" && u !== null && (u as { timestamp?: unknown }).timestamp != null
+        assert.deepStrictEqual(
+          { ...fast.right, timestamp: hasTs ? fast.right.timestamp : 0n },
+          { ...full.right, timestamp: hasTs ? full.right.timestamp : 0n },
+        )
+        assert.instanceOf(fast.right, Event)
+      }
+    },
+    { fastCheck: { numRuns: 500 } },
+  )
+
+  it.prop(
+    "toWireEvent is the Schema encoding",
+    [wireLike],
+    ([u]) => {
+      const full = decodeFull(u)
+      if (Either.isRight(full)) assert.deepStrictEqual(toWireEvent(full.right), encodeFull(full.right))
+    },
+    { fastCheck: { numRuns: 300 } },
+  )
 })
