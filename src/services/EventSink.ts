@@ -6,8 +6,10 @@
  *
  * Kafka record format (DESIGN.md "Kafka record contract"):
  *   key     = the event's access key (UTF-8), so one tenant's events share a partition
- *   value   = the protobuf encoding of `api.Event` (proto/spillway.proto), re-encoded from the
- *             validated event: the timestamp is the repaired one (seconds + nanos), `event_id` as sent
+ *   value   = the protobuf encoding of `api.Event` (proto/spillway.proto) of the validated event: the
+ *             timestamp is the repaired one (seconds + nanos), `event_id` as sent. The ingester forwards
+ *             an event's bytes as received when they hold exactly the validated values (EventFrames.ts:
+ *             known fields only, each once, valid UTF-8, timestamp not repaired); else it encodes it again.
  *   headers = none
  *
  * `layerKafka` runs one writer fiber that owns the producer: publishes queue up while a send is in
@@ -18,10 +20,10 @@
  * connects a fresh one on an exponential, jittered, capped Schedule. Readiness = a connected
  * producer and a broker that answered the last probe.
  */
-import { Clock, Context, Deferred, Duration, Effect, Layer, Metric, Option, Queue, Ref, Schedule, Schema } from "effect"
-import { CompressionTypes, type Kafka, Partitioners, type Producer } from "kafkajs"
+import { Clock, Context, Deferred, Duration, Effect, Layer, Metric, Option, Queue, Ref, Schedule } from "effect"
+import { CompressionTypes, type ICustomPartitioner, type Kafka, Partitioners, type Producer } from "kafkajs"
 import { SinkUnavailable } from "../domain/Errors.js"
-import { Event } from "../domain/Event.js"
+import { type Event, toWireEvent } from "../domain/Event.js"
 import * as M from "./IngesterMetrics.js"
 import { KafkaClient } from "./Kafka.js"
 import { EventCodec } from "./Wire.js"
@@ -32,12 +34,10 @@ export interface SinkRecord {
   readonly value: Buffer
 }
 
-const encodeEvent = Schema.encodeSync(Event)
-
-/** Pure: the Kafka record of an event (see the module comment). */
+/** Pure: the Kafka record of an event (see the module comment). `toWireEvent` is the Schema encoding of `Event`. */
 export const encodeRecord = (event: Event): SinkRecord => ({
   key: event.accessKey,
-  value: Buffer.from(EventCodec.encode(encodeEvent(event))),
+  value: Buffer.from(EventCodec.encode(toWireEvent(event))),
 })
 
 export class EventSink extends Context.Tag("spillway/EventSink")<
@@ -45,6 +45,11 @@ export class EventSink extends Context.Tag("spillway/EventSink")<
   {
     /** Succeeds once the sink durably has every event; fails (nothing or some of them written) otherwise. */
     readonly publish: (events: ReadonlyArray<Event>) => Effect.Effect<void, SinkUnavailable>
+    /**
+     * `publish` for records already in the Kafka record format (`encodeRecord`, or the bytes of a validated
+     * event as received): the ingester's hot path, which does not build `Event`s.
+     */
+    readonly publishRecords: (records: ReadonlyArray<SinkRecord>) => Effect.Effect<void, SinkUnavailable>
     /** Whether the sink can take events now (readiness). */
     readonly ready: Effect.Effect<boolean>
   }
@@ -83,15 +88,17 @@ export const makeMemory = (): MemorySinkControl => {
   let available = true
   let delay = Duration.zero
   let publishes = 0
+  const publishRecords = (batch: ReadonlyArray<SinkRecord>) =>
+    Effect.gen(function* () {
+      if (Duration.greaterThan(delay, Duration.zero)) yield* Effect.sleep(delay)
+      if (!available) return yield* new SinkUnavailable({ detail: "the in-memory sink is unavailable" })
+      publishes++
+      for (const r of batch) records.push(r)
+    })
   return {
     sink: {
-      publish: (events) =>
-        Effect.gen(function* () {
-          if (Duration.greaterThan(delay, Duration.zero)) yield* Effect.sleep(delay)
-          if (!available) return yield* new SinkUnavailable({ detail: "the in-memory sink is unavailable" })
-          publishes++
-          for (const e of events) records.push(encodeRecord(e))
-        }),
+      publish: (events) => publishRecords(events.map(encodeRecord)),
+      publishRecords,
       ready: Effect.sync(() => available),
     },
     records: () => [...records],
@@ -127,6 +134,28 @@ interface Pending {
   readonly done: Deferred.Deferred<void, SinkUnavailable>
 }
 
+/**
+ * kafkajs' DefaultPartitioner with its answer for a string key remembered: for a keyed record it is
+ * murmur2(key) mod the partition count, whatever the leaders, so the memo changes no placement. kafkajs calls the
+ * partitioner for every record (hashing the key and filtering the partition list each time), and all the records
+ * of a tenant share one key.
+ */
+export const memoDefaultPartitioner: ICustomPartitioner = () => {
+  const inner = Partitioners.DefaultPartitioner()
+  const memo = new Map<string, { readonly partitions: number; readonly partition: number }>()
+  return (args) => {
+    const { key, partition } = args.message
+    if (typeof key !== "string" || (partition !== undefined && partition !== null)) return inner(args)
+    const partitions = args.partitionMetadata.length
+    const hit = memo.get(key)
+    if (hit !== undefined && hit.partitions === partitions) return hit.partition
+    const computed = inner(args)
+    if (memo.size >= 10_000) memo.clear() // keys are tenants' access keys: few; bounded all the same
+    if (partitions > 0) memo.set(key, { partitions, partition: computed })
+    return computed
+  }
+}
+
 const causeText = (e: unknown) => (e instanceof Error ? `${e.name}: ${e.message}` : String(e))
 
 export const makeKafka = (kafka: Kafka, options: KafkaSinkOptions) =>
@@ -158,7 +187,7 @@ export const makeKafka = (kafka: Kafka, options: KafkaSinkOptions) =>
           idempotent: true,
           maxInFlightRequests: 1,
           allowAutoTopicCreation: true,
-          createPartitioner: Partitioners.DefaultPartitioner,
+          createPartitioner: memoDefaultPartitioner,
           // kafkajs retries an idempotent send without end; produceTimeout bounds it, then the
           // producer is dropped (which rejects the send) and a fresh one is connected.
           retry: { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: 200, maxRetryTime: 2_000 },
@@ -329,17 +358,18 @@ export const makeKafka = (kafka: Kafka, options: KafkaSinkOptions) =>
       }).pipe(Effect.timeout("10 seconds"), Effect.ignore),
     )
 
-    const publish = (events: ReadonlyArray<Event>) =>
+    const publishRecords = (records: ReadonlyArray<SinkRecord>) =>
       Effect.gen(function* () {
-        if (events.length === 0) return
+        if (records.length === 0) return
         const done = yield* Deferred.make<void, SinkUnavailable>()
-        yield* Queue.offer(queue, { records: events.map(encodeRecord), done })
+        yield* Queue.offer(queue, { records, done })
         yield* Deferred.await(done)
       })
+    const publish = (events: ReadonlyArray<Event>) => Effect.suspend(() => publishRecords(events.map(encodeRecord)))
 
     const ready = Effect.gen(function* () {
       return Option.isSome(yield* Ref.get(producer)) && (yield* Ref.get(probeOk))
     })
 
-    return EventSink.of({ publish, ready })
+    return EventSink.of({ publish, publishRecords, ready })
   })

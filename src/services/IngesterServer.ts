@@ -48,14 +48,21 @@ import {
   SinkUnavailable,
   type TenantNotFound,
 } from "../domain/Errors.js"
-import { Event, formatRfc3339Nano, WireEventBatch } from "../domain/Event.js"
+import {
+  type CheckedWireEvent,
+  checkedToWire,
+  formatRfc3339Nano,
+  makeWireEventChecker,
+  WireEventBatch,
+} from "../domain/Event.js"
 import type { Tenant } from "../domain/Tenant.js"
 import { Auth } from "./Auth.js"
 import { Budget } from "./Budget.js"
 import { ConfigStore } from "./ConfigStore.js"
-import { EventSink } from "./EventSink.js"
+import { decodeBatchFrames, decodeEventFrame, type EventFrame } from "./EventFrames.js"
+import { EventSink, type SinkRecord } from "./EventSink.js"
 import * as M from "./IngesterMetrics.js"
-import { EventServiceDefinition, type WireBatchAck, type WireConfig, type WireEResponse } from "./Wire.js"
+import { EventCodec, EventServiceDefinition, type WireBatchAck, type WireConfig, type WireEResponse } from "./Wire.js"
 
 // ---------------------------------------------------------------------------------------------
 // Options and errors
@@ -139,31 +146,47 @@ type Incoming =
   | { readonly size: number; readonly value: unknown; readonly malformed?: undefined }
   | { readonly size: number; readonly malformed: string }
 
-const incoming = <Res>(m: grpc.MethodDefinition<unknown, Res>): grpc.MethodDefinition<Incoming, Res> => ({
+const incoming = <Res>(
+  m: grpc.MethodDefinition<unknown, Res>,
+  decode: (bytes: Buffer) => unknown = m.requestDeserialize,
+): grpc.MethodDefinition<Incoming, Res> => ({
   ...m,
   requestSerialize: () => {
     throw new Error("server-side definition")
   },
   requestDeserialize: (bytes: Buffer): Incoming => {
     try {
-      return { size: bytes.length, value: m.requestDeserialize(bytes) }
+      return { size: bytes.length, value: decode(bytes) }
     } catch (e) {
       return { size: bytes.length, malformed: e instanceof Error ? e.message : "undecodable protobuf" }
     }
   },
 })
 
+// The event RPCs decode into EventFrames (each event's wire object with its bytes); still untrusted.
 const ServerDefinition = {
-  SendEvent: incoming(EventServiceDefinition.SendEvent),
+  SendEvent: incoming(EventServiceDefinition.SendEvent, decodeEventFrame),
   ExchangeConfig: incoming(EventServiceDefinition.ExchangeConfig),
-  SendEventBatches: incoming(EventServiceDefinition.SendEventBatches),
+  SendEventBatches: incoming(EventServiceDefinition.SendEventBatches, decodeBatchFrames),
 } satisfies grpc.ServiceDefinition
 
 const malformed = (m: { readonly malformed: string }) =>
   new InvalidEvent({ detail: `malformed protobuf message: ${m.malformed.slice(0, 200)}` })
 
-/** Pulls the next message of a grpc-js stream (None at the client's half-close). Reads one at a time. */
+/**
+ * Pulls the next message of a grpc-js stream (None at the client's half-close). Reads one at a time. A message
+ * already buffered is taken at once, without waiting for an event.
+ */
 const nextMessage = (r: Readable): Effect.Effect<Option.Option<Incoming>, InvalidEvent> =>
+  Effect.suspend(() => {
+    if (!r.readableEnded) {
+      const v = r.read() as Incoming | null
+      if (v !== null) return Effect.succeedSome(v)
+    }
+    return awaitMessage(r)
+  })
+
+const awaitMessage = (r: Readable): Effect.Effect<Option.Option<Incoming>, InvalidEvent> =>
   Effect.async<Option.Option<Incoming>, InvalidEvent>((resume) => {
     let done = false
     const finish = (e: Effect.Effect<Option.Option<Incoming>, InvalidEvent>) => {
@@ -204,7 +227,6 @@ const readOneAhead = (r: Readable) => {
 // ---------------------------------------------------------------------------------------------
 // The server
 
-const decodeEvent = Schema.decodeUnknownEither(Event, { errors: "first", onExcessProperty: "ignore" })
 const decodeBatch = Schema.decodeUnknownEither(WireEventBatch, { errors: "first", onExcessProperty: "ignore" })
 const decodeAccessKeyRequest = Schema.decodeUnknownEither(
   Schema.Struct({ AccessKey: Schema.String.pipe(Schema.maxLength(1024)) }),
@@ -270,24 +292,51 @@ const make = (options: IngesterServerOptions) =>
         Effect.fail(new PermissionDenied({ detail: what })),
       )
 
-    const eventSize = (e: Event) =>
-      Buffer.byteLength(e.message) + e.tag.length + e.agentId.length + e.userId.length + e.accessKey.length + 64
+    const eventSize = (e: CheckedWireEvent) =>
+      Buffer.byteLength(e.message) + e.tag.length + e.agent_id.length + e.UserID.length + e.AccessKey.length + 64
 
-    /** Validates one wire event against the caller's claims. */
-    const validate = (value: unknown, claims: Claims) =>
-      Effect.gen(function* () {
-        const decoded = decodeEvent(value)
-        if (Either.isLeft(decoded))
-          return yield* new InvalidEvent({ detail: `invalid event: ${parseDetail(decoded.left)}` })
-        const event = decoded.right
-        if (event.accessKey !== claims.sub)
-          return yield* crossTenant("an event carries an access key other than the token's")
-        const size = eventSize(event)
-        if (size > maxEventBytes)
-          return yield* new InvalidEvent({
-            detail: `an event of about ${size} bytes exceeds the limit of ${maxEventBytes} bytes`,
-          })
-        return event
+    interface Validated {
+      readonly records: ReadonlyArray<SinkRecord>
+      /** The checked events, kept only to print them (--print-events). */
+      readonly checked: ReadonlyArray<CheckedWireEvent> | undefined
+    }
+    /**
+     * Validates the wire events of one message against the caller's claims, in one synchronous pass (no effect per
+     * event; effect/Schema checks each event, see makeWireEventChecker), and makes their Kafka records: an event's
+     * bytes as received when they hold exactly the validated values (clean, timestamp neither stamped nor
+     * repaired: never longer than the encoding), else the validated event encoded again. The first refused event
+     * refuses them all, as before.
+     */
+    const validate = (
+      frames: ReadonlyArray<EventFrame>,
+      claims: Claims,
+      check: ReturnType<typeof makeWireEventChecker> = makeWireEventChecker(),
+    ) =>
+      Effect.suspend((): Effect.Effect<Validated, InvalidEvent | PermissionDenied> => {
+        const records: Array<SinkRecord> = new Array(frames.length)
+        const checked: Array<CheckedWireEvent> | undefined = printEvents ? [] : undefined
+        for (let i = 0; i < frames.length; i++) {
+          const frame = frames[i]!
+          const decoded = check(frame.value)
+          if (Either.isLeft(decoded))
+            return Effect.fail(new InvalidEvent({ detail: `invalid event: ${parseDetail(decoded.left)}` }))
+          const event = decoded.right
+          if (event.AccessKey !== claims.sub)
+            return crossTenant("an event carries an access key other than the token's")
+          const size = eventSize(event)
+          if (size > maxEventBytes)
+            return Effect.fail(
+              new InvalidEvent({
+                detail: `an event of about ${size} bytes exceeds the limit of ${maxEventBytes} bytes`,
+              }),
+            )
+          records[i] = {
+            key: event.AccessKey,
+            value: frame.clean && event.asSent ? frame.bytes : Buffer.from(EventCodec.encode(checkedToWire(event))),
+          }
+          checked?.push(event)
+        }
+        return Effect.succeed({ records, checked })
       })
 
     const perTenant = new Map<string, { events: typeof M.eventsIn; bytes: typeof M.bytesIn }>()
@@ -302,20 +351,21 @@ const make = (options: IngesterServerOptions) =>
       }
       return m
     }
-    const counted = (tenant: Tenant, events: ReadonlyArray<Event>, bytes: number) =>
+    /** Counts accepted events (and prints them with --print-events). */
+    const counted = (tenant: Tenant, events: number, bytes: number, checked?: ReadonlyArray<CheckedWireEvent>) =>
       Effect.gen(function* () {
         const m = tenantMetrics(tenant)
-        yield* Metric.incrementBy(m.events, events.length)
+        yield* Metric.incrementBy(m.events, events)
         yield* Metric.incrementBy(m.bytes, bytes)
-        if (printEvents)
-          for (const e of events)
+        if (checked !== undefined)
+          for (const e of checked)
             process.stdout.write(
               `${JSON.stringify({
                 timestamp: formatRfc3339Nano(e.timestamp),
-                agent_id: e.agentId,
+                agent_id: e.agent_id,
                 tag: e.tag,
-                UserID: e.userId,
-                event_id: e.eventId,
+                UserID: e.UserID,
+                event_id: e.event_id,
                 message: e.message,
               })}\n`,
             )
@@ -362,7 +412,8 @@ const make = (options: IngesterServerOptions) =>
         const streamBudget = yield* budget.stream
         const failed = yield* Deferred.make<never, SinkUnavailable>()
         const publishes = new Set<Fiber.RuntimeFiber<void, never>>()
-        let pending: Array<Event> = []
+        let pending: Array<SinkRecord> = []
+        const check = makeWireEventChecker()
         let pendingBytes = 0
         let total = 0
 
@@ -372,7 +423,8 @@ const make = (options: IngesterServerOptions) =>
           const bytes = pendingBytes
           pending = []
           pendingBytes = 0
-          const fiber = yield* sink.publish(events).pipe(
+          yield* counted(tenant, events.length, bytes)
+          const fiber = yield* sink.publishRecords(events).pipe(
             Effect.catchAll((e) => Deferred.fail(failed, e)),
             Effect.asVoid,
             Effect.ensuring(streamBudget.release(bytes)),
@@ -388,12 +440,13 @@ const make = (options: IngesterServerOptions) =>
             if (Option.isNone(next)) break
             const msg = next.value
             if (msg.malformed !== undefined) return yield* malformed(msg)
-            const event = yield* validate(msg.value, claims)
+            const event = yield* validate([msg.value as EventFrame], claims, check)
             yield* streamBudget.acquire(msg.size)
-            pending.push(event)
+            pending.push(event.records[0]!)
             pendingBytes += msg.size
             total++
-            yield* counted(tenant, [event], msg.size)
+            // Counted per Kafka send (flush), printed as they come.
+            if (event.checked !== undefined) yield* counted(tenant, 0, 0, event.checked)
             if (pending.length >= batchEvents || pendingBytes >= batchBytes) yield* flush
           }
           yield* flush
@@ -436,13 +489,14 @@ const make = (options: IngesterServerOptions) =>
             const batch = decodeBatch(msg.value)
             if (Either.isLeft(batch))
               return yield* refuse(batchId, new InvalidEvent({ detail: `invalid batch: ${parseDetail(batch.left)}` }))
-            const events = yield* Effect.either(Effect.forEach(batch.right.events, (e) => validate(e, claims)))
+            // decodeBatchFrames made the events EventFrames; validate checks each with Schema.
+            const events = yield* Effect.either(validate(batch.right.events as ReadonlyArray<EventFrame>, claims))
             if (Either.isLeft(events)) return yield* refuse(batchId, events.left)
             const got = yield* Effect.either(streamBudget.acquire(msg.size))
             if (Either.isLeft(got)) return yield* refuse(batchId, got.left)
-            yield* counted(tenant, events.right, msg.size)
+            yield* counted(tenant, events.right.records.length, msg.size, events.right.checked)
             inFlight.add(batchId)
-            const fiber = yield* sink.publish(events.right).pipe(
+            const fiber = yield* sink.publishRecords(events.right.records).pipe(
               Effect.matchEffect({
                 onSuccess: () => write({ batch_id: batchId, status: "SUCCESS", code: 0, detail: "" }),
                 onFailure: (e) => refuse(batchId, e),

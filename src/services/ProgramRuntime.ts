@@ -94,7 +94,10 @@ export const runnable = <E>(cli: Effect.Effect<void, E, NodeContext.NodeContext>
     )
     if (logging._tag === "Failure")
       return Effect.sync(() => {
-        const detail = Cause.failureOption(logging.cause).pipe(Option.map(String), Option.getOrElse(() => "invalid"))
+        const detail = Cause.failureOption(logging.cause).pipe(
+          Option.map(String),
+          Option.getOrElse(() => "invalid"),
+        )
         process.stderr.write(`${detail}\n`)
         process.exitCode = 2
       })

@@ -2,12 +2,15 @@ import { assert, describe, it } from "@effect/vitest"
 import { Either, FastCheck as fc, Schema } from "effect"
 import {
   AccessKey,
+  checkedToWire,
+  checkWireEvent,
   decodeEventFast,
   EpochNanos,
   EpochNanosFromWire,
   Event,
   formatRfc3339Nano,
   Limits,
+  makeWireEventChecker,
   repairTimestamp,
   toWireEvent,
   type WireEvent,
@@ -207,6 +210,63 @@ describe("fast paths agree with the full Schema", () => {
     ([u]) => {
       const full = decodeFull(u)
       if (Either.isRight(full)) assert.deepStrictEqual(toWireEvent(full.right), encodeFull(full.right))
+    },
+    { fastCheck: { numRuns: 300 } },
+  )
+
+  it.prop(
+    "checkWireEvent accepts and refuses exactly what the full decode does, with the same values",
+    [fc.oneof({ weight: 9, arbitrary: wireLike }, { weight: 1, arbitrary: fc.anything() })],
+    ([u]) => {
+      const checked = checkWireEvent(u)
+      const full = decodeFull(u)
+      assert.strictEqual(checked._tag, full._tag)
+      if (Either.isRight(checked) && Either.isRight(full)) {
+        const ts = (u as { timestamp?: { seconds: unknown } | null }).timestamp
+        const hasTs = ts != null
+        const wire = checkedToWire(checked.right)
+        const expected = encodeFull(full.right)
+        if (!hasTs) {
+          assert.isFalse(checked.right.asSent)
+          assert.deepStrictEqual({ ...wire, timestamp: null }, { ...expected, timestamp: null })
+        } else {
+          assert.deepStrictEqual(wire, expected)
+          // As sent: the timestamp the client sent is the one Kafka gets.
+          if (checked.right.asSent) assert.strictEqual(BigInt(wire.timestamp!.seconds), BigInt(ts.seconds as string))
+        }
+      }
+    },
+    { fastCheck: { numRuns: 500 } },
+  )
+
+  it.prop(
+    "makeWireEventChecker answers as checkWireEvent over a run of events that share senders",
+    [
+      fc.array(
+        fc.tuple(
+          fc.oneof({ weight: 9, arbitrary: wireLike }, { weight: 1, arbitrary: fc.anything() }),
+          fc.option(fc.nat({ max: 2 })),
+        ),
+        { maxLength: 12 },
+      ),
+    ],
+    ([items]) => {
+      // Events that take the sender fields of an earlier one (by index), so that the checker's memo is used.
+      const values = items.map(([u]) => u)
+      items.forEach(([u, from], i) => {
+        const src = from === null ? undefined : values[Math.max(0, i - 1 - from)]
+        if (src !== undefined && typeof src === "object" && src !== null && typeof u === "object" && u !== null)
+          for (const k of ["agent_id", "tag", "UserID", "AccessKey"])
+            (u as Record<string, unknown>)[k] = (src as Record<string, unknown>)[k]
+      })
+      const check = makeWireEventChecker()
+      for (const u of values) {
+        const a = check(u)
+        const b = checkWireEvent(u)
+        assert.strictEqual(a._tag, b._tag)
+        if (Either.isRight(a) && Either.isRight(b))
+          assert.deepStrictEqual({ ...a.right, timestamp: 0n }, { ...b.right, timestamp: 0n })
+      }
     },
     { fastCheck: { numRuns: 300 } },
   )
