@@ -9,7 +9,7 @@
  * SPILLWAY_ROUTER_RETRY_BASE (200 millis), SPILLWAY_ROUTER_RETRY_CAP (5 seconds),
  * SPILLWAY_ROUTER_RETRY_BUDGET (20 seconds), SPILLWAY_ROUTER_PAUSE_BASE (1 second),
  * SPILLWAY_ROUTER_PAUSE_MAX (1 minute), SPILLWAY_ROUTER_CONCURRENCY (4 partitions at once),
- * SPILLWAY_ROUTER_SESSION_TIMEOUT_MS (30000), SPILLWAY_ROUTER_MAX_BYTES_PER_PARTITION (1 MiB per fetch).
+ * SPILLWAY_ROUTER_SESSION_TIMEOUT_MS (30000), SPILLWAY_ROUTER_MAX_BYTES_PER_PARTITION (4 MiB per fetch).
  */
 import { mkdirSync, readFileSync } from "node:fs"
 import { Command, Options } from "@effect/cli"
@@ -19,7 +19,7 @@ import { ConfigStore, parseTenantsFile } from "../services/ConfigStore.js"
 import { Crypto } from "../services/Crypto.js"
 import { DeadLetters, dlqTopic } from "../services/DeadLetter.js"
 import { Destinations } from "../services/Destinations.js"
-import { EventStream } from "../services/EventStream.js"
+import { defaultMaxBytesPerPartition, EventStream } from "../services/EventStream.js"
 import { Health } from "../services/Health.js"
 import { KafkaClient, kafkaSettingsConfig } from "../services/Kafka.js"
 import { OpsServerLive } from "../services/Ops.js"
@@ -77,7 +77,7 @@ const tuning = Config.all({
     }),
   ),
   maxBytesPerPartition: Config.integer("SPILLWAY_ROUTER_MAX_BYTES_PER_PARTITION").pipe(
-    Config.withDefault(1_048_576),
+    Config.withDefault(defaultMaxBytesPerPartition),
     Config.validate({
       message: "SPILLWAY_ROUTER_MAX_BYTES_PER_PARTITION must be 1024 to 104857600",
       validation: (n) => n >= 1024 && n <= 104_857_600,

@@ -91,13 +91,19 @@ export interface KafkaStreamOptions {
   readonly groupId: string
   /** Batches of different partitions processed at once (default 4). */
   readonly partitionsConcurrently?: number
-  /** Largest fetch per partition in bytes (default 1 MiB): bounds a batch, hence memory and request sizes. */
+  /** Largest fetch per partition in bytes (default 4 MiB): bounds a batch, hence memory and request sizes. */
   readonly maxBytesPerPartition?: number
   /** Consumer group session timeout in ms (default 30 s; a crashed router's partitions move after it). */
   readonly sessionTimeoutMs?: number
   /** How long `drain` waits for batches in flight (default 15 s). */
   readonly drainTimeout?: Duration.DurationInput
 }
+
+/**
+ * 4 MiB: measured with `npm run bench` (route scenario), fewer and larger batches (fetch rounds,
+ * fsyncs, commits) than with kafkajs' 1 MiB routed about 10% more events/s, for little more memory.
+ */
+export const defaultMaxBytesPerPartition = 4 * 1_048_576
 
 const lagGauge = Metric.gauge("router_consumer_lag", {
   description: "Records between the committed offset and the high watermark, per partition",
@@ -125,7 +131,9 @@ const makeKafka = (options: KafkaStreamOptions) =>
     const consumer: Consumer = kafka.consumer({
       groupId,
       maxWaitTimeInMs: 500,
-      maxBytesPerPartition: options.maxBytesPerPartition ?? 1_048_576,
+      maxBytesPerPartition: options.maxBytesPerPartition ?? defaultMaxBytesPerPartition,
+      // kafkajs' default (10 MiB) would cap a fetch of 4 partitions below their share.
+      maxBytes: Math.max(10_485_760, 4 * (options.maxBytesPerPartition ?? defaultMaxBytesPerPartition)),
       sessionTimeout: options.sessionTimeoutMs ?? 30_000,
       heartbeatInterval: Math.min(3_000, Math.floor((options.sessionTimeoutMs ?? 30_000) / 3)),
       allowAutoTopicCreation: true,

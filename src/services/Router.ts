@@ -4,7 +4,9 @@
  * per batch. Offsets move only after every destination of every event up to them succeeded.
  *
  * A batch, in order:
- * 1. decode every record; poison (undecodable, unknown tenant, undecryptable) becomes a dead letter;
+ * 1. decode every record (effect/Schema, RouterLines.ts), decrypt and format it, synchronously for the
+ *    whole batch (no Effect per record; tenants' keys parsed once per tenants file); poison
+ *    (undecodable, unknown tenant, undecryptable) becomes a dead letter;
  * 2. publish the dead letters (retrying until Kafka takes them: a poison record is never skipped silently);
  * 3. deliver each destination's lines concurrently, each on its own retry budget (exponential,
  *    jittered, capped Schedule; only retryable errors are retried);
@@ -14,30 +16,27 @@
  *    rewound to that event, for a backoff that grows while it keeps failing (capped). The other
  *    partitions keep flowing; the events after the cut are delivered again (at least once).
  */
-import {
-  Console,
-  Duration,
-  Effect,
-  Either,
-  Fiber,
-  Metric,
-  ParseResult,
-  Ref,
-  Schedule,
-  Schema,
-  type Scope,
-  Stream,
-} from "effect"
+import { Console, Duration, Effect, Either, Fiber, Metric, Ref, Schedule, type Scope, Stream } from "effect"
 import type { DestinationError } from "../domain/Errors.js"
-import { Event, formatRfc3339Nano } from "../domain/Event.js"
-import { type Target, type Tenant, targetName } from "../domain/Tenant.js"
+import type { AccessKey } from "../domain/Event.js"
+import { type Target, type TenantsFile, targetName } from "../domain/Tenant.js"
 import { ConfigStore } from "./ConfigStore.js"
-import { Crypto, type Key } from "./Crypto.js"
-import { type DeadLetter, DeadLetters, deadLettersTotal } from "./DeadLetter.js"
+import { Crypto } from "./Crypto.js"
+import { type DeadLetter, type DeadLetterReason, DeadLetters, deadLettersTotal } from "./DeadLetter.js"
 import { Destinations } from "./Destinations.js"
 import { type ConsumerCrashed, EventStream, type RecordBatch, type SourceRecord } from "./EventStream.js"
 import { Health } from "./Health.js"
-import { EventCodec } from "./Wire.js"
+import { type KeyEntry, prepareRecords, reasonCodes } from "./RouterLines.js"
+
+export {
+  decodeRecord,
+  formatLine,
+  openMessage,
+  prepareRecords,
+  type RoutedEvent,
+  RouterWireEvent,
+  timestampOf,
+} from "./RouterLines.js"
 
 export interface RouterOptions {
   readonly decrypt: boolean
@@ -89,49 +88,6 @@ const tagged = (
   key = "destination",
 ): Metric.Metric.Counter<number> => m.pipe(Metric.tagged(key, destination))
 
-// ---------------------------------------------------------------------------------------------
-// Pure parts
-
-const decodeWire = Schema.decodeUnknownEither(Event, { errors: "all" })
-
-/**
- * The Event schema reads the proto's names (`agent_id`, `event_id`). Wire.ts now loads the proto
- * with `keepCase`; this also accepts the camel-cased names protobufjs produces without it
- * (`agentId`, `eventId`), so a codec change cannot silently empty those fields here.
- */
-const snakeCase = (decoded: unknown): unknown => {
-  if (typeof decoded !== "object" || decoded === null) return decoded
-  const { agentId, eventId, ...rest } = decoded as Record<string, unknown>
-  return { ...rest, agent_id: rest.agent_id ?? agentId, event_id: rest.event_id ?? eventId }
-}
-
-/**
- * Decodes a record value: the protobuf encoding of `api.Event` (DESIGN.md), or, when it starts
- * with `{`, its JSON object form. Left is why it cannot be decoded.
- */
-export const decodeRecord = (value: Uint8Array | null): Either.Either<Event, string> => {
-  if (value === null) return Either.left("the record has no value")
-  let wire: unknown
-  try {
-    wire = value[0] === 0x7b ? JSON.parse(Buffer.from(value).toString("utf8")) : snakeCase(EventCodec.decode(value))
-  } catch (e) {
-    return Either.left(`not an api.Event: ${e instanceof Error ? e.message : String(e)}`.slice(0, 500))
-  }
-  return Either.mapLeft(decodeWire(wire), (e) => ParseResult.TreeFormatter.formatErrorSync(e).slice(0, 1000))
-}
-
-/** The NDJSON line of an event (no newline). `message` is the decrypted object, or the string as carried. */
-export const formatLine = (event: Event, message: unknown): string =>
-  JSON.stringify({
-    timestamp: formatRfc3339Nano(event.timestamp),
-    agent_id: event.agentId,
-    tag: event.tag,
-    user_id: event.userId,
-    access_key: event.accessKey,
-    ...(event.eventId === "" ? {} : { event_id: event.eventId }),
-    message,
-  })
-
 /** A key per distinct target (not for display: http urls may carry tokens). */
 const targetKey = (t: Target): string => ("file" in t ? `file\u0000${t.file}` : `http\u0000${t.http.url}`)
 
@@ -140,6 +96,12 @@ interface Group {
   readonly name: string
   readonly lines: Array<string>
   readonly records: Array<SourceRecord>
+}
+
+/** The tenants' keys as `prepareRecords` takes them, with the tenants file they were parsed from. */
+interface TenantKeys {
+  readonly tenants: TenantsFile
+  readonly entries: ReadonlyMap<string, KeyEntry>
 }
 
 type Outcome =
@@ -158,6 +120,26 @@ export const makeRouter = (options: RouterOptions) =>
     const deadLetters = yield* DeadLetters
     /** Set at shutdown: destinations stop retrying, so the batches in flight end (commit their prefix) quickly. */
     let stopping = false
+    /** The keys of the current tenants file, parsed once per version of the file (not per batch or event). */
+    let keysOf: TenantKeys | undefined
+    const tenantKeys = (tenants: TenantsFile) =>
+      Effect.gen(function* () {
+        if (keysOf?.tenants === tenants) return keysOf
+        const entries = new Map<string, KeyEntry>()
+        for (const [accessKey, tenant] of Object.entries(tenants)) {
+          if (!options.decrypt) {
+            entries.set(accessKey, null)
+            continue
+          }
+          const key = yield* Effect.either(crypto.key(tenant.EncryptionKey))
+          entries.set(
+            accessKey,
+            Either.isLeft(key) ? "the tenant's EncryptionKey is unusable" : (key.right.bytes ?? null),
+          )
+        }
+        keysOf = { tenants, entries }
+        return keysOf
+      })
     /** Consecutive pauses per partition, for the pause backoff. */
     const pauses = yield* Ref.make(new Map<string, number>())
 
@@ -236,17 +218,6 @@ export const makeRouter = (options: RouterOptions) =>
       Effect.gen(function* () {
         const { topic, partition, records } = batch
         const tenants = yield* store.current
-        const keys = new Map<string, Either.Either<Key, string>>()
-        const keyOf = (tenant: Tenant) =>
-          Effect.gen(function* () {
-            const cached = keys.get(tenant.AccessKey)
-            if (cached !== undefined) return cached
-            const k = yield* Effect.either(crypto.key(tenant.EncryptionKey)).pipe(
-              Effect.map(Either.mapLeft(() => "the tenant's EncryptionKey is unusable")),
-            )
-            keys.set(tenant.AccessKey, k)
-            return k
-          })
         const letters: Array<DeadLetter> = []
         const letter = (
           r: SourceRecord,
@@ -263,56 +234,57 @@ export const makeRouter = (options: RouterOptions) =>
           value: r.value,
           ...(target === undefined ? {} : { target }),
         })
-        const groups = new Map<string, Group>()
 
-        for (const r of records) {
-          const decoded = decodeRecord(r.value)
-          if (Either.isLeft(decoded)) {
-            letters.push(letter(r, "undecodable", decoded.left))
-            continue
-          }
-          const event = decoded.right
-          const tenant = Object.hasOwn(tenants, event.accessKey) ? tenants[event.accessKey] : undefined
-          if (tenant === undefined) {
-            letters.push(letter(r, "unknown_tenant", `no tenant has access key ${JSON.stringify(event.accessKey)}`))
-            continue
-          }
-          let message: unknown = event.message
-          if (options.decrypt) {
-            const key = yield* keyOf(tenant)
-            if (Either.isLeft(key)) {
-              letters.push(letter(r, "undecryptable", key.left))
-              continue
-            }
-            const plain = yield* Effect.either(crypto.decrypt(key.right, event.message))
-            if (Either.isLeft(plain)) {
-              letters.push(letter(r, "undecryptable", `message rejected: ${plain.left.reason}`))
-              continue
-            }
-            try {
-              message = JSON.parse(plain.right)
-            } catch {
-              letters.push(letter(r, "undecryptable", "message rejected: not_json"))
-              continue
-            }
-          }
-          const line = formatLine(event, message)
-          if (options.printEvents) yield* Console.log(line)
-          if (tenant.targets.length === 0) yield* Metric.increment(withoutTargets)
-          for (const target of tenant.targets) {
+        // Decode, decrypt and format every record (effect/Schema at the edge), then group the lines
+        // by target and the poison by reason, in record order.
+        const keys = yield* tenantKeys(tenants)
+        const prepared = prepareRecords(
+          records.map((r) => r.value),
+          options.decrypt,
+          keys.entries,
+        )
+        const groups = new Map<string, Group>()
+        const routes = prepared.tenants.map((accessKey) => {
+          const tenant = tenants[accessKey as AccessKey]
+          const own: Array<Group> = []
+          for (const target of tenant?.targets ?? []) {
             const k = targetKey(target)
             let g = groups.get(k)
             if (g === undefined) {
               g = { target, name: targetName(target), lines: [], records: [] }
               groups.set(k, g)
             }
+            own.push(g)
+          }
+          return own
+        })
+        const printed: Array<string> = []
+        let targetless = 0
+        for (let i = 0; i < records.length; i++) {
+          const r = records[i]!
+          const code = prepared.reasons[i]!
+          if (code !== 0) {
+            letters.push(letter(r, reasonCodes[code] as DeadLetterReason, prepared.texts[i]!))
+            continue
+          }
+          const line = prepared.texts[i]!
+          const own = routes[prepared.tenantIndex[i]!]!
+          if (options.printEvents) printed.push(line)
+          if (own.length === 0) targetless++
+          for (const g of own) {
             g.lines.push(line)
             g.records.push(r)
           }
         }
+        if (printed.length > 0) yield* Console.log(printed.join("\n"))
+        if (targetless > 0) yield* Metric.incrementBy(withoutTargets, targetless)
 
         yield* publishLetters(letters)
-        const outcomes = yield* Effect.forEach(groups.values(), deliverGroup, { concurrency: 4 })
+        const outcomes = yield* Effect.forEach(
+          Array.from(groups.values()).filter((g) => g.lines.length > 0),
+          deliverGroup,
+          { concurrency: 4 },
+        )
 
         const refused = outcomes.filter((o) => o._tag === "Refused")
         yield* publishLetters(
