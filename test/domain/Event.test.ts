@@ -4,7 +4,6 @@ import {
   AccessKey,
   checkedToWire,
   checkWireEvent,
-  decodeEventFast,
   EpochNanos,
   EpochNanosFromWire,
   Event,
@@ -183,25 +182,6 @@ describe("fast paths agree with the full Schema", () => {
       event_id: fc.string({ maxLength: 200 }),
     },
     { requiredKeys: ["agent_id", "message", "UserID", "AccessKey"] },
-  )
-
-  it.prop(
-    "decodeEventFast accepts and refuses exactly what the full decode does, with the same value",
-    [fc.oneof({ weight: 9, arbitrary: wireLike }, { weight: 1, arbitrary: fc.anything() })],
-    ([u]) => {
-      const fast = decodeEventFast(u)
-      const full = decodeFull(u)
-      assert.strictEqual(fast._tag, full._tag)
-      if (Either.isRight(fast) && Either.isRight(full)) {
-        const hasTs = typeof u === "object" && u !== null && (u as { timestamp?: unknown }).timestamp != null
-        assert.deepStrictEqual(
-          { ...fast.right, timestamp: hasTs ? fast.right.timestamp : 0n },
-          { ...full.right, timestamp: hasTs ? full.right.timestamp : 0n },
-        )
-        assert.instanceOf(fast.right, Event)
-      }
-    },
-    { fastCheck: { numRuns: 500 } },
   )
 
   it.prop(
