@@ -29,9 +29,9 @@ import * as broker from "./kafka.mjs"
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..")
 const dist = (...p) => path.join(root, "dist", ...p)
-const { EventServiceClient, EventCodec } = await import(dist("services", "Wire.js"))
-const { sealHex } = await import(dist("services", "Crypto.js"))
-const { makeDevCerts } = await import(dist("services", "DevCerts.js"))
+const { EventServiceClient, EventCodec } = await import(dist("wire", "Wire.js"))
+const { sealHex } = await import(dist("shared", "Crypto.js"))
+const { makeDevCerts } = await import(dist("shared", "DevCerts.js"))
 
 const envInt = (name, dflt) => {
   const v = process.env[name]

@@ -139,7 +139,7 @@ async function main() {
 
   fs.mkdirSync(runDir, { recursive: true, mode: 0o700 })
   const certDir = path.join(runDir, "certs")
-  const { makeDevCerts } = await import(path.join(root, "dist", "services", "DevCerts.js"))
+  const { makeDevCerts } = await import(path.join(root, "dist", "shared", "DevCerts.js"))
   const { Effect } = await import("effect")
   const certs = await Effect.runPromise(makeDevCerts(certDir))
   if (writeIfMissing(path.join(runDir, "jwt.secret"), () => randomBytes(48).toString("base64")))

@@ -5,7 +5,7 @@
 import { readFileSync } from "node:fs"
 import * as grpc from "@grpc/grpc-js"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
-import { BatchAckCodec } from "../src/services/Wire.js"
+import { BatchAckCodec } from "../src/wire/Wire.js"
 import { brokers, privateBroker } from "./support/kafka.js"
 import { type Check, Pipeline, TENANT } from "./support/pipeline.js"
 

@@ -7,9 +7,9 @@
 import { Command, Options } from "@effect/cli"
 import { NodeRuntime } from "@effect/platform-node"
 import { Config, Effect, Layer, Option } from "effect"
-import { CollectLive } from "../services/agent/Agent.js"
-import { resolveSettings } from "../services/agent/Settings.js"
-import { runnable } from "../services/ProgramRuntime.js"
+import { CollectLive } from "../agent/Agent.js"
+import { resolveSettings } from "../agent/Settings.js"
+import { runnable } from "../shared/ProgramRuntime.js"
 
 const text = (name: string, env: string, description: string) =>
   Options.text(name).pipe(

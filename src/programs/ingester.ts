@@ -18,16 +18,16 @@ import { Command, Options } from "@effect/cli"
 import { NodeRuntime } from "@effect/platform-node"
 import { Config, ConfigError, Console, Effect, Either, Layer, Option, Schema } from "effect"
 import { AccessKey } from "../domain/Event.js"
-import { Auth } from "../services/Auth.js"
-import { Budget } from "../services/Budget.js"
-import { ConfigStore } from "../services/ConfigStore.js"
-import { makeDevCerts } from "../services/DevCerts.js"
-import { EventSink } from "../services/EventSink.js"
-import { Health } from "../services/Health.js"
-import { IngesterServer, IngesterStartError } from "../services/IngesterServer.js"
-import { KafkaClient, kafkaSettingsConfig } from "../services/Kafka.js"
-import { OpsServerLive } from "../services/Ops.js"
-import { runnable } from "../services/ProgramRuntime.js"
+import { Auth } from "../ingest/Auth.js"
+import { Budget } from "../ingest/Budget.js"
+import { IngesterServer, IngesterStartError } from "../ingest/IngesterServer.js"
+import { KafkaSink } from "../ingest/KafkaSink.js"
+import { ConfigStore } from "../shared/ConfigStore.js"
+import { makeDevCerts } from "../shared/DevCerts.js"
+import { Health } from "../shared/Health.js"
+import { KafkaClient, kafkaSettingsConfig } from "../shared/Kafka.js"
+import { OpsServerLive } from "../shared/Ops.js"
+import { runnable } from "../shared/ProgramRuntime.js"
 
 // ---------------------------------------------------------------------------------------------
 // Options of `api`
@@ -179,14 +179,14 @@ const apiLayer = (opts: ApiOptions) =>
     const Readiness = Layer.effectDiscard(
       Effect.gen(function* () {
         const health = yield* Health
-        const sink = yield* EventSink
+        const sink = yield* KafkaSink
         const store = yield* ConfigStore
         yield* health.register("kafka", sink.ready)
         yield* health.register("tenants", Effect.as(store.current, true))
       }),
     )
 
-    const Sink = EventSink.layerKafka({
+    const Sink = KafkaSink.layerKafka({
       topic: opts.topic,
       produceTimeout: `${tuning.produceTimeoutMs} millis`,
     }).pipe(Layer.provide(KafkaClient.layer({ ...settings, brokers })))

@@ -1,7 +1,7 @@
 /** Real TLS material for tests: made once per test run under .cache/test-certs with openssl. */
 import { join } from "node:path"
 import { Effect } from "effect"
-import { type DevCertPaths, makeDevCerts } from "../../src/services/DevCerts.js"
+import { type DevCertPaths, makeDevCerts } from "../../src/shared/DevCerts.js"
 
 const dir = join(import.meta.dirname, "..", "..", ".cache", "test-certs")
 

@@ -7,8 +7,8 @@
 import { readFileSync } from "node:fs"
 import * as grpc from "@grpc/grpc-js"
 import { encryptionKeyBytes } from "../../src/domain/Tenant.js"
-import { openHex } from "../../src/services/Crypto.js"
-import { EventServiceDefinition, type WireBatchAck, type WireConfig } from "../../src/services/Wire.js"
+import { openHex } from "../../src/shared/Crypto.js"
+import { EventServiceDefinition, type WireBatchAck, type WireConfig } from "../../src/wire/Wire.js"
 import { testCerts } from "./certs.js"
 
 export interface ReceivedEvent {

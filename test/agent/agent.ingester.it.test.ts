@@ -7,11 +7,11 @@ import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "n
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { openHex } from "../src/services/Crypto.js"
-import { EventCodec } from "../src/services/Wire.js"
-import { type AgentProcess, startAgent } from "./support/agent.js"
-import { type RunningIngester, startIngester } from "./support/ingester.js"
-import { consumeAll, createTopic, uniqueTopic } from "./support/kafka.js"
+import { openHex } from "../../src/shared/Crypto.js"
+import { EventCodec } from "../../src/wire/Wire.js"
+import { type AgentProcess, startAgent } from "../support/agent.js"
+import { type RunningIngester, startIngester } from "../support/ingester.js"
+import { consumeAll, createTopic, uniqueTopic } from "../support/kafka.js"
 
 const TENANT = { key: "9c60f26f-5b6c-4c80-b5f5-625bf965b6a6", user: "2134558", enc: "883EC28EBA9A36A386FA351FBC482B34" }
 const work = mkdtempSync(join(tmpdir(), "spillway-agent-it-"))

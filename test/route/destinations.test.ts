@@ -7,8 +7,8 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { Effect, Either, Redacted } from "effect"
-import type { SafeFileName, Target } from "../src/domain/Tenant.js"
-import { Destinations, retryableStatus } from "../src/services/Destinations.js"
+import type { SafeFileName, Target } from "../../src/domain/Tenant.js"
+import { Destinations, retryableStatus } from "../../src/route/Destinations.js"
 
 const dir = mkdtempSync(join(tmpdir(), "spillway-dest-"))
 let port = 0

@@ -1,7 +1,7 @@
 import { assert, describe, layer } from "@effect/vitest"
 import { Effect, Either, FastCheck as fc, Redacted } from "effect"
 import type { CryptoError } from "../../src/domain/Errors.js"
-import { Crypto, openHex } from "../../src/services/Crypto.js"
+import { Crypto, openHex } from "../../src/shared/Crypto.js"
 
 /** The proof of concept's key: 32 ASCII bytes, so AES-256. */
 const POC_KEY = "883EC28EBA9A36A386FA351FBC482B34"

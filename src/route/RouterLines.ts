@@ -17,9 +17,9 @@ import {
   UserID,
   WireTimestamp,
 } from "../domain/Event.js"
-import { type Key, openHex } from "./Crypto.js"
-import type { DeadLetterReason } from "./DeadLetter.js"
-import { EventCodec } from "./Wire.js"
+import { type Key, openHex } from "../shared/Crypto.js"
+import type { DeadLetterReason } from "../shared/DeadLetter.js"
+import { EventCodec } from "../wire/Wire.js"
 
 /**
  * What the router checks of a record, as effect/Schema: the wire object of `api.Event` (the names

@@ -6,9 +6,9 @@
  */
 import { readFileSync } from "node:fs"
 import { Cause, Effect, Fiber, Layer } from "effect"
-import { Crypto } from "../Crypto.js"
-import { Health } from "../Health.js"
-import { OpsServerLive } from "../Ops.js"
+import { Crypto } from "../shared/Crypto.js"
+import { Health } from "../shared/Health.js"
+import { OpsServerLive } from "../shared/Ops.js"
 import { DiskBuffer } from "./DiskBuffer.js"
 import { runMetrics } from "./MetricsInput.js"
 import { makeSender } from "./Sender.js"

@@ -56,13 +56,19 @@ import {
   WireEventBatch,
 } from "../domain/Event.js"
 import type { Tenant } from "../domain/Tenant.js"
+import { ConfigStore } from "../shared/ConfigStore.js"
+import { decodeBatchFrames, decodeEventFrame, type EventFrame } from "../wire/EventFrames.js"
+import {
+  EventCodec,
+  EventServiceDefinition,
+  type WireBatchAck,
+  type WireConfig,
+  type WireEResponse,
+} from "../wire/Wire.js"
 import { Auth } from "./Auth.js"
 import { Budget } from "./Budget.js"
-import { ConfigStore } from "./ConfigStore.js"
-import { decodeBatchFrames, decodeEventFrame, type EventFrame } from "./EventFrames.js"
-import { EventSink, type SinkRecord } from "./EventSink.js"
 import * as M from "./IngesterMetrics.js"
-import { EventCodec, EventServiceDefinition, type WireBatchAck, type WireConfig, type WireEResponse } from "./Wire.js"
+import { KafkaSink, type SinkRecord } from "./KafkaSink.js"
 
 // ---------------------------------------------------------------------------------------------
 // Options and errors
@@ -105,7 +111,7 @@ export class IngesterServer extends Context.Tag("spillway/IngesterServer")<
 >() {
   static readonly layer = (
     options: IngesterServerOptions,
-  ): Layer.Layer<IngesterServer, IngesterStartError, Auth | ConfigStore | EventSink | Budget> =>
+  ): Layer.Layer<IngesterServer, IngesterStartError, Auth | ConfigStore | KafkaSink | Budget> =>
     Layer.scoped(IngesterServer, make(options))
 }
 
@@ -251,7 +257,7 @@ const make = (options: IngesterServerOptions) =>
   Effect.gen(function* () {
     const auth = yield* Auth
     const configStore = yield* ConfigStore
-    const sink = yield* EventSink
+    const sink = yield* KafkaSink
     const budget = yield* Budget
     const maxMessageBytes = options.maxMessageBytes ?? 8 * 1024 * 1024
     const maxEventBytes = options.maxEventBytes ?? 1_000_000

@@ -1,5 +1,5 @@
 /**
- * EventSink: the design card's KafkaSink port. Batches of validated events go in; the effect
+ * KafkaSink: the design card's KafkaSink port. Batches of validated events go in; the effect
  * succeeds only once the sink durably has every event of the batch (Kafka: acks=all from an
  * idempotent producer), else it fails with SinkUnavailable. Other brokers or the in-memory double
  * implement the same Tag.
@@ -24,9 +24,9 @@ import { Clock, Context, Deferred, Duration, Effect, Layer, Metric, Option, Queu
 import { CompressionTypes, type ICustomPartitioner, type Kafka, Partitioners, type Producer } from "kafkajs"
 import { SinkUnavailable } from "../domain/Errors.js"
 import { type Event, toWireEvent } from "../domain/Event.js"
+import { KafkaClient } from "../shared/Kafka.js"
+import { EventCodec } from "../wire/Wire.js"
 import * as M from "./IngesterMetrics.js"
-import { KafkaClient } from "./Kafka.js"
-import { EventCodec } from "./Wire.js"
 
 /** One Kafka record as the ingester writes it. */
 export interface SinkRecord {
@@ -40,8 +40,8 @@ export const encodeRecord = (event: Event): SinkRecord => ({
   value: Buffer.from(EventCodec.encode(toWireEvent(event))),
 })
 
-export class EventSink extends Context.Tag("spillway/EventSink")<
-  EventSink,
+export class KafkaSink extends Context.Tag("spillway/KafkaSink")<
+  KafkaSink,
   {
     /** Succeeds once the sink durably has every event; fails (nothing or some of them written) otherwise. */
     readonly publish: (events: ReadonlyArray<Event>) => Effect.Effect<void, SinkUnavailable>
@@ -54,16 +54,16 @@ export class EventSink extends Context.Tag("spillway/EventSink")<
     readonly ready: Effect.Effect<boolean>
   }
 >() {
-  static readonly layerKafka = (options: KafkaSinkOptions): Layer.Layer<EventSink, never, KafkaClient> =>
+  static readonly layerKafka = (options: KafkaSinkOptions): Layer.Layer<KafkaSink, never, KafkaClient> =>
     Layer.scoped(
-      EventSink,
+      KafkaSink,
       Effect.flatMap(KafkaClient, (kafka) => makeKafka(kafka, options)),
     )
 
   /** An in-memory sink (tests): records are kept in order; it can be made unavailable or slow. */
-  static get layerMemory(): Layer.Layer<EventSink | MemorySink> {
+  static get layerMemory(): Layer.Layer<KafkaSink | MemorySink> {
     return Layer.effectContext(
-      Effect.map(Effect.sync(makeMemory), (m) => Context.make(EventSink, m.sink).pipe(Context.add(MemorySink, m))),
+      Effect.map(Effect.sync(makeMemory), (m) => Context.make(KafkaSink, m.sink).pipe(Context.add(MemorySink, m))),
     )
   }
 }
@@ -72,7 +72,7 @@ export class EventSink extends Context.Tag("spillway/EventSink")<
 // In memory
 
 export interface MemorySinkControl {
-  readonly sink: EventSink["Type"]
+  readonly sink: KafkaSink["Type"]
   readonly records: () => ReadonlyArray<SinkRecord>
   /** false: every publish fails with SinkUnavailable (and readiness is false). */
   readonly setAvailable: (available: boolean) => void
@@ -371,5 +371,5 @@ export const makeKafka = (kafka: Kafka, options: KafkaSinkOptions) =>
       return Option.isSome(yield* Ref.get(producer)) && (yield* Ref.get(probeOk))
     })
 
-    return EventSink.of({ publish, publishRecords, ready })
+    return KafkaSink.of({ publish, publishRecords, ready })
   })

@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { FastCheck as fc } from "effect"
 import { Partitioners } from "kafkajs"
-import { memoDefaultPartitioner } from "../../src/services/EventSink.js"
+import { memoDefaultPartitioner } from "../../src/ingest/KafkaSink.js"
 
 const metadata = (n: number, leaderless: ReadonlyArray<number> = []) =>
   Array.from({ length: n }, (_, partitionId) => ({

@@ -4,7 +4,7 @@ import { join } from "node:path"
 import { connect, createServer } from "node:tls"
 import { Effect } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
-import { makeDevCerts } from "../../src/services/DevCerts.js"
+import { makeDevCerts } from "../../src/shared/DevCerts.js"
 
 const dir = mkdtempSync(join(tmpdir(), "spillway-certs-"))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))

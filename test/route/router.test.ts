@@ -4,27 +4,27 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Either, Layer, Logger, LogLevel, Schema, Stream } from "effect"
-import { DestinationError } from "../src/domain/Errors.js"
-import { type Target, TenantsFile } from "../src/domain/Tenant.js"
-import { ConfigStore } from "../src/services/ConfigStore.js"
-import { Crypto, sealHex } from "../src/services/Crypto.js"
-import { type DeadLetter, DeadLetters } from "../src/services/DeadLetter.js"
-import { Destinations } from "../src/services/Destinations.js"
+import { DestinationError } from "../../src/domain/Errors.js"
+import { type Target, TenantsFile } from "../../src/domain/Tenant.js"
+import { Destinations } from "../../src/route/Destinations.js"
 import {
   EventStream,
   type MemoryBatch,
   type MemoryLog,
   memoryLog,
   type SourceRecord,
-} from "../src/services/EventStream.js"
+} from "../../src/route/EventStream.js"
 import {
   decodeRecord,
   defaultRouterOptions,
   formatLine,
   makeRouter,
   type RouterOptions,
-} from "../src/services/Router.js"
-import { EventCodec } from "../src/services/Wire.js"
+} from "../../src/route/Router.js"
+import { ConfigStore } from "../../src/shared/ConfigStore.js"
+import { Crypto, sealHex } from "../../src/shared/Crypto.js"
+import { type DeadLetter, DeadLetters } from "../../src/shared/DeadLetter.js"
+import { EventCodec } from "../../src/wire/Wire.js"
 
 const KEY = "883EC28EBA9A36A386FA351FBC482B34"
 const A = "tenant-a"

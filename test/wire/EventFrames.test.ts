@@ -1,8 +1,8 @@
 import { assert, describe, it } from "@effect/vitest"
 import { FastCheck as fc } from "effect"
 import protobuf from "protobufjs"
-import { decodeBatchFrames, decodeEventFrame } from "../../src/services/EventFrames.js"
-import { EventBatchCodec, EventCodec } from "../../src/services/Wire.js"
+import { decodeBatchFrames, decodeEventFrame } from "../../src/wire/EventFrames.js"
+import { EventBatchCodec, EventCodec } from "../../src/wire/Wire.js"
 
 const wireEvent = fc.record(
   {

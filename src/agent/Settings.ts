@@ -7,7 +7,7 @@ import { readFileSync } from "node:fs"
 import { hostname } from "node:os"
 import { join } from "node:path"
 import { Config, Duration, Effect, Option, ParseResult, Schema } from "effect"
-import { ConfigFileError } from "../../domain/Errors.js"
+import { ConfigFileError } from "../domain/Errors.js"
 import type { TokenSource } from "./Sender.js"
 
 const opt = <S extends Schema.Schema.All>(s: S) => Schema.optionalWith(s, { exact: true })

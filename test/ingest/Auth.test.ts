@@ -6,7 +6,7 @@ import { ConfigProvider, Effect, Either, Exit, FastCheck as fc, Layer, TestClock
 import { generateKeyPair, SignJWT } from "jose"
 import type { AuthFailure } from "../../src/domain/Errors.js"
 import { AccessKey } from "../../src/domain/Event.js"
-import { Auth, type Secrets } from "../../src/services/Auth.js"
+import { Auth, type Secrets } from "../../src/ingest/Auth.js"
 
 // Test secrets only (48 random bytes, base64, as `openssl rand -base64 48` makes them).
 const SECRET_A = "q3M0Ybq8kK2n4jW3hR1xYpV6cS9dF2gH7jK1lZ5xC8vB3nM6qW9eR2tY5uI8oP1a"

@@ -16,9 +16,9 @@ import {
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
-import { type AgentProcess, startAgent } from "./support/agent.js"
-import { testCerts } from "./support/certs.js"
-import { type FakeIngester, startFakeIngester } from "./support/fakeIngester.js"
+import { type AgentProcess, startAgent } from "../support/agent.js"
+import { testCerts } from "../support/certs.js"
+import { type FakeIngester, startFakeIngester } from "../support/fakeIngester.js"
 
 const root = mkdtempSync(join(tmpdir(), "spillway-agent-e2e-"))
 afterAll(() => rmSync(root, { recursive: true, force: true }))

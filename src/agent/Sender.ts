@@ -26,10 +26,10 @@ import {
   Schedule,
   Schema,
 } from "effect"
-import { AgentConfig } from "../../domain/AgentConfig.js"
-import type { WireEvent } from "../../domain/Event.js"
-import { Crypto, type Key } from "../Crypto.js"
-import { EventServiceClient, type WireBatchAck, type WireConfig, type WireEventBatch } from "../Wire.js"
+import { AgentConfig } from "../domain/AgentConfig.js"
+import type { WireEvent } from "../domain/Event.js"
+import { Crypto, type Key } from "../shared/Crypto.js"
+import { EventServiceClient, type WireBatchAck, type WireConfig, type WireEventBatch } from "../wire/Wire.js"
 import * as M from "./AgentMetrics.js"
 import { type BatchLimits, isPermanentRejection, planBatch } from "./Batching.js"
 import type { BufferedRow } from "./BufferStore.js"

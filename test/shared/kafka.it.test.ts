@@ -9,7 +9,7 @@ import {
   startBroker,
   stopBroker,
   uniqueTopic,
-} from "./support/kafka.js"
+} from "../support/kafka.js"
 
 const idempotentProducer = (): Producer =>
   makeKafka("spillway-test-producer").producer({ idempotent: true, maxInFlightRequests: 1 })

@@ -8,7 +8,7 @@ import { randomBytes } from "node:crypto"
 import * as grpc from "@grpc/grpc-js"
 import type { Kafka } from "kafkajs"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { EventCodec, type WireBatchAck, type WireEResponse } from "../src/services/Wire.js"
+import { EventCodec, type WireBatchAck, type WireEResponse } from "../../src/wire/Wire.js"
 import {
   bearer,
   exchangeConfig,
@@ -22,8 +22,8 @@ import {
   tenantA,
   tenantB,
   wireEvent,
-} from "./support/ingester.js"
-import { createTopic, makeKafka, privateBroker, uniqueTopic } from "./support/kafka.js"
+} from "../support/ingester.js"
+import { createTopic, makeKafka, privateBroker, uniqueTopic } from "../support/kafka.js"
 
 const events = (key: string, n: number, from = 0, tag = "it") =>
   Array.from({ length: n }, (_, i) => wireEvent(key, from + i, { tag }))

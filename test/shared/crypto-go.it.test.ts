@@ -9,7 +9,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Effect, FastCheck as fc } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { Crypto } from "../src/services/Crypto.js"
+import { Crypto } from "../../src/shared/Crypto.js"
 
 const POC_KEY = "883EC28EBA9A36A386FA351FBC482B34"
 const dir = mkdtempSync(join(tmpdir(), "spillway-go-"))
@@ -20,7 +20,7 @@ const crypto = Effect.runSync(Crypto.pipe(Effect.provide(Crypto.Default)))
 describe.skipIf(process.env.SPILLWAY_SKIP_GO === "1")("AES-GCM interoperability with Go", () => {
   beforeAll(() => {
     execFileSync("go", ["build", "-o", bin, "."], {
-      cwd: join(import.meta.dirname, "interop", "gcm"),
+      cwd: join(import.meta.dirname, "..", "interop", "gcm"),
       env: { ...process.env, GOFLAGS: "-mod=mod", GOTOOLCHAIN: "local", CGO_ENABLED: "0" },
     })
   }, 120_000)

@@ -20,12 +20,12 @@ import { Console, Duration, Effect, Either, Fiber, Metric, Ref, Schedule, type S
 import type { DestinationError } from "../domain/Errors.js"
 import type { AccessKey } from "../domain/Event.js"
 import { type Target, type TenantsFile, targetName } from "../domain/Tenant.js"
-import { ConfigStore } from "./ConfigStore.js"
-import { Crypto } from "./Crypto.js"
-import { type DeadLetter, type DeadLetterReason, DeadLetters, deadLettersTotal } from "./DeadLetter.js"
+import { ConfigStore } from "../shared/ConfigStore.js"
+import { Crypto } from "../shared/Crypto.js"
+import { type DeadLetter, type DeadLetterReason, DeadLetters, deadLettersTotal } from "../shared/DeadLetter.js"
+import { Health } from "../shared/Health.js"
 import { Destinations } from "./Destinations.js"
 import { type ConsumerCrashed, EventStream, type RecordBatch, type SourceRecord } from "./EventStream.js"
-import { Health } from "./Health.js"
 import { type KeyEntry, prepareRecords, reasonCodes } from "./RouterLines.js"
 
 export {

@@ -4,18 +4,18 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Effect, Either, Option } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
-import { type BatchLimits, isPermanentRejection, planBatch } from "../src/services/agent/Batching.js"
-import { type BufferedRow, BufferStore, type NewRecord, rowBytes } from "../src/services/agent/BufferStore.js"
-import { cpuRecord, memRecord, netifRecords, parseNetDev, parseProcStat } from "../src/services/agent/MetricsInput.js"
-import { classify } from "../src/services/agent/Sender.js"
-import { type CliValues, decodeAgentFile, resolveSettings } from "../src/services/agent/Settings.js"
+import { type BatchLimits, isPermanentRejection, planBatch } from "../../src/agent/Batching.js"
+import { type BufferedRow, BufferStore, type NewRecord, rowBytes } from "../../src/agent/BufferStore.js"
+import { cpuRecord, memRecord, netifRecords, parseNetDev, parseProcStat } from "../../src/agent/MetricsInput.js"
+import { classify } from "../../src/agent/Sender.js"
+import { type CliValues, decodeAgentFile, resolveSettings } from "../../src/agent/Settings.js"
 import {
   dockerParser,
   kubernetesFileMeta,
   kubernetesParser,
   parseRfc3339Nanos,
   splitLines,
-} from "../src/services/agent/Tail.js"
+} from "../../src/agent/Tail.js"
 
 const root = mkdtempSync(join(tmpdir(), "spillway-agent-unit-"))
 afterAll(() => rmSync(root, { recursive: true, force: true }))

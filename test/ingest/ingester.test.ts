@@ -1,5 +1,5 @@
 /**
- * The ingester's gRPC server in process, over real TLS, with the in-memory EventSink: auth,
+ * The ingester's gRPC server in process, over real TLS, with the in-memory KafkaSink: auth,
  * tenancy, validation, acknowledgements, budgets and size limits. The Kafka side is in
  * test/ingester.it.test.ts.
  */
@@ -9,15 +9,15 @@ import * as grpc from "@grpc/grpc-js"
 import { Layer, ManagedRuntime, Metric, Schema } from "effect"
 import { SignJWT } from "jose"
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest"
-import { TenantsFile } from "../src/domain/Tenant.js"
-import { Auth } from "../src/services/Auth.js"
-import { Budget } from "../src/services/Budget.js"
-import { ConfigStore } from "../src/services/ConfigStore.js"
-import { EventSink, MemorySink, type MemorySinkControl } from "../src/services/EventSink.js"
-import * as M from "../src/services/IngesterMetrics.js"
-import { IngesterServer } from "../src/services/IngesterServer.js"
-import { EventCodec, EventServiceDefinition } from "../src/services/Wire.js"
-import { testCerts } from "./support/certs.js"
+import { TenantsFile } from "../../src/domain/Tenant.js"
+import { Auth } from "../../src/ingest/Auth.js"
+import { Budget } from "../../src/ingest/Budget.js"
+import * as M from "../../src/ingest/IngesterMetrics.js"
+import { IngesterServer } from "../../src/ingest/IngesterServer.js"
+import { KafkaSink, MemorySink, type MemorySinkControl } from "../../src/ingest/KafkaSink.js"
+import { ConfigStore } from "../../src/shared/ConfigStore.js"
+import { EventCodec, EventServiceDefinition } from "../../src/wire/Wire.js"
+import { testCerts } from "../support/certs.js"
 import {
   connect,
   exchangeConfig,
@@ -29,7 +29,7 @@ import {
   tenantA,
   tenantB,
   wireEvent,
-} from "./support/ingester.js"
+} from "../support/ingester.js"
 
 const secret = randomSecret()
 const KiB = 1024
@@ -54,7 +54,7 @@ beforeAll(async () => {
   }).pipe(
     Layer.provideMerge(
       Layer.mergeAll(
-        EventSink.layerMemory,
+        KafkaSink.layerMemory,
         ConfigStore.layerMemory(tenants),
         Auth.layerFromSecrets(secret),
         Budget.layer({ processBytes: 256 * KiB, streamBytes: 256 * KiB, wait: "300 millis" }),
@@ -347,7 +347,7 @@ describe("mutual TLS", () => {
       }).pipe(
         Layer.provide(
           Layer.mergeAll(
-            EventSink.layerMemory,
+            KafkaSink.layerMemory,
             ConfigStore.layerMemory(tenants),
             Auth.layerFromSecrets(secret),
             Budget.layer({ processBytes: 1024 * KiB, streamBytes: 1024 * KiB, wait: "1 second" }),

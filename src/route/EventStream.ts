@@ -33,7 +33,7 @@ import {
   Stream,
 } from "effect"
 import type { Consumer, EachBatchPayload } from "kafkajs"
-import { KafkaClient } from "./Kafka.js"
+import { KafkaClient } from "../shared/Kafka.js"
 
 /** The consumer stopped and will not restart (a non-retriable Kafka error): the program should exit. */
 export class ConsumerCrashed extends Data.TaggedError("ConsumerCrashed")<{ readonly detail: string }> {

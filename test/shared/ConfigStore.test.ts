@@ -6,7 +6,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Chunk, Context, Effect, Either, HashMap, Layer, Logger, LogLevel, Redacted, Schedule, Stream } from "effect"
 import { AccessKey } from "../../src/domain/Event.js"
 import { Tenant, type TenantsFile } from "../../src/domain/Tenant.js"
-import { ConfigStore, parseTenantsFile } from "../../src/services/ConfigStore.js"
+import { ConfigStore, parseTenantsFile } from "../../src/shared/ConfigStore.js"
 
 /** A copy of the proof of concept's `shared/seed/access-tokens-db.json`. */
 const POC_FILE = fileURLToPath(new URL("../fixtures/access-tokens-db.json", import.meta.url))
