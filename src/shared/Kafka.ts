@@ -3,8 +3,31 @@
  * dead-letter writer: one place for brokers, client id, retry and the log bridge into Effect's
  * logger (kafkajs logs become structured Effect logs at the same level; nothing is printed twice).
  */
+import { createRequire } from "node:module"
 import { Config, Context, Effect, Layer, Runtime } from "effect"
 import { Kafka, type LogEntry, logLevel } from "kafkajs"
+import { registerCodecs } from "./Codecs.js"
+
+// kafkajs's table of protocol errors (not re-exported by its index): which broker answers it retries.
+const { errorCodes } = createRequire(import.meta.url)("kafkajs/src/protocol/error.js") as {
+  errorCodes: ReadonlyArray<{ readonly message: string; readonly retriable: boolean }>
+}
+const retriableMessages = new Set(errorCodes.filter((e) => e.retriable).map((e) => e.message))
+
+/**
+ * Pure: the level a kafkajs log entry is logged at. kafkajs says ERROR for every broker answer it is about to
+ * retry (`The coordinator is loading`, `This server does not host this topic-partition`, ...) while a broker
+ * warms up or a leader moves; those are debug. Something that failed (retries used up, a crash) stays an error.
+ */
+export const kafkaLogLevel = (level: logLevel, log: { readonly [k: string]: unknown }): logLevel => {
+  if (level !== logLevel.ERROR) return level
+  const error = typeof log.error === "string" ? log.error : undefined
+  if (error !== undefined && retriableMessages.has(error)) return logLevel.DEBUG
+  const message = typeof log.message === "string" ? log.message : ""
+  if (retriableMessages.has(message) && "retryCount" in log) return logLevel.DEBUG
+  if (message.startsWith("Failed to connect to broker, reconnecting")) return logLevel.WARN
+  return level
+}
 
 export interface KafkaSettings {
   readonly brokers: ReadonlyArray<string>
@@ -37,6 +60,7 @@ export class KafkaClient extends Context.Tag("spillway/KafkaClient")<KafkaClient
   /** A kafkajs client whose logs go through the Effect logger of the layer's runtime. */
   static readonly make = (settings: KafkaSettings): Effect.Effect<Kafka> =>
     Effect.gen(function* () {
+      registerCodecs()
       const runtime = yield* Effect.runtime<never>()
       const runFork = Runtime.runFork(runtime)
       const logCreator =
@@ -45,7 +69,7 @@ export class KafkaClient extends Context.Tag("spillway/KafkaClient")<KafkaClient
           const { message, timestamp: _t, logger: _l, ...rest } = log
           const annotated = (e: Effect.Effect<void>) =>
             e.pipe(Effect.annotateLogs({ component: "kafkajs", namespace, ...rest }))
-          switch (level) {
+          switch (kafkaLogLevel(level, log)) {
             case logLevel.ERROR:
               runFork(annotated(Effect.logError(message)))
               break
@@ -53,6 +77,7 @@ export class KafkaClient extends Context.Tag("spillway/KafkaClient")<KafkaClient
               runFork(annotated(Effect.logWarning(message)))
               break
             case logLevel.INFO:
+            case logLevel.DEBUG:
               runFork(annotated(Effect.logDebug(message)))
               break
             default:
