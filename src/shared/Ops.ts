@@ -8,6 +8,7 @@ import { NodeHttpServer } from "@effect/platform-node"
 import { Effect, Layer, Metric, MetricState } from "effect"
 import type { MetricPair } from "effect/MetricPair"
 import { Health } from "./Health.js"
+import { metricsContentType, renderMetrics } from "./Metrics.js"
 
 const escapeLabel = (v: string) => v.replaceAll("\\", "\\\\").replaceAll("\n", "\\n").replaceAll('"', '\\"')
 const sanitizeName = (n: string) => n.replace(/[^a-zA-Z0-9_:]/g, "_")
@@ -89,8 +90,11 @@ export const OpsServerLive = (options: OpsOptions): Layer.Layer<never, never, He
     ),
     HttpRouter.get(
       "/metrics",
-      Effect.map(Metric.snapshot, (pairs) =>
-        HttpServerResponse.text(renderPrometheus(pairs), { contentType: "text/plain; version=0.0.4; charset=utf-8" }),
+      Effect.zipWith(renderMetrics, Metric.snapshot, (text, pairs) =>
+        // Effect metrics not yet moved to prom-client (Metrics.ts) are rendered after it.
+        HttpServerResponse.text(pairs.length === 0 ? text : `${text}${renderPrometheus(pairs)}`, {
+          contentType: metricsContentType,
+        }),
       ),
     ),
   )
