@@ -29,6 +29,7 @@ import {
 import { ConfigFileError, TenantNotFound } from "../domain/Errors.js"
 import { AccessKey } from "../domain/Event.js"
 import { Target, type Tenant, TenantsFile } from "../domain/Tenant.js"
+import { parseJsonQuietly } from "./Json.js"
 
 export interface LayerFileOptions {
   /** How often the file is checked for changes (default 1 second). */
@@ -172,19 +173,9 @@ const fileError = (path: string, issues: ReadonlyArray<Issue>): ConfigFileError 
 
 /** Pure: validates the text of a tenants file. */
 export const parseTenantsFile = (path: string, text: string): Either.Either<TenantsFile, ConfigFileError> => {
-  let raw: unknown
-  try {
-    raw = JSON.parse(text)
-  } catch (e) {
-    // V8's message may quote part of the file (which holds encryption keys): report the place only.
-    const at = /position (\d+)/.exec(e instanceof Error ? e.message : "")
-    let where = ""
-    if (at?.[1] !== undefined) {
-      const before = text.slice(0, Number(at[1])).split("\n")
-      where = ` (line ${before.length}, column ${(before.at(-1)?.length ?? 0) + 1})`
-    }
-    return Either.left(new ConfigFileError({ path, detail: `is not valid JSON${where}` }))
-  }
+  const parsed = parseJsonQuietly(text)
+  if (Either.isLeft(parsed)) return Either.left(new ConfigFileError({ path, detail: parsed.left }))
+  const raw = parsed.right
   return Either.mapLeft(decodeTenants(raw), (e) => fileError(path, explain(raw, e)))
 }
 

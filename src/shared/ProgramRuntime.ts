@@ -9,19 +9,24 @@
 import { readFileSync } from "node:fs"
 import { ValidationError } from "@effect/cli"
 import { NodeContext } from "@effect/platform-node"
-import { Cause, Config, ConfigProvider, Effect, Layer, Logger, LogLevel, Option } from "effect"
+import { Cause, Config, ConfigProvider, Effect, Either, Layer, Logger, LogLevel, Option } from "effect"
+import { parseJsonQuietly } from "./Json.js"
 
 /** Reads `SPILLWAY_CONFIG` once at start; a bad file stops the program with a message naming it. */
 export const configProviderFromEnvAndFile = (env: NodeJS.ProcessEnv = process.env): ConfigProvider.ConfigProvider => {
   const fromEnv = ConfigProvider.fromEnv()
   const file = env.SPILLWAY_CONFIG
   if (file === undefined || file === "") return fromEnv
-  let json: unknown
+  let text: string
   try {
-    json = JSON.parse(readFileSync(file, "utf8"))
+    text = readFileSync(file, "utf8")
   } catch (e) {
-    throw new Error(`SPILLWAY_CONFIG=${file}: cannot read it as JSON: ${e instanceof Error ? e.message : String(e)}`)
+    const code = e instanceof Error && "code" in e ? ` (${String(e.code)})` : ""
+    throw new Error(`SPILLWAY_CONFIG=${file}: cannot be read${code}`)
   }
+  const parsed = parseJsonQuietly(text)
+  if (Either.isLeft(parsed)) throw new Error(`SPILLWAY_CONFIG=${file}: ${parsed.left}`)
+  const json = parsed.right
   if (json === null || typeof json !== "object" || Array.isArray(json))
     throw new Error(`SPILLWAY_CONFIG=${file}: must be a JSON object of SPILLWAY_* names to values`)
   const flat: Record<string, string> = {}
