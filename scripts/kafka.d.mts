@@ -22,6 +22,12 @@ export interface KafkaOptions {
   readonly partitions?: number
   /** JVM max heap, e.g. "768m". */
   readonly heap?: string
+  /** Cluster nodes (see clusterNodes): node id, static voters `1@host:port,…`, shared cluster id, replication. */
+  readonly nodeId?: number
+  readonly voters?: string
+  readonly clusterId?: string
+  readonly replication?: number
+  readonly minInsync?: number
   readonly log?: (message: string) => void
 }
 
@@ -79,3 +85,22 @@ export declare function restart(
 
 export declare function acquireLease(opts?: KafkaOptions): string
 export declare function releaseLease(id: string, opts?: KafkaOptions): number
+
+export interface ClusterOptions {
+  /** First client port (default $SPILLWAY_KAFKA_CLUSTER_PORT or 29092); node N uses base+2(N-1) and +1. */
+  readonly basePort?: number
+  /** Default .cache/kafka-cluster. */
+  readonly home?: string
+  readonly heap?: string
+  readonly log?: (message: string) => void
+}
+export type ClusterNode = KafkaOptions & { readonly nodeId: number; readonly port: number }
+export declare function clusterNodes(opts?: ClusterOptions): ReadonlyArray<ClusterNode>
+export declare function clusterBrokers(opts?: ClusterOptions): ReadonlyArray<string>
+export declare function startCluster(
+  opts?: ClusterOptions & { readonly owner?: Owner },
+): Promise<{ readonly brokers: ReadonlyArray<string>; readonly pids: ReadonlyArray<number>; readonly seconds: number }>
+export declare function stopCluster(opts?: ClusterOptions & { readonly signal?: NodeJS.Signals }): Promise<void>
+export declare function clusterStatus(
+  opts?: ClusterOptions,
+): Promise<ReadonlyArray<Status & { readonly nodeId: number }>>

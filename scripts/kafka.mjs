@@ -10,6 +10,8 @@
  *   npm run kafka -- logs [N]     last N (default 100) lines of the broker log
  *   npm run kafka -- fetch        only download the jars
  *   npm run kafka -- reset        stop and delete the data dir (topics, offsets)
+ *   npm run kafka -- cluster start|stop|status|reset
+ *                                 a three-node KRaft cluster on 29092/29094/29096 (RF 3, min.insync.replicas 2)
  *
  * Layout (all under .cache/kafka/, outside git): pom.xml, libs/ (jars + .complete marker), data/ (KRaft log dir),
  * server.properties, log4j2.properties, broker.log, broker.pid, broker.owner, leases/.
@@ -74,6 +76,12 @@ export function resolveInstance(opts = {}) {
     controllerPort,
     brokers: [`${KAFKA_HOST}:${port}`],
     partitions: opts.partitions ?? envInt("SPILLWAY_KAFKA_PARTITIONS", 3, 1, 1000),
+    // A node of a cluster (see cluster() below): its id, the static voters, the shared cluster id, replication.
+    nodeId: opts.nodeId ?? 1,
+    voters: opts.voters,
+    clusterId: opts.clusterId,
+    replication: opts.replication ?? 1,
+    minInsync: opts.minInsync ?? 1,
     heap: opts.heap ?? process.env.SPILLWAY_KAFKA_HEAP ?? "768m",
     pidFile: path.join(home, "broker.pid"),
     ownerFile: path.join(home, "broker.owner"),
@@ -336,8 +344,8 @@ export async function ensureJars({ log = defaultLog } = {}) {
 
 const serverProperties = (inst) => `# Written by scripts/kafka.mjs on each start: edit the script, not this file.
 process.roles=broker,controller
-node.id=1
-controller.quorum.bootstrap.servers=${inst.host}:${inst.controllerPort}
+node.id=${inst.nodeId}
+${inst.voters ? `controller.quorum.voters=${inst.voters}` : `controller.quorum.bootstrap.servers=${inst.host}:${inst.controllerPort}`}
 listeners=PLAINTEXT://${inst.host}:${inst.port},CONTROLLER://${inst.host}:${inst.controllerPort}
 advertised.listeners=PLAINTEXT://${inst.host}:${inst.port},CONTROLLER://${inst.host}:${inst.controllerPort}
 controller.listener.names=CONTROLLER
@@ -345,17 +353,17 @@ inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 log.dirs=${inst.dataDir}
 num.partitions=${inst.partitions}
-default.replication.factor=1
-min.insync.replicas=1
+default.replication.factor=${inst.replication}
+min.insync.replicas=${inst.minInsync}
 auto.create.topics.enable=true
 delete.topic.enable=true
-offsets.topic.replication.factor=1
+offsets.topic.replication.factor=${inst.replication}
 offsets.topic.num.partitions=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+transaction.state.log.replication.factor=${inst.replication}
+transaction.state.log.min.isr=${inst.minInsync}
 transaction.state.log.num.partitions=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+share.coordinator.state.topic.replication.factor=${inst.replication}
+share.coordinator.state.topic.min.isr=${inst.minInsync}
 share.coordinator.state.topic.num.partitions=1
 group.initial.rebalance.delay.ms=0
 # After a crash (SIGKILL) the restarted broker can only re-register once its old session expired (default 9 s).
@@ -387,7 +395,12 @@ export function randomClusterId() {
 const FORMAT_MARKER = "spillway-format.json"
 
 async function formatStorage(inst, log) {
-  const want = { kafkaVersion: KAFKA_VERSION, port: inst.port, controllerPort: inst.controllerPort }
+  const want = {
+    kafkaVersion: KAFKA_VERSION,
+    port: inst.port,
+    controllerPort: inst.controllerPort,
+    ...(inst.voters ? { voters: inst.voters, clusterId: inst.clusterId, nodeId: inst.nodeId } : {}),
+  }
   const markerPath = path.join(inst.dataDir, FORMAT_MARKER)
   if (fs.existsSync(path.join(inst.dataDir, "meta.properties"))) {
     let have
@@ -401,7 +414,7 @@ async function formatStorage(inst, log) {
     fs.rmSync(inst.dataDir, { recursive: true, force: true })
   }
   fs.mkdirSync(inst.dataDir, { recursive: true })
-  const clusterId = randomClusterId()
+  const clusterId = inst.clusterId ?? randomClusterId()
   const { code, out } = await run(javaBin(), [
     "-Xmx256m",
     "-XX:TieredStopAtLevel=1",
@@ -410,7 +423,8 @@ async function formatStorage(inst, log) {
     path.join(LIBS_DIR, "*"),
     "kafka.tools.StorageTool",
     "format",
-    "--standalone",
+    // A cluster node formats against the static voters (controller.quorum.voters); a single broker standalone.
+    ...(inst.voters ? [] : ["--standalone"]),
     "-g",
     "-t",
     clusterId,
@@ -669,12 +683,98 @@ export function releaseLease(id, opts = {}) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// a three-node cluster: each node a combined broker+controller, static voters, RF 3, min.insync.replicas 2
+
+/**
+ * The three nodes of the local cluster (under .cache/kafka-cluster/node-N). Node N listens on base+2(N-1) (clients)
+ * and base+2(N-1)+1 (controller); base is SPILLWAY_KAFKA_CLUSTER_PORT (29092). Topics default to 3 partitions,
+ * replication factor 3 and min.insync.replicas 2.
+ */
+export function clusterNodes(opts = {}) {
+  const base = opts.basePort ?? envInt("SPILLWAY_KAFKA_CLUSTER_PORT", 29092, 1, 65000)
+  const home = path.resolve(opts.home ?? path.join(repoRoot, ".cache", "kafka-cluster"))
+  const ids = [1, 2, 3]
+  const voters = ids.map((i) => `${i}@${KAFKA_HOST}:${base + 2 * (i - 1) + 1}`).join(",")
+  fs.mkdirSync(home, { recursive: true })
+  const idFile = path.join(home, "cluster.id")
+  if (!fs.existsSync(idFile)) fs.writeFileSync(idFile, `${randomClusterId()}\n`)
+  const clusterId = fs.readFileSync(idFile, "utf8").trim()
+  return ids.map((nodeId) => ({
+    home: path.join(home, `node-${nodeId}`),
+    port: base + 2 * (nodeId - 1),
+    controllerPort: base + 2 * (nodeId - 1) + 1,
+    nodeId,
+    voters,
+    clusterId,
+    replication: 3,
+    minInsync: 2,
+    partitions: 3,
+    heap: opts.heap ?? "512m",
+    log: opts.log,
+  }))
+}
+
+/** Bootstrap list of the cluster. */
+export const clusterBrokers = (opts = {}) => clusterNodes(opts).map((n) => `${KAFKA_HOST}:${n.port}`)
+
+/** Starts every node that is not running (together: a lone node has no quorum) and waits until each is ready. */
+export async function startCluster(opts = {}) {
+  const nodes = clusterNodes(opts)
+  const t0 = Date.now()
+  const results = await Promise.all(nodes.map((n) => start({ ...n, owner: opts.owner ?? "manual" })))
+  return { brokers: clusterBrokers(opts), pids: results.map((r) => r.pid), seconds: (Date.now() - t0) / 1000 }
+}
+
+/** Stops every node (SIGTERM unless `signal`). */
+export async function stopCluster(opts = {}) {
+  const nodes = clusterNodes(opts)
+  await Promise.all(nodes.map((n) => stop({ ...n, signal: opts.signal, forget: true })))
+}
+
+/** `[{ nodeId, port, state, pid }]` for the three nodes. */
+export async function clusterStatus(opts = {}) {
+  return Promise.all(clusterNodes(opts).map(async (n) => ({ nodeId: n.nodeId, port: n.port, ...(await status(n)) })))
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // CLI
+
+async function clusterMain(sub) {
+  const opts = { log: defaultLog }
+  switch (sub) {
+    case "start": {
+      const r = await startCluster(opts)
+      console.log(
+        `Kafka ${KAFKA_VERSION} cluster on ${r.brokers.join(",")}: pids ${r.pids.join(", ")} (${r.seconds.toFixed(1)} s)`,
+      )
+      return 0
+    }
+    case "stop":
+      await stopCluster(opts)
+      console.log("Kafka cluster stopped")
+      return 0
+    case "status": {
+      const nodes = await clusterStatus(opts)
+      for (const n of nodes)
+        console.log(`node ${n.nodeId} on ${KAFKA_HOST}:${n.port}: ${n.state}${n.pid ? ` (pid ${n.pid})` : ""}`)
+      return nodes.every((n) => n.state === "running") ? 0 : 1
+    }
+    case "reset":
+      await stopCluster(opts)
+      fs.rmSync(path.join(repoRoot, ".cache", "kafka-cluster"), { recursive: true, force: true })
+      console.log("Kafka cluster stopped and its data deleted")
+      return 0
+    default:
+      console.error("usage: npm run kafka -- cluster start|stop|status|reset")
+      return 2
+  }
+}
 
 async function main(argv) {
   const [cmd, arg] = argv
   const inst = resolveInstance()
   const what = `Kafka ${KAFKA_VERSION} on ${inst.brokers[0]}`
+  if (cmd === "cluster") return clusterMain(arg)
   switch (cmd) {
     case "start": {
       const r = await start({ owner: "manual" })

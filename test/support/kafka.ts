@@ -148,3 +148,57 @@ export const privateBroker = (slot: number): PrivateBroker => {
     },
   }
 }
+
+export interface LocalCluster {
+  readonly brokers: ReadonlyArray<string>
+  readonly nodes: ReadonlyArray<broker.ClusterNode>
+  /** Starts every node that is not running; resolves when all are ready. */
+  readonly start: () => Promise<void>
+  /** Stops node `nodeId` (SIGKILL = crash). */
+  readonly stopNode: (nodeId: number, signal?: NodeJS.Signals) => Promise<void>
+  /** Starts node `nodeId` again (same data); resolves when it is ready. */
+  readonly startNode: (nodeId: number) => Promise<void>
+  /** The node id leading `topic`'s partition `partition` (asks the cluster). */
+  readonly leaderOf: (topic: string, partition?: number) => Promise<number>
+  /** Stops every node. */
+  readonly stop: () => Promise<void>
+}
+
+/** The three-node local cluster of scripts/kafka.mjs (RF 3, min.insync.replicas 2), for fault tests. */
+export const localCluster = (): LocalCluster => {
+  const nodes = broker.clusterNodes({ log: () => undefined })
+  const node = (id: number) => {
+    const n = nodes.find((x) => x.nodeId === id)
+    if (n === undefined) throw new Error(`no cluster node ${id}`)
+    return n
+  }
+  const brokers = broker.clusterBrokers()
+  return {
+    brokers,
+    nodes,
+    start: async () => {
+      await broker.startCluster({ owner: "auto", log: () => undefined })
+    },
+    stopNode: async (id, signal = "SIGTERM") => {
+      await broker.stop({ ...node(id), signal })
+    },
+    startNode: async (id) => {
+      await broker.start({ ...node(id), owner: "auto" })
+    },
+    leaderOf: async (topic, partition = 0) => {
+      const admin = makeKafka("spillway-test-cluster", { brokers: [...brokers] }).admin()
+      await admin.connect()
+      try {
+        const md = await admin.fetchTopicMetadata({ topics: [topic] })
+        const leader = md.topics[0]?.partitions.find((p) => p.partitionId === partition)?.leader
+        if (leader === undefined || leader < 0) throw new Error(`${topic}[${partition}] has no leader`)
+        return leader
+      } finally {
+        await admin.disconnect()
+      }
+    },
+    stop: async () => {
+      await broker.stopCluster({ log: () => undefined })
+    },
+  }
+}

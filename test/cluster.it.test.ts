@@ -1,0 +1,176 @@
+/**
+ * The ingester against a real three-node KRaft cluster (scripts/kafka.mjs `cluster`: RF 3, min.insync.replicas 2),
+ * with the built program as a child process:
+ * - the leader of the partition the ingester writes to is SIGKILLed mid-stream: after the election the ingester keeps
+ *   acknowledging, every acknowledged event is in Kafka, nothing is acknowledged that Kafka does not hold;
+ * - two of three brokers down: never SUCCESS (UNAVAILABLE / FAILURE); brought back, a retry stores every event.
+ */
+import { randomBytes } from "node:crypto"
+import * as grpc from "@grpc/grpc-js"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { EventCodec } from "../src/wire/Wire.js"
+import { type RunningIngester, sendBatches, sendEvents, startIngester, tenantA, wireEvent } from "./support/ingester.js"
+import { type LocalCluster, localCluster, makeKafka, uniqueTopic } from "./support/kafka.js"
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+/** Every event id in `topic`, read from the beginning until `want` distinct ids arrived or `timeoutMs` passed. */
+const idsIn = async (brokers: ReadonlyArray<string>, topic: string, want: number, timeoutMs = 30_000) => {
+  const consumer = makeKafka("cluster-it-reader", { brokers: [...brokers] }).consumer({
+    groupId: `${topic}-r-${randomBytes(3).toString("hex")}`,
+    maxWaitTimeInMs: 250,
+  })
+  const ids = new Set<string>()
+  let records = 0
+  await consumer.connect()
+  try {
+    await consumer.subscribe({ topic, fromBeginning: true })
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(resolve, timeoutMs)
+      consumer
+        .run({
+          eachBatch: async ({ batch }) => {
+            for (const m of batch.messages) {
+              records++
+              ids.add((EventCodec.decode(m.value ?? Buffer.alloc(0)) as { event_id: string }).event_id)
+            }
+            if (ids.size >= want) {
+              clearTimeout(timer)
+              resolve()
+            }
+          },
+        })
+        .catch(reject)
+    })
+  } finally {
+    await consumer.disconnect()
+  }
+  return { ids, records }
+}
+
+const createTopic = async (brokers: ReadonlyArray<string>, topic: string) => {
+  const admin = makeKafka("cluster-it-admin", { brokers: [...brokers] }).admin()
+  await admin.connect()
+  try {
+    await admin.createTopics({
+      topics: [
+        {
+          topic,
+          numPartitions: 1,
+          replicationFactor: 3,
+          configEntries: [{ name: "min.insync.replicas", value: "2" }],
+        },
+      ],
+      waitForLeaders: true,
+    })
+  } finally {
+    await admin.disconnect()
+  }
+}
+
+const batch = (id: string, from: number, n: number) => ({
+  batch_id: id,
+  events: Array.from({ length: n }, (_, i) => wireEvent(tenantA, from + i, { tag: "cluster" })),
+})
+
+describe("ingester on a three-broker cluster (RF 3, min.insync.replicas 2)", () => {
+  let cluster: LocalCluster
+  beforeAll(async () => {
+    cluster = localCluster()
+    await cluster.start()
+  }, 180_000)
+  afterAll(async () => {
+    await cluster?.stop()
+  }, 120_000)
+
+  const ingesterOn = (topic: string): Promise<RunningIngester> =>
+    startIngester({
+      topic,
+      brokers: cluster.brokers,
+      env: { SPILLWAY_KAFKA_REQUEST_TIMEOUT_MS: "5000", SPILLWAY_KAFKA_PRODUCE_TIMEOUT_MS: "12000" },
+    })
+
+  it("the partition leader SIGKILLed mid-stream: acks go on after the election; every acked event is in Kafka", async () => {
+    const topic = uniqueTopic("cluster-leader")
+    await createTopic(cluster.brokers, topic)
+    const ing = await ingesterOn(topic)
+    const client = ing.client()
+    const leader = await cluster.leaderOf(topic)
+    try {
+      const token = await ing.tokenFor(tenantA)
+      const acked = new Set<string>()
+      const sent = new Map<string, ReadonlyArray<string>>()
+      let afterKill = 0
+      let killed = false
+      const rounds = 30
+      for (let r = 0; r < rounds; r++) {
+        const batches = Array.from({ length: 4 }, (_, b) => batch(`r${r}-b${b}`, (r * 4 + b) * 50, 50))
+        for (const b of batches)
+          sent.set(
+            b.batch_id,
+            b.events.map((e) => e.event_id!),
+          )
+        const run = await sendBatches(client, token, batches, 4)
+        for (const a of run.acks) {
+          if (a.status !== "SUCCESS") continue
+          for (const id of sent.get(a.batch_id) ?? []) acked.add(id)
+          if (killed) afterKill++
+        }
+        if (r === 5) {
+          await cluster.stopNode(leader, "SIGKILL")
+          killed = true
+        }
+        if (killed && afterKill >= 20) break
+      }
+      console.log(`leader ${leader} killed; ${acked.size} events acked, ${afterKill} batches acked after the kill`)
+      expect(afterKill).toBeGreaterThanOrEqual(20)
+      const newLeader = await cluster.leaderOf(topic)
+      expect(newLeader).not.toBe(leader)
+      const { ids, records } = await idsIn(cluster.brokers, topic, acked.size)
+      const missing = [...acked].filter((id) => !ids.has(id))
+      console.log(`in Kafka: ${records} records, ${ids.size} distinct ids; ${missing.length} acked ids missing`)
+      expect(missing).toEqual([])
+    } finally {
+      client.close()
+      await ing.stop()
+      await cluster.startNode(leader)
+    }
+  }, 300_000)
+
+  it("two of three brokers down: never SUCCESS; once they are back a retry stores every event", async () => {
+    const topic = uniqueTopic("cluster-minisr")
+    await createTopic(cluster.brokers, topic)
+    const ing = await ingesterOn(topic)
+    const client = ing.client()
+    const leader = await cluster.leaderOf(topic)
+    const down = cluster.nodes.map((n) => n.nodeId).filter((id) => id !== leader)
+    try {
+      const token = await ing.tokenFor(tenantA)
+      const events = Array.from({ length: 300 }, (_, i) => wireEvent(tenantA, 900_000 + i, { tag: "minisr" }))
+      expect((await sendEvents(client, token, events.slice(0, 50))).value?.status).toBe("SUCCESS")
+      await Promise.all(down.map((id) => cluster.stopNode(id, "SIGKILL")))
+      const during = await sendEvents(client, token, events)
+      console.log(
+        `with only node ${leader} up: ${during.error ? `${grpc.status[during.error.code]} ${during.error.details}` : during.value?.status}`,
+      )
+      expect(during.value?.status).not.toBe("SUCCESS")
+      if (during.error) expect(during.error.code).toBe(grpc.status.UNAVAILABLE)
+
+      await Promise.all(down.map((id) => cluster.startNode(id)))
+      const t0 = Date.now()
+      let retry = await sendEvents(client, token, events)
+      while (retry.value?.status !== "SUCCESS" && Date.now() - t0 < 90_000) {
+        await sleep(1000)
+        retry = await sendEvents(client, token, events)
+      }
+      console.log(`a retry succeeded ${Date.now() - t0} ms after the brokers were started again`)
+      expect(retry.value?.status).toBe("SUCCESS")
+      const { ids } = await idsIn(cluster.brokers, topic, events.length)
+      expect(events.filter((e) => !ids.has(e.event_id!))).toEqual([])
+    } finally {
+      client.close()
+      await ing.stop()
+      await Promise.all(down.map((id) => cluster.startNode(id)))
+    }
+  }, 300_000)
+})
