@@ -12,6 +12,8 @@ export default defineConfig({
     pool: "forks",
     poolOptions: { forks: { minForks: 1, maxForks: 2 } },
     env: { KAFKAJS_NO_PARTITIONER_WARNING: "1" },
+    // Tests never see the caller's SPILLWAY_* variables (test/support/cleanEnv.ts).
+    setupFiles: ["test/support/cleanEnv.ts"],
     projects: [
       {
         extends: true,
