@@ -16,27 +16,29 @@
  * (10), BENCH_OVERLOAD_SECONDS (15), BENCH_ONLY (comma-separated subset of ingest,route,latency,overload), BENCH_PROFILE (programs to CPU-profile,
  * e.g. ingester,router; profiles go to BENCH_PROFILE_DIR, default /tmp/spillway-prof). Needs `npm run build` first (`npm run bench` does it).
  */
-import { spawn } from "node:child_process"
-import { randomBytes, randomUUID } from "node:crypto"
+import { randomUUID } from "node:crypto"
 import fs from "node:fs"
 import os from "node:os"
 import path from "node:path"
-import { fileURLToPath } from "node:url"
 import * as grpc from "@grpc/grpc-js"
-import { Effect } from "effect"
-import { Kafka, logLevel } from "kafkajs"
+import {
+  ACCESS_KEY,
+  createTopic,
+  dist,
+  ENC_KEY,
+  envInt,
+  freePort,
+  kafkaFor,
+  makeHarness,
+  memOf,
+  root,
+  stopChild,
+  waitReady,
+} from "./harness.mjs"
 import * as broker from "./kafka.mjs"
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..")
-const dist = (...p) => path.join(root, "dist", ...p)
 const { EventServiceClient, EventCodec } = await import(dist("wire", "Wire.js"))
 const { sealHex } = await import(dist("shared", "Crypto.js"))
-const { makeDevCerts } = await import(dist("shared", "DevCerts.js"))
-
-const envInt = (name, dflt) => {
-  const v = process.env[name]
-  return v === undefined || v === "" ? dflt : Number.parseInt(v, 10)
-}
 const EVENTS = envInt("BENCH_EVENTS", 200_000)
 const CLIENTS = envInt("BENCH_CLIENTS", 4)
 const BATCH = envInt("BENCH_BATCH", 500)
@@ -53,25 +55,10 @@ const now = () => performance.now()
 
 // ---- fixtures -------------------------------------------------------------------------------------------------
 
-const work = fs.mkdtempSync(path.join(os.tmpdir(), "spillway-bench-"))
-const ACCESS_KEY = "9c60f26f-5b6c-4c80-b5f5-625bf965b6a6"
-const ENC_KEY = "883EC28EBA9A36A386FA351FBC482B34"
+const harness = await makeHarness("bench")
+const { work, certs, children, spawnProgram, startIngester, mintToken } = harness
+const tenantsFile = harness.tenantsFile
 const keyBytes = Buffer.from(ENC_KEY, "utf8")
-const certs = await Effect.runPromise(makeDevCerts(path.join(work, "certs")))
-const secretFile = path.join(work, "jwt.secret")
-fs.writeFileSync(secretFile, randomBytes(48).toString("base64"), { mode: 0o600 })
-const tenantsFile = path.join(work, "tenants.json")
-fs.writeFileSync(
-  tenantsFile,
-  JSON.stringify({
-    [ACCESS_KEY]: {
-      AccessKey: ACCESS_KEY,
-      EncryptionKey: ENC_KEY,
-      UserID: "2134558",
-      targets: [{ file: "bench.log" }],
-    },
-  }),
-)
 
 /** A 512-character hex message: AES-256-GCM of a 228-byte JSON record. */
 const plaintext = (i) => {
@@ -99,127 +86,12 @@ const batchOf = (n) => {
   return out.length === BATCH ? out : out.concat(POOL.slice(0, BATCH - out.length))
 }
 
-const kafkaFor = (brokers) => new Kafka({ clientId: "spillway-bench", brokers, logLevel: logLevel.NOTHING })
-const createTopic = async (brokers, topic, partitions = 3) => {
-  const admin = kafkaFor(brokers).admin()
-  await admin.connect()
-  await admin.createTopics({
-    topics: [{ topic, numPartitions: partitions, replicationFactor: 1 }],
-    waitForLeaders: true,
-  })
-  await admin.disconnect()
-}
 const topicSize = async (brokers, topic) => {
   const admin = kafkaFor(brokers).admin()
   await admin.connect()
   const offsets = await admin.fetchTopicOffsets(topic)
   await admin.disconnect()
   return offsets.reduce((n, o) => n + Number(o.high) - Number(o.low), 0)
-}
-
-// ---- child processes ------------------------------------------------------------------------------------------
-
-const children = new Set()
-const freePort = async () => {
-  const net = await import("node:net")
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, "127.0.0.1", () => {
-      const { port } = s.address()
-      s.close(() => resolve(port))
-    })
-  })
-}
-
-function spawnProgram(name, args, env) {
-  const logFile = path.join(work, `${name}-${children.size}.log`)
-  const out = fs.openSync(logFile, "a")
-  // BENCH_PROFILE=ingester,router writes V8 CPU profiles of those programs into BENCH_PROFILE_DIR (/tmp/spillway-prof).
-  const profile = (process.env.BENCH_PROFILE ?? "").split(",").includes(name)
-    ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR || "/tmp/spillway-prof"}`]
-    : []
-  const child = spawn(process.execPath, [...profile, dist("programs", `${name}.js`), ...args], {
-    env: { ...process.env, SPILLWAY_LOG_LEVEL: "Warning", ...env },
-    stdio: ["ignore", out, out],
-  })
-  fs.closeSync(out)
-  children.add(child)
-  child.on("exit", () => children.delete(child))
-  child.logFile = logFile
-  return child
-}
-
-async function waitReady(child, port, timeoutMs = 60_000) {
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`exited early (${child.exitCode}); see ${child.logFile}`)
-    try {
-      if ((await fetch(`http://127.0.0.1:${port}/readyz`)).ok) return
-    } catch {}
-    await sleep(100)
-  }
-  throw new Error(`not ready after ${timeoutMs / 1000}s; see ${child.logFile}`)
-}
-
-const stopChild = (child) =>
-  child.exitCode !== null
-    ? Promise.resolve()
-    : new Promise((resolve) => {
-        const t = setTimeout(() => child.kill("SIGKILL"), 20_000)
-        child.once("exit", () => {
-          clearTimeout(t)
-          resolve()
-        })
-        child.kill("SIGTERM")
-      })
-
-/** Peak resident set (VmHWM) and current RSS of a live process, in MiB. */
-const memOf = (pid) => {
-  try {
-    const s = fs.readFileSync(`/proc/${pid}/status`, "utf8")
-    const kb = (k) => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(s)?.[1] ?? Number.NaN)
-    return { peakMiB: kb("VmHWM") / 1024, rssMiB: kb("VmRSS") / 1024 }
-  } catch {
-    return { peakMiB: Number.NaN, rssMiB: Number.NaN }
-  }
-}
-
-async function startIngester(brokers, topic, extraEnv = {}) {
-  const port = await freePort()
-  const metricsPort = await freePort()
-  const child = spawnProgram(
-    "ingester",
-    [
-      "api",
-      "--port",
-      String(port),
-      "--tls-cert",
-      certs.serverCert,
-      "--tls-key",
-      certs.serverKey,
-      "--tenants",
-      tenantsFile,
-      "--brokers",
-      brokers.join(","),
-      "--topic",
-      topic,
-      "--metrics-port",
-      String(metricsPort),
-    ],
-    { SPILLWAY_JWT_SECRET_FILE: secretFile, ...extraEnv },
-  )
-  await waitReady(child, metricsPort)
-  return { child, port, metricsPort }
-}
-
-function mintToken() {
-  return new Promise((resolve, reject) => {
-    const c = spawn(process.execPath, [dist("programs", "ingester.js"), "access-token", "--access-key", ACCESS_KEY], {
-      env: { ...process.env, SPILLWAY_JWT_SECRET_FILE: secretFile },
-    })
-    let out = ""
-    c.stdout.on("data", (d) => (out += d))
-    c.on("exit", (code) => (code === 0 ? resolve(out.trim()) : reject(new Error(`access-token exited ${code}`))))
-  })
 }
 
 // ---- gRPC clients ---------------------------------------------------------------------------------------------
