@@ -3,14 +3,29 @@
  * with the built program as a child process:
  * - the leader of the partition the ingester writes to is SIGKILLed mid-stream: after the election the ingester keeps
  *   acknowledging, every acknowledged event is in Kafka, nothing is acknowledged that Kafka does not hold;
- * - two of three brokers down: never SUCCESS (UNAVAILABLE / FAILURE); brought back, a retry stores every event.
+ * - two of three brokers down: never SUCCESS (UNAVAILABLE / FAILURE); brought back, a retry stores every event;
+ * - two routers in one group, a third joining, then one SIGKILLed while records flow: every event routed, none missing,
+ *   duplicates counted.
  */
 import { randomBytes } from "node:crypto"
+import { mkdtempSync, readdirSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import * as grpc from "@grpc/grpc-js"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { EventCodec } from "../src/wire/Wire.js"
-import { type RunningIngester, sendBatches, sendEvents, startIngester, tenantA, wireEvent } from "./support/ingester.js"
+import {
+  fixtureTenantsFile,
+  type RunningIngester,
+  sendBatches,
+  sendEvents,
+  startIngester,
+  tenantA,
+  tenantB,
+  wireEvent,
+} from "./support/ingester.js"
 import { type LocalCluster, localCluster, makeKafka, uniqueTopic } from "./support/kafka.js"
+import { type RouterProcess, readNdjson, startRouter, waitFor } from "./support/router.js"
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
@@ -48,7 +63,7 @@ const idsIn = async (brokers: ReadonlyArray<string>, topic: string, want: number
   return { ids, records }
 }
 
-const createTopic = async (brokers: ReadonlyArray<string>, topic: string) => {
+const createTopic = async (brokers: ReadonlyArray<string>, topic: string, numPartitions = 1) => {
   const admin = makeKafka("cluster-it-admin", { brokers: [...brokers] }).admin()
   await admin.connect()
   try {
@@ -56,7 +71,7 @@ const createTopic = async (brokers: ReadonlyArray<string>, topic: string) => {
       topics: [
         {
           topic,
-          numPartitions: 1,
+          numPartitions,
           replicationFactor: 3,
           configEntries: [{ name: "min.insync.replicas", value: "2" }],
         },
@@ -73,7 +88,7 @@ const batch = (id: string, from: number, n: number) => ({
   events: Array.from({ length: n }, (_, i) => wireEvent(tenantA, from + i, { tag: "cluster" })),
 })
 
-describe("ingester on a three-broker cluster (RF 3, min.insync.replicas 2)", () => {
+describe("a three-broker cluster (RF 3, min.insync.replicas 2)", () => {
   let cluster: LocalCluster
   beforeAll(async () => {
     cluster = localCluster()
@@ -171,6 +186,59 @@ describe("ingester on a three-broker cluster (RF 3, min.insync.replicas 2)", () 
       client.close()
       await ing.stop()
       await Promise.all(down.map((id) => cluster.startNode(id)))
+    }
+  }, 300_000)
+
+  it("two routers in one group, a third joining, one SIGKILLed mid-stream: every event routed, none missing", async () => {
+    const topic = uniqueTopic("cluster-routers")
+    await createTopic(cluster.brokers, topic, 6)
+    const outputDir = mkdtempSync(join(tmpdir(), "spillway-cluster-routers-"))
+    const group = `${topic}-group`
+    const opts = { topic, group, tenantsFile: fixtureTenantsFile, brokers: cluster.brokers, outputDir }
+    const routers: Array<RouterProcess> = []
+    const producer = makeKafka("cluster-it-producer", { brokers: [...cluster.brokers] }).producer()
+    await producer.connect()
+    try {
+      routers.push(await startRouter(opts), await startRouter(opts))
+      const total = 6000
+      const ids: Array<string> = []
+      // Keyless records spread over the six partitions, as the proof of concept's ingester writes them.
+      const produce = async (from: number, n: number) => {
+        const messages = Array.from({ length: n }, (_, i) => {
+          const key = (from + i) % 2 === 0 ? tenantA : tenantB
+          const e = wireEvent(key, from + i, { tag: "routers", message: "{}" })
+          ids.push(e.event_id!)
+          return { value: Buffer.from(EventCodec.encode(e)) }
+        })
+        await producer.send({ topic, acks: -1, messages })
+      }
+      const lines = () =>
+        readdirSync(outputDir)
+          .filter((f) => f.endsWith(".log"))
+          .flatMap((f) => readNdjson(join(outputDir, f)))
+      for (let b = 0; b < 20; b++) await produce(b * 100, 100)
+      await waitFor(() => lines().length >= 1000, 60_000, "first lines routed")
+      routers.push(await startRouter(opts)) // a third member joins: a rebalance while records flow
+      for (let b = 20; b < 40; b++) await produce(b * 100, 100)
+      await routers[0]!.kill("SIGKILL") // mid-stream, with uncommitted work
+      for (let b = 40; b < total / 100; b++) await produce(b * 100, 100)
+      const want = new Set(ids)
+      await waitFor(
+        () => {
+          const seen = new Set(lines().map((l) => String(l.event_id)))
+          return [...want].every((id) => seen.has(id))
+        },
+        120_000,
+        "every event routed",
+        500,
+      )
+      const all = lines().map((l) => String(l.event_id))
+      const seen = new Set(all)
+      console.log(`routers: ${ids.length} events, ${all.length} lines, ${all.length - seen.size} duplicates`)
+      expect([...want].filter((id) => !seen.has(id))).toEqual([])
+    } finally {
+      await producer.disconnect()
+      for (const r of routers) await r.stop()
     }
   }, 300_000)
 })
