@@ -5,18 +5,23 @@
  *   acknowledging, every acknowledged event is in Kafka, nothing is acknowledged that Kafka does not hold;
  * - two of three brokers down: never SUCCESS (UNAVAILABLE / FAILURE); brought back, a retry stores every event;
  * - two routers in one group, a third joining, then one SIGKILLed while records flow: every event routed, none missing,
- *   duplicates counted.
+ *   duplicates counted;
+ * - two ingesters, two agents each given both (`ipv4:a,b`), the ingester they use SIGKILLed: they go on through the
+ *   other one and nothing is lost.
  */
 import { randomBytes } from "node:crypto"
-import { mkdtempSync, readdirSync } from "node:fs"
+import { appendFileSync, mkdtempSync, readdirSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import * as grpc from "@grpc/grpc-js"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { openHex } from "../src/shared/Crypto.js"
 import { EventCodec } from "../src/wire/Wire.js"
+import { type AgentProcess, startAgent } from "./support/agent.js"
 import {
   fixtureTenantsFile,
   type RunningIngester,
+  randomSecret,
   sendBatches,
   sendEvents,
   startIngester,
@@ -36,6 +41,7 @@ const idsIn = async (brokers: ReadonlyArray<string>, topic: string, want: number
     maxWaitTimeInMs: 250,
   })
   const ids = new Set<string>()
+  const messages: Array<string> = []
   let records = 0
   await consumer.connect()
   try {
@@ -47,7 +53,9 @@ const idsIn = async (brokers: ReadonlyArray<string>, topic: string, want: number
           eachBatch: async ({ batch }) => {
             for (const m of batch.messages) {
               records++
-              ids.add((EventCodec.decode(m.value ?? Buffer.alloc(0)) as { event_id: string }).event_id)
+              const e = EventCodec.decode(m.value ?? Buffer.alloc(0)) as { event_id: string; message: string }
+              ids.add(e.event_id)
+              messages.push(e.message)
             }
             if (ids.size >= want) {
               clearTimeout(timer)
@@ -60,7 +68,7 @@ const idsIn = async (brokers: ReadonlyArray<string>, topic: string, want: number
   } finally {
     await consumer.disconnect()
   }
-  return { ids, records }
+  return { ids, records, messages }
 }
 
 const createTopic = async (brokers: ReadonlyArray<string>, topic: string, numPartitions = 1) => {
@@ -239,6 +247,75 @@ describe("a three-broker cluster (RF 3, min.insync.replicas 2)", () => {
     } finally {
       await producer.disconnect()
       for (const r of routers) await r.stop()
+    }
+  }, 300_000)
+
+  it("two ingesters, agents given both: the one in use SIGKILLed, the agents go on through the other, nothing lost", async () => {
+    const topic = uniqueTopic("cluster-ingesters")
+    await createTopic(cluster.brokers, topic, 3)
+    const secret = randomSecret()
+    const ingesters = [
+      await startIngester({ topic, brokers: cluster.brokers, secret }),
+      await startIngester({ topic, brokers: cluster.brokers, secret }),
+    ]
+    const dir = mkdtempSync(join(tmpdir(), "spillway-cluster-agents-"))
+    const agents: Array<AgentProcess> = []
+    const inputs = [join(dir, "a.log"), join(dir, "b.log")]
+    try {
+      const tokenFile = join(dir, "token")
+      writeFileSync(tokenFile, await ingesters[0]!.tokenFor(tenantA, 3600))
+      const [p1, p2] = ingesters.map((i) => i.port)
+      for (const [n, input] of inputs.entries()) {
+        writeFileSync(input, "")
+        agents.push(
+          await startAgent({
+            // grpc-js picks the first address that answers and moves to the next when it fails (pick_first).
+            ingester: `ipv4:127.0.0.1:${p1},127.0.0.1:${p2}`,
+            caCert: ingesters[0]!.certs.caCert,
+            tokenFile,
+            accessKey: tenantA,
+            bufferDir: join(dir, `buffer-${n}`),
+            tail: [input],
+            args: ["--server-name", "localhost"],
+            env: { SPILLWAY_AGENT_ID: `agent-${n}` },
+          }),
+        )
+      }
+      const write = (from: number, to: number) => {
+        for (const [n, input] of inputs.entries()) {
+          let chunk = ""
+          for (let i = from; i < to; i++) chunk += `agent-${n} line ${i}\n`
+          appendFileSync(input, chunk)
+        }
+      }
+      const kafka = makeKafka("cluster-it-ingesters", { brokers: [...cluster.brokers] })
+      const countIn = async () => {
+        const admin = kafka.admin()
+        await admin.connect()
+        try {
+          return (await admin.fetchTopicOffsets(topic)).reduce((n, o) => n + Number(o.high) - Number(o.low), 0)
+        } finally {
+          await admin.disconnect()
+        }
+      }
+      write(0, 500)
+      await waitFor(async () => (await countIn()) >= 1000, 60_000, "first lines in Kafka", 500)
+      await ingesters[0]!.kill("SIGKILL")
+      write(500, 1000)
+      await waitFor(async () => (await countIn()) >= 2000, 90_000, "lines after the failover in Kafka", 500)
+      const { records, messages } = await idsIn(cluster.brokers, topic, Number.MAX_SAFE_INTEGER, 8_000)
+      const key = Buffer.from("883EC28EBA9A36A386FA351FBC482B34", "utf8") // tenant A's key (test fixture)
+      const lines = new Set(
+        messages.map((m) => String((JSON.parse(openHex(key, m).toString("utf8")) as { log: string }).log)),
+      )
+      const missing = [0, 1].flatMap((n) =>
+        Array.from({ length: 1000 }, (_, i) => `agent-${n} line ${i}`).filter((l) => !lines.has(l)),
+      )
+      console.log(`two ingesters: 2000 lines written, ${records} records in Kafka, ${missing.length} missing`)
+      expect(missing).toEqual([])
+    } finally {
+      for (const a of agents) await a.stop()
+      for (const i of ingesters) await i.stop()
     }
   }, 300_000)
 })
