@@ -30,6 +30,7 @@ import { ConfigFileError, TenantNotFound } from "../domain/Errors.js"
 import { AccessKey } from "../domain/Event.js"
 import { Target, type Tenant, TenantsFile } from "../domain/Tenant.js"
 import { parseJsonQuietly } from "./Json.js"
+import { onSighup } from "./Sighup.js"
 
 export interface LayerFileOptions {
   /** How often the file is checked for changes (default 1 second). */
@@ -237,36 +238,39 @@ const makeFile = (path: string, options?: LayerFileOptions) =>
 
     /** What was last looked at: a file (valid or not) or the error that kept us from reading it. */
     let seen: Fingerprint | string = first.fingerprint
-    const poll = Effect.gen(function* () {
-      const stat = yield* Effect.either(fs.stat(path))
-      if (Either.isLeft(stat)) {
-        const detail = platformError(path, stat.left).message
-        if (seen !== detail) {
-          seen = detail
-          yield* Effect.logWarning(`tenants file unavailable, keeping the version in force: ${detail}`)
+    /** `force`: read it even when it looks unchanged (SIGHUP). */
+    const check = (force: boolean) =>
+      Effect.gen(function* () {
+        const stat = yield* Effect.either(fs.stat(path))
+        if (Either.isLeft(stat)) {
+          const detail = platformError(path, stat.left).message
+          if (seen !== detail) {
+            seen = detail
+            yield* Effect.logWarning(`tenants file unavailable, keeping the version in force: ${detail}`)
+          }
+          return
         }
-        return
-      }
-      const fingerprint = fingerprintOf(stat.right)
-      if (typeof seen !== "string" && sameFingerprint(seen, fingerprint)) return
-      const next = yield* Effect.either(readTenants(fs, path, maxBytes))
-      if (Either.isLeft(next)) {
-        seen = fingerprint
-        yield* Effect.logError(`tenants file rejected, keeping the version in force: ${next.left.message}`)
-        return
-      }
-      // The fingerprint read with the content: a write after our stat is seen at the next poll.
-      seen = next.right.fingerprint
-      yield* SubscriptionRef.set(ref, next.right.tenants)
-      yield* Effect.logInfo("tenants reloaded").pipe(
-        Effect.annotateLogs({ tenants: Object.keys(next.right.tenants).length }),
+        const fingerprint = fingerprintOf(stat.right)
+        if (!force && typeof seen !== "string" && sameFingerprint(seen, fingerprint)) return
+        const next = yield* Effect.either(readTenants(fs, path, maxBytes))
+        if (Either.isLeft(next)) {
+          seen = fingerprint
+          yield* Effect.logError(`tenants file rejected, keeping the version in force: ${next.left.message}`)
+          return
+        }
+        // The fingerprint read with the content: a write after our stat is seen at the next poll.
+        seen = next.right.fingerprint
+        yield* SubscriptionRef.set(ref, next.right.tenants)
+        yield* Effect.logInfo("tenants reloaded").pipe(
+          Effect.annotateLogs({ tenants: Object.keys(next.right.tenants).length }),
+        )
+      }).pipe(
+        // The watcher must outlive any surprise: a defect is logged and the next poll runs.
+        Effect.catchAllDefect((defect) => Effect.logError("tenants file watcher failed", defect)),
       )
-    }).pipe(
-      // The watcher must outlive any surprise: a defect is logged and the next poll runs.
-      Effect.catchAllDefect((defect) => Effect.logError("tenants file watcher failed", defect)),
-    )
 
     // Log annotations (file) are inherited by the forked watcher.
-    yield* poll.pipe(Effect.repeat(Schedule.spaced(interval)), Effect.forkScoped)
+    yield* check(false).pipe(Effect.repeat(Schedule.spaced(interval)), Effect.forkScoped)
+    yield* onSighup("tenants file", check(true))
     return fromRef(ref)
   }).pipe(Effect.annotateLogs({ file: path }))

@@ -274,6 +274,28 @@ describe("ConfigStore.layerFile", () => {
       }),
     )
 
+    it.scopedLive("SIGHUP re-reads the file at once; an invalid version is refused and the old one stays", () =>
+      Effect.gen(function* () {
+        const { logs, layer: logLayer } = yield* captureLogs
+        const file = path.join(yield* tempDir, "tenants.json")
+        yield* write(file, json({ k1: tenant("k1") }))
+        // The poll would not see anything for an hour: only the signal can.
+        const store = yield* Layer.build(ConfigStore.layerFile(file, { pollInterval: "1 hour" })).pipe(
+          Effect.map(Context.get(ConfigStore)),
+          Effect.provide(logLayer),
+        )
+        yield* write(file, json({ k1: tenant("k1"), k2: tenant("k2") }))
+        yield* Effect.sync(() => process.kill(process.pid, "SIGHUP"))
+        yield* eventually(store.get("k2"))
+        assert.strictEqual(count(yield* store.current), 2)
+
+        yield* write(file, '{"k1": ')
+        yield* Effect.sync(() => process.kill(process.pid, "SIGHUP"))
+        yield* eventually(firstLog(logs, (l) => l.message.includes("is not valid JSON")))
+        assert.strictEqual(count(yield* store.current), 2)
+      }),
+    )
+
     it.scopedLive("survives rename-on-save and a file that disappears for a while", () =>
       Effect.gen(function* () {
         const { logs, layer: logLayer } = yield* captureLogs
