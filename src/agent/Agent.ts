@@ -8,7 +8,10 @@ import { readFileSync } from "node:fs"
 import { Cause, Effect, Fiber, Layer } from "effect"
 import { Crypto } from "../shared/Crypto.js"
 import { Health } from "../shared/Health.js"
+import * as Metrics from "../shared/Metrics.js"
 import { OpsServerLive } from "../shared/Ops.js"
+import { backoffWithReset } from "../shared/Retry.js"
+import * as M from "./AgentMetrics.js"
 import { DiskBuffer } from "./DiskBuffer.js"
 import { runMetrics } from "./MetricsInput.js"
 import { makeSender } from "./Sender.js"
@@ -16,18 +19,30 @@ import { type AgentSettings, describeSettings, type InputConfig } from "./Settin
 import { runStdin } from "./StdinInput.js"
 import { dockerParser, kubernetesParser, runTail, tailParser } from "./Tail.js"
 
-/** Restarts an input that failed unexpectedly (after a pause), logging why. */
-const supervised = <E, R>(name: string, input: Effect.Effect<unknown, E, R>) =>
+/**
+ * Restarts an input that failed unexpectedly (a defect or an error), after a pause on the shared backoff,
+ * logging why and counting it; an input that ends (stdin closed) stays ended. A full disk does not get here:
+ * the buffer retries its own appends (DiskBuffer) and the input waits with its lines.
+ */
+export const supervised = <E, R>(name: string, input: Effect.Effect<unknown, E, R>) =>
   input.pipe(
-    Effect.catchAllCause((cause) =>
+    Effect.sandbox,
+    Effect.tapError((cause) =>
       Cause.isInterruptedOnly(cause)
-        ? Effect.failCause(cause)
-        : Effect.logError("input failed; restarting it in 1 s").pipe(
-            Effect.annotateLogs({ input: name, cause: Cause.pretty(cause) }),
-          ),
+        ? Effect.void
+        : Effect.gen(function* () {
+            yield* Metrics.inc(M.inputRestarts, 1, { input: name })
+            yield* Effect.logError("input failed; restarting it").pipe(
+              Effect.annotateLogs({ input: name, cause: Cause.pretty(cause) }),
+            )
+          }),
     ),
-    Effect.andThen(Effect.sleep("1 second")),
-    Effect.forever,
+    Effect.retry({
+      schedule: backoffWithReset({ base: "1 second", cap: "30 seconds", reset: "5 minutes" }),
+      while: (cause) => !Cause.isInterruptedOnly(cause),
+    }),
+    Effect.unsandbox,
+    Effect.asVoid,
   )
 
 const runInput = (s: AgentSettings, i: InputConfig, index: number) => {
@@ -58,7 +73,7 @@ const runInput = (s: AgentSettings, i: InputConfig, index: number) => {
         runMetrics({ intervalMs: Math.round((i.interval ?? 10) * 1000), interfaces: i.interfaces }),
       )
     case "stdin":
-      return runStdin({ tag: i.tag ?? "stdin" })
+      return supervised("stdin", runStdin({ tag: i.tag ?? "stdin" }))
   }
 }
 
@@ -84,12 +99,17 @@ export const CollectLive = (s: AgentSettings) => {
         retryCap: s.retryCap,
         authRetry: s.authRetry,
         shutdownGrace: s.shutdownGrace,
+        maxMessageBytes: s.maxMessageBytes,
       })
       const buffer = yield* DiskBuffer
       const health = yield* Health
       yield* health.register(
         "buffer-not-full",
         Effect.sync(() => buffer.usedBytes() < buffer.maxBytes),
+      )
+      yield* health.register(
+        "buffer-writable",
+        Effect.sync(() => buffer.writable()),
       )
       yield* Effect.forkScoped(sender.run)
       // Finalizers run uninterruptibly on the interrupted fiber, where the drain's timeout could not

@@ -8,7 +8,7 @@ import { hostname } from "node:os"
 import { join } from "node:path"
 import { Config, Duration, Effect, Option, ParseResult, Schema } from "effect"
 import { ConfigFileError } from "../domain/Errors.js"
-import type { TokenSource } from "./Sender.js"
+import type { TokenSource } from "./sender/Connection.js"
 
 const opt = <S extends Schema.Schema.All>(s: S) => Schema.optionalWith(s, { exact: true })
 const PositiveInt = Schema.Int.pipe(Schema.positive())
@@ -59,6 +59,7 @@ export const AgentFile = Schema.Struct({
     }),
   ),
   inflight: opt(PositiveInt),
+  maxMessageBytes: opt(PositiveInt),
   configRefreshSeconds: opt(Schema.Number.pipe(Schema.positive())),
   ackTimeoutSeconds: opt(Schema.Number.pipe(Schema.positive())),
   shutdownGraceSeconds: opt(Schema.Number.pipe(Schema.nonNegative())),
@@ -140,6 +141,8 @@ export interface AgentSettings {
   readonly metricsHost: string
   readonly batch: { readonly maxEvents: number; readonly maxBytes: number; readonly lingerMs: number }
   readonly inflight: number
+  /** The ingester's message limit: a buffered event that cannot fit is moved to rejected/. */
+  readonly maxMessageBytes: number
   readonly configRefresh: Duration.Duration
   readonly ackTimeout: Duration.Duration
   readonly shutdownGrace: Duration.Duration
@@ -180,6 +183,7 @@ export const resolveSettings = (cli: CliValues) =>
       maxBytes: envInt("SPILLWAY_BATCH_MAX_BYTES"),
       lingerMs: envInt("SPILLWAY_BATCH_LINGER_MS"),
       inflight: envInt("SPILLWAY_INFLIGHT"),
+      maxMessageBytes: envInt("SPILLWAY_MAX_MESSAGE_BYTES"),
       configRefresh: envNum("SPILLWAY_CONFIG_REFRESH_SECONDS"),
       ackTimeout: envNum("SPILLWAY_ACK_TIMEOUT_SECONDS"),
       grace: envNum("SPILLWAY_SHUTDOWN_GRACE_SECONDS"),
@@ -247,6 +251,7 @@ export const resolveSettings = (cli: CliValues) =>
         lingerMs: pick(env.lingerMs, file.batch?.lingerMs) ?? 50,
       },
       inflight: pick(env.inflight, file.inflight) ?? 4,
+      maxMessageBytes: pick(env.maxMessageBytes, file.maxMessageBytes) ?? 8 * 1024 * 1024,
       configRefresh: Duration.seconds(pick(env.configRefresh, file.configRefreshSeconds) ?? 60),
       ackTimeout: Duration.seconds(pick(env.ackTimeout, file.ackTimeoutSeconds) ?? 30),
       shutdownGrace: Duration.seconds(pick(env.grace, file.shutdownGraceSeconds) ?? 5),

@@ -104,11 +104,14 @@ export const splitLines = (
   return { lines, ends, consumed: start }
 }
 
+/** The longest line (bytes) an input makes one event of; longer ones are cut (the default read chunk). */
+export const MAX_LINE_BYTES = 256 * 1024
+
 /** Runs forever (until interrupted): the tail loop for one spec. */
 export const runTail = (spec: TailSpec) =>
   Effect.gen(function* () {
     const buffer = yield* DiskBuffer
-    const chunk = spec.chunkBytes ?? 256 * 1024
+    const chunk = spec.chunkBytes ?? MAX_LINE_BYTES
     const maxLine = Math.min(spec.maxLineBytes ?? chunk, chunk)
     const tracked = new Map<string, Tracked>()
     /** Checkpoint key: the input's id and the file's identity. */
