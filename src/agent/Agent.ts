@@ -14,10 +14,11 @@ import { backoffWithReset } from "../shared/Retry.js"
 import * as M from "./AgentMetrics.js"
 import { DiskBuffer } from "./DiskBuffer.js"
 import { runMetrics } from "./MetricsInput.js"
+import { criJoiner, dockerParser, kubernetesParser, MAX_LINE_BYTES, tailParser } from "./Parsers.js"
 import { makeSender } from "./Sender.js"
 import { type AgentSettings, describeSettings, type InputConfig } from "./Settings.js"
 import { runStdin } from "./StdinInput.js"
-import { dockerParser, kubernetesParser, runTail, tailParser } from "./Tail.js"
+import { runTail } from "./Tail.js"
 
 /**
  * Restarts an input that failed unexpectedly (a defect or an error), after a pause on the shared backoff,
@@ -64,7 +65,14 @@ const runInput = (s: AgentSettings, i: InputConfig, index: number) => {
       const root = i.path ?? "/var/log/containers"
       return supervised(
         "kubernetes",
-        runTail({ id, input: "kubernetes", globs: [`${root}/*.log`], parse: kubernetesParser, pollMs: s.pollMs }),
+        runTail({
+          id,
+          input: "kubernetes",
+          globs: [`${root}/*.log`],
+          parse: kubernetesParser,
+          join: criJoiner(MAX_LINE_BYTES),
+          pollMs: s.pollMs,
+        }),
       )
     }
     case "metrics":

@@ -12,8 +12,11 @@ import { Context, Data, Duration, Effect, Layer } from "effect"
 import * as Metrics from "../shared/Metrics.js"
 import { backoff } from "../shared/Retry.js"
 import * as M from "./AgentMetrics.js"
+import { BufferLocked, lockBuffer } from "./BufferLock.js"
 import { type BufferedRow, BufferStore, type Checkpoint, type NewRecord, type SyncMode } from "./BufferStore.js"
 import { makeSignal, type Signal, waitUntil } from "./Signal.js"
+
+export { BufferLocked }
 
 export interface DiskBufferOptions {
   readonly dir: string
@@ -61,7 +64,7 @@ export interface DiskBufferShape {
 }
 
 export class DiskBuffer extends Context.Tag("spillway/agent/DiskBuffer")<DiskBuffer, DiskBufferShape>() {
-  static readonly layer = (options: DiskBufferOptions): Layer.Layer<DiskBuffer> =>
+  static readonly layer = (options: DiskBufferOptions): Layer.Layer<DiskBuffer, BufferLocked> =>
     Layer.scoped(DiskBuffer, make(options))
 }
 
@@ -121,6 +124,7 @@ const appendRetrying = (
 export const make = (options: DiskBufferOptions) =>
   Effect.gen(function* () {
     const open = options.open ?? ((d: string, m: SyncMode) => new BufferStore(d, m))
+    yield* lockBuffer(options.dir)
     const store = yield* Effect.acquireRelease(
       sqliteOrDie("open", () => open(options.dir, options.sync ?? "FULL")),
       (s) => Effect.sync(() => s.close()),

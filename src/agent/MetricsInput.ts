@@ -12,7 +12,7 @@ import { join } from "node:path"
 import { Effect } from "effect"
 import { type NewRecord, rowBytes } from "./BufferStore.js"
 import { DiskBuffer } from "./DiskBuffer.js"
-import { toNewRecord } from "./Tail.js"
+import { toNewRecord } from "./Parsers.js"
 
 export interface CpuTimes {
   readonly user: number

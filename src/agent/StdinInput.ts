@@ -8,7 +8,7 @@ import type { Readable } from "node:stream"
 import { Effect, Ref, Stream } from "effect"
 import { rowBytes } from "./BufferStore.js"
 import { DiskBuffer } from "./DiskBuffer.js"
-import { MAX_LINE_BYTES, splitLines, toNewRecord } from "./Tail.js"
+import { MAX_LINE_BYTES, splitLines, toNewRecord } from "./Parsers.js"
 
 /** Byte chunks to lines (without newline), each at most `maxLine` bytes; the rest of the input is the last line. */
 export const linesOf = <E>(chunks: Stream.Stream<Uint8Array, E>, maxLine: number): Stream.Stream<string, E> =>

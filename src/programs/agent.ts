@@ -72,7 +72,14 @@ const agent = Command.make("agent", options, (cli) =>
       Effect.option,
     )
     if (Option.isNone(settings)) return
-    return yield* Layer.launch(CollectLive(settings.value))
+    return yield* Layer.launch(CollectLive(settings.value)).pipe(
+      Effect.catchTag("BufferLocked", (e) =>
+        Effect.sync(() => {
+          process.stderr.write(`spillway-agent: ${e.message}\n`)
+          process.exitCode = 2
+        }),
+      ),
+    )
   }),
 ).pipe(
   Command.withDescription(

@@ -300,6 +300,21 @@ describe("agent end to end (fake ingester, TLS)", () => {
     expect(agent.output()).toMatch(/shutting down: sending what is buffered/)
   }, 30_000)
 
+  it("a second agent on the same buffer folder refuses with a clear error (exit 2); the first goes on", async () => {
+    const { dir, logs, tokenFile, ingester } = await setup()
+    const second = startAgent({
+      ingester: ingester.address,
+      caCert,
+      tokenFile,
+      bufferDir: join(dir, "buffer"),
+      tail: [join(logs, "*.log")],
+    })
+    await expect(second).rejects.toThrow(/exited with 2[\s\S]*in use by another agent \(pid \d+\)/)
+    write(join(logs, "app.log"), lines("lk", 0, 10))
+    await ingester.waitFor(() => ingester.logs().length >= 10, 15_000, "10 lines from the first agent")
+    expectOnce(ingester, lines("lk", 0, 10), "lk")
+  }, 30_000)
+
   it("--ingester as an IP address without --server-name: TLS verified against the IP, no DEP0123 warning", async () => {
     const { logs, ingester, agent } = await setup()
     expect(ingester.address).toMatch(/^127\.0\.0\.1:/)

@@ -7,15 +7,16 @@ import { afterAll, describe, expect, it } from "vitest"
 import { type BatchLimits, isPermanentRejection, planBatch } from "../../src/agent/Batching.js"
 import { type BufferedRow, BufferStore, type NewRecord, rowBytes } from "../../src/agent/BufferStore.js"
 import { cpuRecord, memRecord, netifRecords, parseNetDev, parseProcStat } from "../../src/agent/MetricsInput.js"
-import { classify } from "../../src/agent/Sender.js"
-import { type CliValues, decodeAgentFile, resolveSettings } from "../../src/agent/Settings.js"
 import {
   dockerParser,
   kubernetesFileMeta,
   kubernetesParser,
   parseRfc3339Nanos,
   splitLines,
-} from "../../src/agent/Tail.js"
+} from "../../src/agent/Parsers.js"
+import { classify } from "../../src/agent/Sender.js"
+import { type CliValues, decodeAgentFile, resolveSettings } from "../../src/agent/Settings.js"
+import { channelSettings, hostOf, IP_SNI_PLACEHOLDER } from "../../src/agent/sender/Connection.js"
 
 const root = mkdtempSync(join(tmpdir(), "spillway-agent-unit-"))
 afterAll(() => rmSync(root, { recursive: true, force: true }))
@@ -144,10 +145,43 @@ describe("gRPC error classification", () => {
     expect(kind(4)).toBe("timeout")
     expect(kind(14)).toBe("unavailable")
     expect(kind(8)).toBe("unavailable")
+    expect(kind(12)).toBe("unimplemented") // SendEventBatches on the proof of concept's ingester
     expect(classify(new Error("socket hang up"), "call").kind).toBe("unavailable")
     expect(classify({ code: 16, details: "expired" }, "ExchangeConfig").detail).toBe(
       "ExchangeConfig: UNAUTHENTICATED (expired)",
     )
+  })
+})
+
+describe("TLS settings for the ingester's address", () => {
+  it("hostOf: names, IPv4, [IPv6]", () => {
+    expect(hostOf("ingest.example.com:7777")).toBe("ingest.example.com")
+    expect(hostOf("10.0.0.5:7777")).toBe("10.0.0.5")
+    expect(hostOf("[::1]:7777")).toBe("::1")
+    expect(hostOf("ingest")).toBe("ingest")
+  })
+  it("an IP without --server-name: the reserved SNI placeholder, the certificate checked against the IP", () => {
+    const byIp = channelSettings({
+      address: "127.0.0.1:7777",
+      caCert: undefined,
+      insecure: false,
+      serverName: undefined,
+    })
+    expect(byIp.channelOptions["grpc.ssl_target_name_override"]).toBe(IP_SNI_PLACEHOLDER)
+    const byName = channelSettings({
+      address: "localhost:7777",
+      caCert: undefined,
+      insecure: false,
+      serverName: undefined,
+    })
+    expect(byName.channelOptions["grpc.ssl_target_name_override"]).toBeUndefined()
+    const named = channelSettings({
+      address: "127.0.0.1:7777",
+      caCert: undefined,
+      insecure: false,
+      serverName: "ingest",
+    })
+    expect(named.channelOptions["grpc.ssl_target_name_override"]).toBe("ingest")
   })
 })
 
