@@ -248,3 +248,20 @@ describe("sender: the rejected folder exists only when needed", () => {
     ),
   )
 })
+
+describe("sender: TLS by IP", () => {
+  it.live("the certificate is still checked against the IP: one without it is refused", () =>
+    withSender({ sender: { serverName: "10.9.9.9" } }, ({ ingester, logs }) =>
+      Effect.gen(function* () {
+        yield* append(records("tls", 0, 5))
+        yield* waitFor(
+          ingester,
+          () => logs.some((l) => /connection to the ingester failed/.test(l)),
+          "a refused connection",
+        )
+        assert.strictEqual(ingester.received.length, 0)
+        assert.strictEqual(ingester.exchanges, 0)
+      }),
+    ),
+  )
+})

@@ -112,15 +112,15 @@ export const IP_SNI_PLACEHOLDER = "ingester-by-ip.invalid"
 export const channelSettings = (o: Pick<SenderOptions, "address" | "caCert" | "insecure" | "serverName">) => {
   const base: grpc.ChannelOptions = { "grpc.max_send_message_length": 64 * 1024 * 1024 }
   if (o.insecure) return { credentials: grpc.credentials.createInsecure(), channelOptions: base }
-  const host = hostOf(o.address)
-  const byIp = o.serverName === undefined && isIP(host) !== 0
+  const expected = o.serverName ?? hostOf(o.address)
+  const byIp = isIP(expected) !== 0 // from --ingester, or an IP given as --server-name
   const credentials = grpc.credentials.createSsl(
     o.caCert ?? null,
     null,
     null,
-    byIp ? { checkServerIdentity: (_sni, cert) => checkServerIdentity(host, cert) } : {},
+    byIp ? { checkServerIdentity: (_sni, cert) => checkServerIdentity(expected, cert) } : {},
   )
-  const name = o.serverName ?? (byIp ? IP_SNI_PLACEHOLDER : undefined)
+  const name = byIp ? IP_SNI_PLACEHOLDER : o.serverName
   return {
     credentials,
     channelOptions: name === undefined ? base : { ...base, "grpc.ssl_target_name_override": name },
