@@ -265,3 +265,25 @@ describe("sender: TLS by IP", () => {
     ),
   )
 })
+
+describe("sender: batches within the message limit", () => {
+  it.live("a batch byte limit set above the ingester's message limit is cut to fit (encrypted size)", () =>
+    withSender(
+      {
+        ingester: { maxMessageBytes: 1024 * 1024 },
+        sender: { maxMessageBytes: 1024 * 1024, batch: { maxEvents: 1000, maxBytes: 64 * 1024 * 1024, lingerMs: 10 } },
+      },
+      ({ ingester }) =>
+        Effect.gen(function* () {
+          const rs = Array.from({ length: 20 }, (_, i) => record("w", i, 100_000)) // ~200 KB each as hex
+          yield* append(rs)
+          yield* bufferEmpty(ingester)
+          expectOnce(
+            ingester,
+            rs.map((r) => r.eventId),
+          )
+          assert.isAtLeast(ingester.batchesSeen, 4)
+        }),
+    ),
+  )
+})

@@ -115,6 +115,17 @@ export const wireBytes = (row: BufferedRow, settings: TenantSettings, agentId: s
   return message + row.bytes - n + agentId.length + settings.userId.length + settings.accessKey.length + 64
 }
 
+/** The longest prefix of `rows` whose encoded size fits in one message (a batch limit set above it is cut here). */
+const fitting = (rows: ReadonlyArray<BufferedRow>, settings: TenantSettings, options: SenderOptions) => {
+  const limit = options.maxMessageBytes - ENVELOPE_BYTES
+  let total = 0
+  for (let i = 0; i < rows.length; i++) {
+    total += wireBytes(rows[i]!, settings, options.agentId)
+    if (total > limit && i > 0) return rows.slice(0, i)
+  }
+  return rows
+}
+
 /** Counts rows sent in `spillway_agent_events_sent_total` the first time, in `…_resent_total` after. */
 export const countSent = (ctx: SenderContext, rows: ReadonlyArray<BufferedRow>) =>
   Effect.gen(function* () {
@@ -151,7 +162,7 @@ const planNext = (ctx: SenderContext, afterId: number) =>
     if (settings === undefined) return yield* new SendError({ kind: "unavailable", detail: "no config exchanged" })
     const limit = options.maxMessageBytes - ENVELOPE_BYTES
     const tooBig = plan.rows.filter((r) => wireBytes(r, settings, options.agentId) > limit)
-    if (tooBig.length === 0) return Option.some<Batch>({ rows: plan.rows, settings })
+    if (tooBig.length === 0) return Option.some<Batch>({ rows: fitting(plan.rows, settings, options), settings })
     yield* rejectRows(
       buffer,
       {
