@@ -46,6 +46,20 @@ export const supervised = <E, R>(name: string, input: Effect.Effect<unknown, E, 
     Effect.asVoid,
   )
 
+/** `/readyz` checks of the disk buffer: not full, and writable (appends do not fail). */
+export const registerBufferChecks = Effect.gen(function* () {
+  const buffer = yield* DiskBuffer
+  const health = yield* Health
+  yield* health.register(
+    "buffer-not-full",
+    Effect.sync(() => buffer.usedBytes() < buffer.maxBytes),
+  )
+  yield* health.register(
+    "buffer-writable",
+    Effect.sync(() => buffer.writable()),
+  )
+})
+
 const runInput = (s: AgentSettings, i: InputConfig, index: number) => {
   const id = `${i.type}#${index}`
   switch (i.type) {
@@ -109,16 +123,7 @@ export const CollectLive = (s: AgentSettings) => {
         shutdownGrace: s.shutdownGrace,
         maxMessageBytes: s.maxMessageBytes,
       })
-      const buffer = yield* DiskBuffer
-      const health = yield* Health
-      yield* health.register(
-        "buffer-not-full",
-        Effect.sync(() => buffer.usedBytes() < buffer.maxBytes),
-      )
-      yield* health.register(
-        "buffer-writable",
-        Effect.sync(() => buffer.writable()),
-      )
+      yield* registerBufferChecks
       yield* Effect.forkScoped(sender.run)
       // Finalizers run uninterruptibly on the interrupted fiber, where the drain's timeout could not
       // interrupt its wait: run it in a fiber of its own (interruptible, no pending interruption).

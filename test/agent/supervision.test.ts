@@ -4,9 +4,10 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Fiber, Layer, TestClock } from "effect"
-import { supervised } from "../../src/agent/Agent.js"
+import { registerBufferChecks, supervised } from "../../src/agent/Agent.js"
 import { BufferStore, type SyncMode } from "../../src/agent/BufferStore.js"
 import { DiskBuffer } from "../../src/agent/DiskBuffer.js"
+import { Health } from "../../src/shared/Health.js"
 
 const root = mkdtempSync(join(tmpdir(), "spillway-supervision-"))
 afterAll(() => rmSync(root, { recursive: true, force: true }))
@@ -62,18 +63,24 @@ describe("disk buffer append retry", () => {
           open,
           appendRetry: { base: "1 second", cap: "10 seconds" },
         })
-        const buffer = Context.get(yield* Layer.build(layer), DiskBuffer) // open for the test's scope
+        const services = yield* Layer.build(Layer.merge(layer, Health.Default)) // open for the test's scope
+        const buffer = Context.get(services, DiskBuffer)
+        const health = Context.get(services, Health)
+        yield* registerBufferChecks.pipe(Effect.provide(services))
+        const writable = health.check.pipe(Effect.map((rs) => rs.find((r) => r.name === "buffer-writable")?.ok))
         const rec = { tag: "t", ts: "1", eventId: "e-1", record: '{"log":"x"}' }
         const fiber = yield* Effect.fork(buffer.append("test", [rec]))
         yield* TestClock.adjust("0 millis")
         assert.strictEqual(failures, 1)
         assert.isFalse(buffer.writable())
+        assert.strictEqual(yield* writable, false) // /readyz answers 503
         yield* TestClock.adjust("1500 millis")
         assert.strictEqual(failures, 0)
         assert.isFalse(buffer.writable())
         yield* TestClock.adjust("3 seconds")
         yield* Fiber.join(fiber)
         assert.isTrue(buffer.writable())
+        assert.strictEqual(yield* writable, true)
         assert.deepStrictEqual(
           store!.peek(0, 10, Number.POSITIVE_INFINITY).map((r) => r.eventId),
           ["e-1"],
