@@ -285,5 +285,6 @@ export const describeSettings = (s: AgentSettings) => ({
   bufferMaxBytes: s.bufferMaxBytes,
   batch: s.batch,
   inflight: s.inflight,
+  maxMessageBytes: s.maxMessageBytes,
   inputs: s.inputs.map((i) => i.type),
 })
