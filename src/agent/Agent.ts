@@ -8,27 +8,57 @@ import { readFileSync } from "node:fs"
 import { Cause, Effect, Fiber, Layer } from "effect"
 import { Crypto } from "../shared/Crypto.js"
 import { Health } from "../shared/Health.js"
+import * as Metrics from "../shared/Metrics.js"
 import { OpsServerLive } from "../shared/Ops.js"
+import { backoffWithReset } from "../shared/Retry.js"
+import * as M from "./AgentMetrics.js"
 import { DiskBuffer } from "./DiskBuffer.js"
 import { runMetrics } from "./MetricsInput.js"
+import { criJoiner, dockerParser, kubernetesParser, MAX_LINE_BYTES, tailParser } from "./Parsers.js"
 import { makeSender } from "./Sender.js"
 import { type AgentSettings, describeSettings, type InputConfig } from "./Settings.js"
 import { runStdin } from "./StdinInput.js"
-import { dockerParser, kubernetesParser, runTail, tailParser } from "./Tail.js"
+import { runTail } from "./Tail.js"
 
-/** Restarts an input that failed unexpectedly (after a pause), logging why. */
-const supervised = <E, R>(name: string, input: Effect.Effect<unknown, E, R>) =>
+/**
+ * Restarts an input that failed unexpectedly (a defect or an error), after a pause on the shared backoff,
+ * logging why and counting it; an input that ends (stdin closed) stays ended. A full disk does not get here:
+ * the buffer retries its own appends (DiskBuffer) and the input waits with its lines.
+ */
+export const supervised = <E, R>(name: string, input: Effect.Effect<unknown, E, R>) =>
   input.pipe(
-    Effect.catchAllCause((cause) =>
+    Effect.sandbox,
+    Effect.tapError((cause) =>
       Cause.isInterruptedOnly(cause)
-        ? Effect.failCause(cause)
-        : Effect.logError("input failed; restarting it in 1 s").pipe(
-            Effect.annotateLogs({ input: name, cause: Cause.pretty(cause) }),
-          ),
+        ? Effect.void
+        : Effect.gen(function* () {
+            yield* Metrics.inc(M.inputRestarts, 1, { input: name })
+            yield* Effect.logError("input failed; restarting it").pipe(
+              Effect.annotateLogs({ input: name, cause: Cause.pretty(cause) }),
+            )
+          }),
     ),
-    Effect.andThen(Effect.sleep("1 second")),
-    Effect.forever,
+    Effect.retry({
+      schedule: backoffWithReset({ base: "1 second", cap: "30 seconds", reset: "5 minutes" }),
+      while: (cause) => !Cause.isInterruptedOnly(cause),
+    }),
+    Effect.unsandbox,
+    Effect.asVoid,
   )
+
+/** `/readyz` checks of the disk buffer: not full, and writable (appends do not fail). */
+export const registerBufferChecks = Effect.gen(function* () {
+  const buffer = yield* DiskBuffer
+  const health = yield* Health
+  yield* health.register(
+    "buffer-not-full",
+    Effect.sync(() => buffer.usedBytes() < buffer.maxBytes),
+  )
+  yield* health.register(
+    "buffer-writable",
+    Effect.sync(() => buffer.writable()),
+  )
+})
 
 const runInput = (s: AgentSettings, i: InputConfig, index: number) => {
   const id = `${i.type}#${index}`
@@ -49,7 +79,14 @@ const runInput = (s: AgentSettings, i: InputConfig, index: number) => {
       const root = i.path ?? "/var/log/containers"
       return supervised(
         "kubernetes",
-        runTail({ id, input: "kubernetes", globs: [`${root}/*.log`], parse: kubernetesParser, pollMs: s.pollMs }),
+        runTail({
+          id,
+          input: "kubernetes",
+          globs: [`${root}/*.log`],
+          parse: kubernetesParser,
+          join: criJoiner(MAX_LINE_BYTES),
+          pollMs: s.pollMs,
+        }),
       )
     }
     case "metrics":
@@ -58,7 +95,7 @@ const runInput = (s: AgentSettings, i: InputConfig, index: number) => {
         runMetrics({ intervalMs: Math.round((i.interval ?? 10) * 1000), interfaces: i.interfaces }),
       )
     case "stdin":
-      return runStdin({ tag: i.tag ?? "stdin" })
+      return supervised("stdin", runStdin({ tag: i.tag ?? "stdin" }))
   }
 }
 
@@ -84,13 +121,9 @@ export const CollectLive = (s: AgentSettings) => {
         retryCap: s.retryCap,
         authRetry: s.authRetry,
         shutdownGrace: s.shutdownGrace,
+        maxMessageBytes: s.maxMessageBytes,
       })
-      const buffer = yield* DiskBuffer
-      const health = yield* Health
-      yield* health.register(
-        "buffer-not-full",
-        Effect.sync(() => buffer.usedBytes() < buffer.maxBytes),
-      )
+      yield* registerBufferChecks
       yield* Effect.forkScoped(sender.run)
       // Finalizers run uninterruptibly on the interrupted fiber, where the drain's timeout could not
       // interrupt its wait: run it in a fiber of its own (interruptible, no pending interruption).

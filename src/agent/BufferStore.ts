@@ -41,7 +41,23 @@ export interface Checkpoint {
   readonly fileId: string
   readonly path: string
   readonly offset: number
+  /**
+   * `<n>:<hash>` of the file's first n bytes (n ≤ 1 KiB, at most the offset), to notice an inode reused by
+   * another file while the agent was down. Absent (checkpoints of older versions, empty files): not checked.
+   */
+  readonly fingerprint?: string
 }
+
+interface CheckpointRow {
+  readonly fileId: string
+  readonly path: string
+  readonly offset: number
+  readonly fp: string
+}
+const fromRow = (r: CheckpointRow | undefined): Checkpoint | undefined =>
+  r === undefined
+    ? undefined
+    : { fileId: r.fileId, path: r.path, offset: r.offset, ...(r.fp === "" ? {} : { fingerprint: r.fp }) }
 
 /** Bytes a record counts for against the buffer bound (payload plus a fixed per-row overhead). */
 export const rowBytes = (r: NewRecord): number =>
@@ -80,6 +96,9 @@ export class BufferStore {
       CREATE TABLE IF NOT EXISTS checkpoints (
         file_id TEXT PRIMARY KEY, path TEXT NOT NULL, offset INTEGER NOT NULL, updated_at INTEGER NOT NULL);
     `)
+    const cols = this.db.prepare("PRAGMA table_info(checkpoints)").all() as Array<{ name: string }>
+    if (!cols.some((c) => c.name === "fp"))
+      this.db.exec("ALTER TABLE checkpoints ADD COLUMN fp TEXT NOT NULL DEFAULT ''") // buffers of older versions
     const totals = this.db.prepare("SELECT COUNT(*) AS n, COALESCE(SUM(bytes), 0) AS b FROM events").get() as {
       n: number
       b: number
@@ -97,11 +116,12 @@ export class BufferStore {
       "SELECT COUNT(*) AS n, COALESCE(SUM(bytes), 0) AS b FROM events WHERE id BETWEEN ? AND ?",
     )
     this.putCheckpointStmt = this.db.prepare(
-      "INSERT INTO checkpoints (file_id, path, offset, updated_at) VALUES (?, ?, ?, ?) " +
-        "ON CONFLICT(file_id) DO UPDATE SET path = excluded.path, offset = excluded.offset, updated_at = excluded.updated_at",
+      "INSERT INTO checkpoints (file_id, path, offset, fp, updated_at) VALUES (?, ?, ?, ?, ?) " +
+        "ON CONFLICT(file_id) DO UPDATE SET path = excluded.path, offset = excluded.offset, fp = excluded.fp, " +
+        "updated_at = excluded.updated_at",
     )
     this.getCheckpointStmt = this.db.prepare(
-      "SELECT file_id AS fileId, path, offset FROM checkpoints WHERE file_id = ?",
+      "SELECT file_id AS fileId, path, offset, fp FROM checkpoints WHERE file_id = ?",
     )
     this.delCheckpointStmt = this.db.prepare("DELETE FROM checkpoints WHERE file_id = ?")
     this.appendTx = this.db.transaction((records: ReadonlyArray<NewRecord>, checkpoint: Checkpoint | undefined) => {
@@ -113,7 +133,13 @@ export class BufferStore {
         this.insertStmt.run(r.tag, r.ts, r.eventId, r.record, b, now)
       }
       if (checkpoint !== undefined)
-        this.putCheckpointStmt.run(checkpoint.fileId, checkpoint.path, checkpoint.offset, now)
+        this.putCheckpointStmt.run(
+          checkpoint.fileId,
+          checkpoint.path,
+          checkpoint.offset,
+          checkpoint.fingerprint ?? "",
+          now,
+        )
       return bytes
     })
     this.deleteTx = this.db.transaction((first: number, last: number) => {
@@ -160,18 +186,20 @@ export class BufferStore {
   }
 
   checkpoint(fileId: string): Checkpoint | undefined {
-    return this.getCheckpointStmt.get(fileId) as Checkpoint | undefined
+    return fromRow(this.getCheckpointStmt.get(fileId) as CheckpointRow | undefined)
   }
 
   setCheckpoint(c: Checkpoint): void {
-    this.putCheckpointStmt.run(c.fileId, c.path, c.offset, Date.now())
+    this.putCheckpointStmt.run(c.fileId, c.path, c.offset, c.fingerprint ?? "", Date.now())
   }
 
   /** Checkpoints whose key starts with `prefix`. */
   checkpoints(prefix: string): Array<Checkpoint> {
     return (
-      this.db.prepare("SELECT file_id AS fileId, path, offset FROM checkpoints").all() as Array<Checkpoint>
-    ).filter((c) => c.fileId.startsWith(prefix))
+      this.db.prepare("SELECT file_id AS fileId, path, offset, fp FROM checkpoints").all() as Array<CheckpointRow>
+    )
+      .filter((c) => c.fileId.startsWith(prefix))
+      .map((c) => fromRow(c)!)
   }
 
   forgetCheckpoint(fileId: string): void {

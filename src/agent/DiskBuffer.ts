@@ -2,32 +2,59 @@
  * DiskBuffer: the Effect face of BufferStore. Inputs `awaitSpace` before they read (so a full
  * buffer leaves files unread and stdin paused: backpressure, never a drop), then `append`; the
  * sender `peek`s unsent rows and `remove`s a batch once the ingester acknowledged it.
+ *
+ * `append` never fails: a write that fails (SQLITE_FULL, an I/O error) is logged, counted and retried on
+ * the shared backoff with the same records (the caller waits, so an input keeps what it has not stored and
+ * reads nothing more); `writable()` is false meanwhile, which turns `/readyz` red. The sender's reads and
+ * deletes fail with a BufferError, which ends its stream: rows that could not be deleted are sent again.
  */
-import { Context, Effect, Layer, Metric } from "effect"
+import { Context, Data, Duration, Effect, Layer } from "effect"
+import * as Metrics from "../shared/Metrics.js"
+import { backoff } from "../shared/Retry.js"
 import * as M from "./AgentMetrics.js"
+import { BufferLocked, lockBuffer } from "./BufferLock.js"
 import { type BufferedRow, BufferStore, type Checkpoint, type NewRecord, type SyncMode } from "./BufferStore.js"
 import { makeSignal, type Signal, waitUntil } from "./Signal.js"
+
+export { BufferLocked }
 
 export interface DiskBufferOptions {
   readonly dir: string
   readonly maxBytes: number
   readonly sync?: SyncMode
+  /** Opens the store (tests wrap it to inject failures); `new BufferStore(dir, sync)` by default. */
+  readonly open?: (dir: string, sync: SyncMode) => BufferStore
+  /** Retry of a failed append: first and largest pause (default 100 ms and 5 s). */
+  readonly appendRetry?: { readonly base: Duration.DurationInput; readonly cap: Duration.DurationInput }
 }
+
+/** A buffer operation failed; `code` is SQLite's (SQLITE_FULL, SQLITE_IOERR…) when there is one. */
+export class BufferError extends Data.TaggedError("BufferError")<{
+  readonly op: string
+  readonly code: string
+  readonly detail: string
+}> {}
 
 export interface DiskBufferShape {
   readonly dir: string
   readonly maxBytes: number
   readonly usedBytes: () => number
   readonly eventCount: () => number
+  /** False while appends fail (readiness). */
+  readonly writable: () => boolean
   /**
    * Waits until `bytes` more fit under the bound (or the buffer is empty, so one oversized read can
-   * still go through). Counts a pause in `agent_buffer_full_waits_total`.
+   * still go through). Counts a pause in `spillway_agent_buffer_full_waits_total`.
    */
   readonly awaitSpace: (bytes: number) => Effect.Effect<void>
-  /** Inserts records and advances a checkpoint in one transaction; counts them for `input`. */
+  /** Inserts records and advances a checkpoint in one transaction, retrying until it is stored; counts them for `input`. */
   readonly append: (input: string, records: ReadonlyArray<NewRecord>, checkpoint?: Checkpoint) => Effect.Effect<void>
-  readonly peek: (afterId: number, maxEvents: number, maxBytes: number) => Effect.Effect<Array<BufferedRow>>
-  readonly remove: (first: number, last: number) => Effect.Effect<{ n: number; bytes: number }>
+  readonly peek: (
+    afterId: number,
+    maxEvents: number,
+    maxBytes: number,
+  ) => Effect.Effect<Array<BufferedRow>, BufferError>
+  readonly remove: (first: number, last: number) => Effect.Effect<{ n: number; bytes: number }, BufferError>
   readonly checkpoint: (fileId: string) => Effect.Effect<Checkpoint | undefined>
   readonly setCheckpoint: (c: Checkpoint) => Effect.Effect<void>
   readonly checkpoints: (prefix: string) => Effect.Effect<Array<Checkpoint>>
@@ -37,24 +64,77 @@ export interface DiskBufferShape {
 }
 
 export class DiskBuffer extends Context.Tag("spillway/agent/DiskBuffer")<DiskBuffer, DiskBufferShape>() {
-  static readonly layer = (options: DiskBufferOptions): Layer.Layer<DiskBuffer> =>
+  static readonly layer = (options: DiskBufferOptions): Layer.Layer<DiskBuffer, BufferLocked> =>
     Layer.scoped(DiskBuffer, make(options))
 }
 
-const sqlite = <A>(what: string, f: () => A) =>
-  Effect.try({ try: f, catch: (e) => new Error(`disk buffer ${what} failed: ${String(e)}`) }).pipe(Effect.orDie)
+const sqlite = <A>(op: string, f: () => A): Effect.Effect<A, BufferError> =>
+  Effect.try({
+    try: f,
+    catch: (e) =>
+      new BufferError({
+        op,
+        code: String((e as { code?: unknown }).code ?? "unknown"),
+        detail: e instanceof Error ? e.message : String(e),
+      }),
+  })
+
+/** Checkpoint reads and writes happen between appends: a failure there is a defect of the input (supervised). */
+const sqliteOrDie = <A>(op: string, f: () => A) => sqlite(op, f).pipe(Effect.orDie)
+
+const publishGauges = (store: BufferStore) =>
+  Effect.sync(() => {
+    M.bufferBytes.set(store.usedBytes)
+    M.bufferEvents.set(store.eventCount)
+  })
+
+/** Appends, retrying on the shared backoff while it fails; logs the first failure and the recovery. */
+const appendRetrying = (
+  store: BufferStore,
+  state: { writable: boolean },
+  retry: NonNullable<DiskBufferOptions["appendRetry"]>,
+  records: ReadonlyArray<NewRecord>,
+  checkpoint: Checkpoint | undefined,
+) =>
+  sqlite("append", () => store.append(records, checkpoint)).pipe(
+    Effect.tapError((e) =>
+      Effect.gen(function* () {
+        yield* Metrics.inc(M.bufferWriteFailures)
+        const was = state.writable
+        state.writable = false
+        if (was)
+          yield* Effect.logError("disk buffer write failed; the input waits and retries, keeping its lines").pipe(
+            Effect.annotateLogs({ code: e.code, error: e.detail, events: records.length }),
+          )
+        yield* Metrics.set(M.bufferWritable, 0)
+      }),
+    ),
+    Effect.retry(backoff(retry)),
+    Effect.orDie, // retried forever: never reached
+    Effect.tap(() =>
+      Effect.gen(function* () {
+        if (state.writable) return
+        state.writable = true
+        yield* Metrics.set(M.bufferWritable, 1)
+        yield* Effect.logInfo("disk buffer writable again; inputs resume")
+      }),
+    ),
+  )
 
 export const make = (options: DiskBufferOptions) =>
   Effect.gen(function* () {
+    const open = options.open ?? ((d: string, m: SyncMode) => new BufferStore(d, m))
+    yield* lockBuffer(options.dir)
     const store = yield* Effect.acquireRelease(
-      sqlite("open", () => new BufferStore(options.dir, options.sync ?? "FULL")),
+      sqliteOrDie("open", () => open(options.dir, options.sync ?? "FULL")),
       (s) => Effect.sync(() => s.close()),
     )
     const changed = yield* makeSignal
-    const gauges = Effect.suspend(() =>
-      Effect.all([Metric.set(M.bufferBytes, store.usedBytes), Metric.set(M.bufferEvents, store.eventCount)]),
-    )
-    yield* gauges
+    /** Read synchronously by the readiness check; written only by appendRetrying. */
+    const state = { writable: true }
+    const retry = options.appendRetry ?? { base: Duration.millis(100), cap: Duration.seconds(5) }
+    yield* publishGauges(store)
+    yield* Metrics.set(M.bufferWritable, 1)
     if (store.eventCount > 0)
       yield* Effect.logInfo("disk buffer holds events from a previous run; they will be sent").pipe(
         Effect.annotateLogs({ events: store.eventCount, bytes: store.usedBytes, dir: options.dir }),
@@ -65,12 +145,13 @@ export const make = (options: DiskBufferOptions) =>
       maxBytes: options.maxBytes,
       usedBytes: () => store.usedBytes,
       eventCount: () => store.eventCount,
+      writable: () => state.writable,
       awaitSpace: (bytes) =>
         Effect.suspend(() =>
           fits(bytes)
             ? Effect.void
             : Effect.gen(function* () {
-                yield* Metric.increment(M.bufferFullWaits)
+                yield* Metrics.inc(M.bufferFullWaits)
                 yield* Effect.logWarning("disk buffer full: inputs paused until the ingester acknowledges").pipe(
                   Effect.annotateLogs({ usedBytes: store.usedBytes, maxBytes: options.maxBytes }),
                 )
@@ -81,23 +162,23 @@ export const make = (options: DiskBufferOptions) =>
       append: (input, records, checkpoint) =>
         Effect.gen(function* () {
           if (records.length === 0 && checkpoint === undefined) return
-          yield* sqlite("append", () => store.append(records, checkpoint))
-          if (records.length > 0) yield* Metric.incrementBy(M.eventsRead(input), records.length)
-          yield* gauges
+          yield* appendRetrying(store, state, retry, records, checkpoint)
+          if (records.length > 0) yield* Metrics.inc(M.eventsRead, records.length, { input })
+          yield* publishGauges(store)
           yield* changed.notify
         }),
       peek: (afterId, maxEvents, maxBytes) => sqlite("read", () => store.peek(afterId, maxEvents, maxBytes)),
       remove: (first, last) =>
         Effect.gen(function* () {
           const r = yield* sqlite("delete", () => store.remove(first, last))
-          yield* gauges
+          yield* publishGauges(store)
           yield* changed.notify
           return r
         }),
-      checkpoint: (fileId) => sqlite("read checkpoint", () => store.checkpoint(fileId)),
-      checkpoints: (prefix) => sqlite("read checkpoints", () => store.checkpoints(prefix)),
-      setCheckpoint: (c) => sqlite("write checkpoint", () => store.setCheckpoint(c)),
-      forgetCheckpoint: (fileId) => sqlite("delete checkpoint", () => store.forgetCheckpoint(fileId)),
+      checkpoint: (fileId) => sqliteOrDie("read checkpoint", () => store.checkpoint(fileId)),
+      checkpoints: (prefix) => sqliteOrDie("read checkpoints", () => store.checkpoints(prefix)),
+      setCheckpoint: (c) => sqliteOrDie("write checkpoint", () => store.setCheckpoint(c)),
+      forgetCheckpoint: (fileId) => sqliteOrDie("delete checkpoint", () => store.forgetCheckpoint(fileId)),
       changed,
     }
     return shape

@@ -9,10 +9,10 @@
  */
 import { readFileSync } from "node:fs"
 import { join } from "node:path"
-import { Effect } from "effect"
+import { Effect, Schedule } from "effect"
 import { type NewRecord, rowBytes } from "./BufferStore.js"
 import { DiskBuffer } from "./DiskBuffer.js"
-import { toNewRecord } from "./Tail.js"
+import { toNewRecord } from "./Parsers.js"
 
 export interface CpuTimes {
   readonly user: number
@@ -165,5 +165,6 @@ export const runMetrics = (options: MetricsInputOptions) =>
         Effect.logWarning("metrics sample failed").pipe(Effect.annotateLogs({ error: String(e) })),
       ),
     )
-    return yield* step.pipe(Effect.delay(`${options.intervalMs} millis`), Effect.forever)
+    // first sample after one interval (the cpu and netif records are deltas), then every interval
+    return yield* step.pipe(Effect.schedule(Schedule.spaced(`${options.intervalMs} millis`)))
   })

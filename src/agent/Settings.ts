@@ -8,7 +8,7 @@ import { hostname } from "node:os"
 import { join } from "node:path"
 import { Config, Duration, Effect, Option, ParseResult, Schema } from "effect"
 import { ConfigFileError } from "../domain/Errors.js"
-import type { TokenSource } from "./Sender.js"
+import type { TokenSource } from "./sender/Connection.js"
 
 const opt = <S extends Schema.Schema.All>(s: S) => Schema.optionalWith(s, { exact: true })
 const PositiveInt = Schema.Int.pipe(Schema.positive())
@@ -59,6 +59,7 @@ export const AgentFile = Schema.Struct({
     }),
   ),
   inflight: opt(PositiveInt),
+  maxMessageBytes: opt(PositiveInt),
   configRefreshSeconds: opt(Schema.Number.pipe(Schema.positive())),
   ackTimeoutSeconds: opt(Schema.Number.pipe(Schema.positive())),
   shutdownGraceSeconds: opt(Schema.Number.pipe(Schema.nonNegative())),
@@ -140,6 +141,8 @@ export interface AgentSettings {
   readonly metricsHost: string
   readonly batch: { readonly maxEvents: number; readonly maxBytes: number; readonly lingerMs: number }
   readonly inflight: number
+  /** The ingester's message limit: a buffered event that cannot fit is moved to rejected/. */
+  readonly maxMessageBytes: number
   readonly configRefresh: Duration.Duration
   readonly ackTimeout: Duration.Duration
   readonly shutdownGrace: Duration.Duration
@@ -168,60 +171,71 @@ const pick = <A>(...xs: ReadonlyArray<Option.Option<A> | A | undefined>): A | un
   return undefined
 }
 
+/** The SPILLWAY_* tuning variables and ACCESS_TOKEN. */
+const envSettings = Config.all({
+  accessToken: Config.option(Config.redacted("ACCESS_TOKEN")),
+  agentId: envStr("SPILLWAY_AGENT_ID"),
+  metricsHost: envStr("SPILLWAY_AGENT_METRICS_HOST"),
+  maxEvents: envInt("SPILLWAY_BATCH_MAX_EVENTS"),
+  maxBytes: envInt("SPILLWAY_BATCH_MAX_BYTES"),
+  lingerMs: envInt("SPILLWAY_BATCH_LINGER_MS"),
+  inflight: envInt("SPILLWAY_INFLIGHT"),
+  maxMessageBytes: envInt("SPILLWAY_MAX_MESSAGE_BYTES"),
+  configRefresh: envNum("SPILLWAY_CONFIG_REFRESH_SECONDS"),
+  ackTimeout: envNum("SPILLWAY_ACK_TIMEOUT_SECONDS"),
+  grace: envNum("SPILLWAY_SHUTDOWN_GRACE_SECONDS"),
+  pollMs: envInt("SPILLWAY_POLL_MS"),
+  retryBase: envInt("SPILLWAY_RETRY_BASE_MS"),
+  retryCap: envInt("SPILLWAY_RETRY_CAP_MS"),
+  authRetry: envInt("SPILLWAY_AUTH_RETRY_MS"),
+})
+type EnvSettings = Config.Config.Success<typeof envSettings>
+
+/** The token file (flag or config file) wins over ACCESS_TOKEN; one of them is required. */
+const tokenOf = (cli: CliValues, file: AgentFile, env: EnvSettings): Effect.Effect<TokenSource, SettingsError> => {
+  const tokenFile = pick(cli.tokenFile, file.tokenFile)
+  if (tokenFile !== undefined) return Effect.succeed({ _tag: "file", path: tokenFile })
+  if (Option.isSome(env.accessToken)) return Effect.succeed({ _tag: "value", token: env.accessToken.value })
+  return new SettingsError({
+    detail: "a token is required: ACCESS_TOKEN, or ACCESS_TOKEN_FILE / --token-file (re-read when it changes)",
+  })
+}
+
+/** The config file's inputs plus those of the flags (--tail, --stdin, --metrics-interval); at least one. */
+const inputsOf = (cli: CliValues, file: AgentFile): Effect.Effect<Array<InputConfig>, SettingsError> => {
+  const inputs: Array<InputConfig> = [...(file.inputs ?? [])]
+  if (cli.tail.length > 0) inputs.push({ type: "tail", paths: [cli.tail[0]!, ...cli.tail.slice(1)] })
+  if (cli.stdin && !inputs.some((i) => i.type === "stdin")) inputs.push({ type: "stdin" })
+  if (Option.isSome(cli.metricsInterval)) {
+    const i = inputs.findIndex((x) => x.type === "metrics")
+    const m = {
+      ...(i >= 0 ? (inputs[i] as typeof MetricsInputConfig.Type) : {}),
+      type: "metrics" as const,
+      interval: cli.metricsInterval.value,
+    }
+    if (i >= 0) inputs[i] = m
+    else inputs.push(m)
+  }
+  if (inputs.length === 0)
+    return new SettingsError({
+      detail: "no inputs: give --tail GLOB, --stdin, --metrics-interval SECONDS or inputs in the --config file",
+    })
+  return Effect.succeed(inputs)
+}
+
 /** Merges flags (with their env fallbacks), SPILLWAY_* tuning variables, the config file and defaults. */
 export const resolveSettings = (cli: CliValues) =>
   Effect.gen(function* () {
     const file: AgentFile = Option.isSome(cli.config) ? yield* loadAgentFile(cli.config.value) : {}
-    const env = yield* Config.all({
-      accessToken: Config.option(Config.redacted("ACCESS_TOKEN")),
-      agentId: envStr("SPILLWAY_AGENT_ID"),
-      metricsHost: envStr("SPILLWAY_AGENT_METRICS_HOST"),
-      maxEvents: envInt("SPILLWAY_BATCH_MAX_EVENTS"),
-      maxBytes: envInt("SPILLWAY_BATCH_MAX_BYTES"),
-      lingerMs: envInt("SPILLWAY_BATCH_LINGER_MS"),
-      inflight: envInt("SPILLWAY_INFLIGHT"),
-      configRefresh: envNum("SPILLWAY_CONFIG_REFRESH_SECONDS"),
-      ackTimeout: envNum("SPILLWAY_ACK_TIMEOUT_SECONDS"),
-      grace: envNum("SPILLWAY_SHUTDOWN_GRACE_SECONDS"),
-      pollMs: envInt("SPILLWAY_POLL_MS"),
-      retryBase: envInt("SPILLWAY_RETRY_BASE_MS"),
-      retryCap: envInt("SPILLWAY_RETRY_CAP_MS"),
-      authRetry: envInt("SPILLWAY_AUTH_RETRY_MS"),
-    }).pipe(Effect.mapError((e) => new SettingsError({ detail: String(e) })))
-
+    const env = yield* envSettings.pipe(Effect.mapError((e) => new SettingsError({ detail: String(e) })))
     const accessKey = pick(cli.accessKey, file.accessKey)
     if (accessKey === undefined)
       return yield* new SettingsError({
         detail: "ACCESS_KEY is required (environment, --access-key or the config file)",
       })
-    const tokenFile = pick(cli.tokenFile, file.tokenFile)
-    let token: TokenSource
-    if (tokenFile !== undefined) token = { _tag: "file", path: tokenFile }
-    else if (Option.isSome(env.accessToken)) token = { _tag: "value", token: env.accessToken.value }
-    else
-      return yield* new SettingsError({
-        detail: "a token is required: ACCESS_TOKEN, or ACCESS_TOKEN_FILE / --token-file (re-read when it changes)",
-      })
+    const token = yield* tokenOf(cli, file, env)
     const insecure = cli.insecure || file.insecure === true
-
-    const inputs: Array<InputConfig> = [...(file.inputs ?? [])]
-    if (cli.tail.length > 0) inputs.push({ type: "tail", paths: [cli.tail[0]!, ...cli.tail.slice(1)] })
-    if (cli.stdin && !inputs.some((i) => i.type === "stdin")) inputs.push({ type: "stdin" })
-    if (Option.isSome(cli.metricsInterval)) {
-      const i = inputs.findIndex((x) => x.type === "metrics")
-      const m = {
-        ...(i >= 0 ? (inputs[i] as typeof MetricsInputConfig.Type) : {}),
-        type: "metrics" as const,
-        interval: cli.metricsInterval.value,
-      }
-      if (i >= 0) inputs[i] = m
-      else inputs.push(m)
-    }
-    if (inputs.length === 0)
-      return yield* new SettingsError({
-        detail: "no inputs: give --tail GLOB, --stdin, --metrics-interval SECONDS or inputs in the --config file",
-      })
-
+    const inputs = yield* inputsOf(cli, file)
     const caCertPath = pick(cli.caCert, file.caCert)
     if (caCertPath !== undefined && !insecure)
       yield* Effect.try({
@@ -247,6 +261,7 @@ export const resolveSettings = (cli: CliValues) =>
         lingerMs: pick(env.lingerMs, file.batch?.lingerMs) ?? 50,
       },
       inflight: pick(env.inflight, file.inflight) ?? 4,
+      maxMessageBytes: pick(env.maxMessageBytes, file.maxMessageBytes) ?? 8 * 1024 * 1024,
       configRefresh: Duration.seconds(pick(env.configRefresh, file.configRefreshSeconds) ?? 60),
       ackTimeout: Duration.seconds(pick(env.ackTimeout, file.ackTimeoutSeconds) ?? 30),
       shutdownGrace: Duration.seconds(pick(env.grace, file.shutdownGraceSeconds) ?? 5),
@@ -270,5 +285,6 @@ export const describeSettings = (s: AgentSettings) => ({
   bufferMaxBytes: s.bufferMaxBytes,
   batch: s.batch,
   inflight: s.inflight,
+  maxMessageBytes: s.maxMessageBytes,
   inputs: s.inputs.map((i) => i.type),
 })

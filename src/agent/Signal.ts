@@ -30,9 +30,8 @@ export const makeSignal: Effect.Effect<Signal> = Effect.gen(function* () {
 /** Waits until `cond` holds, re-checking on every notify (and every `poll` at least). */
 export const waitUntil = (signal: Signal, cond: () => boolean, poll: Duration.DurationInput = "250 millis") =>
   Effect.gen(function* () {
-    while (true) {
-      const since = yield* signal.current
-      if (cond()) return
-      yield* signal.wait(since, poll)
-    }
-  })
+    const since = yield* signal.current
+    if (cond()) return true
+    yield* signal.wait(since, poll)
+    return false
+  }).pipe(Effect.repeat({ until: (done) => done }), Effect.asVoid)

@@ -9,23 +9,29 @@
  *   its end (a last line without a newline included), then closed and its checkpoint dropped; the
  *   new inode has no checkpoint and is read from 0.
  * - Truncation (size below the position): read again from 0.
+ * - Inode reuse while the agent was down: the checkpoint keeps a fingerprint of the file's first bytes
+ *   (up to 1 KiB); a file under a checkpointed identity whose first bytes differ is another file, read from 0.
  * - Backpressure: before each read the tailer waits for room in the buffer, so a full buffer
  *   leaves the file unread (its position does not move).
+ * - Joined lines (Kubernetes CRI partials): the checkpoint stays at the first line of a pending event.
  */
-import { randomUUID } from "node:crypto"
+import { createHash } from "node:crypto"
 import { closeSync, fstatSync, openSync, readdirSync, readSync, statSync } from "node:fs"
 import { dirname, join } from "node:path"
 import { Effect, Schedule } from "effect"
 import { globSync } from "tinyglobby"
-import { type NewRecord, rowBytes } from "./BufferStore.js"
-import { DiskBuffer } from "./DiskBuffer.js"
-
-export interface ParsedLine {
-  readonly tag: string
-  readonly record: Record<string, unknown>
-  /** Unix nanoseconds from the line itself, if it carries a time. */
-  readonly ts?: bigint | undefined
-}
+import { type Checkpoint, type NewRecord, rowBytes } from "./BufferStore.js"
+import { DiskBuffer, type DiskBufferShape } from "./DiskBuffer.js"
+import {
+  flushPending,
+  type Joiner,
+  MAX_LINE_BYTES,
+  noJoin,
+  type ParsedLine,
+  type Pending,
+  splitLines,
+  toNewRecord,
+} from "./Parsers.js"
 
 export interface TailSpec {
   /** Input name (metrics label). */
@@ -35,6 +41,8 @@ export interface TailSpec {
   readonly globs: ReadonlyArray<string>
   /** Turns one line (without its newline) of `path` into a record; undefined skips the line. */
   readonly parse: (line: string, path: string) => ParsedLine | undefined
+  /** Joins lines into events (CRI partials); every line is an event by default. */
+  readonly join?: Joiner
   readonly pollMs: number
   /** Bytes read per step (and per buffer transaction). */
   readonly chunkBytes?: number
@@ -45,253 +53,247 @@ export interface TailSpec {
 interface Tracked {
   readonly fileId: string
   path: string
-  fd: number
+  readonly fd: number
+  /** Read position (the checkpoint may lag behind it while an event is pending). */
   offset: number
+  pending: Pending | undefined
+  /** Fingerprint so far ("" until the file has bytes); final once it covers FP_BYTES. */
+  fingerprint: string
 }
 
-const nowNs = () => BigInt(Date.now()) * 1_000_000n + (process.hrtime.bigint() % 1_000_000n)
-
-/** Parses an RFC 3339 time with up to 9 fractional digits into Unix nanoseconds. */
-export const parseRfc3339Nanos = (s: string): bigint | undefined => {
-  const m = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)$/.exec(s)
-  if (!m) return undefined
-  const ms = Date.parse(`${m[1]}${m[3]}`)
-  if (Number.isNaN(ms)) return undefined
-  return BigInt(ms) * 1_000_000n + BigInt((m[2] ?? "").padEnd(9, "0"))
+interface TailCtx {
+  readonly spec: TailSpec
+  readonly buffer: DiskBufferShape
+  readonly chunk: number
+  readonly maxLine: number
+  readonly join: Joiner
+  /** Checkpoint key prefix: the input's id. */
+  readonly prefix: string
+  readonly tracked: Map<string, Tracked>
 }
 
-export const toNewRecord = (p: ParsedLine): NewRecord => ({
-  tag: p.tag,
-  ts: (p.ts ?? nowNs()).toString(),
-  eventId: randomUUID(),
-  record: JSON.stringify(p.record),
-})
+const FP_BYTES = 1024
 
-/**
- * Splits `buf` into complete lines. Returns the lines, where each ends in `buf` (newline included)
- * and how many bytes they used; a trailing piece without a newline is left unless `final` or it
- * exceeds `maxLine` (then it is cut into `maxLine` pieces).
- */
-export const splitLines = (
-  buf: Buffer,
-  final: boolean,
-  maxLine: number,
-): { lines: Array<string>; ends: Array<number>; consumed: number } => {
-  const lines: Array<string> = []
-  const ends: Array<number> = []
-  let start = 0
-  while (start < buf.length) {
-    const nl = buf.indexOf(10, start)
-    if (nl === -1 || nl - start > maxLine) {
-      const rest = buf.length - start
-      if (rest > maxLine || (nl !== -1 && nl - start > maxLine)) {
-        lines.push(buf.subarray(start, start + maxLine).toString("utf8"))
-        start += maxLine
-        ends.push(start)
-        continue
-      }
-      if (final && rest > 0) {
-        lines.push(buf.subarray(start).toString("utf8").replace(/\r$/, ""))
-        start = buf.length
-        ends.push(start)
-      }
+/** `<n>:<hash>` of the first min(FP_BYTES, upTo) bytes of `fd` ("" for none). */
+export const fingerprintOf = (fd: number, upTo: number): string => {
+  const len = Math.min(FP_BYTES, upTo)
+  if (len <= 0) return ""
+  const buf = Buffer.alloc(len)
+  const n = readSync(fd, buf, 0, len, 0)
+  return `${n}:${createHash("sha256").update(buf.subarray(0, n)).digest("hex").slice(0, 32)}`
+}
+
+/** Whether the open file still starts with the bytes the checkpoint saw (no fingerprint: assumed so). */
+const sameFile = (fd: number, cp: Checkpoint): boolean => {
+  if (cp.fingerprint === undefined) return true
+  const len = Number(cp.fingerprint.split(":")[0])
+  return fstatSync(fd).size >= len && fingerprintOf(fd, len) === cp.fingerprint
+}
+
+const fileIdOf = (ctx: TailCtx, st: { dev: number; ino: number }) => `${ctx.prefix}${st.dev}:${st.ino}`
+
+const log = (ctx: TailCtx, msg: string, t: Tracked, extra: Record<string, unknown> = {}) =>
+  Effect.logInfo(msg).pipe(Effect.annotateLogs({ input: ctx.spec.input, path: t.path, fileId: t.fileId, ...extra }))
+
+/** The checkpoint for what is stored: the read position, or a pending event's first line. */
+const checkpointOf = (t: Tracked): Checkpoint => {
+  const offset = t.pending?.at ?? t.offset
+  if (!t.fingerprint.startsWith(`${FP_BYTES}:`)) t.fingerprint = fingerprintOf(t.fd, offset)
+  return { fileId: t.fileId, path: t.path, offset, ...(t.fingerprint === "" ? {} : { fingerprint: t.fingerprint }) }
+}
+
+/** The records of the lines that fit in the buffer (at least one line when it is empty), and what they used. */
+const takeLines = (ctx: TailCtx, t: Tracked, buf: Buffer, final: boolean) => {
+  const { lines, ends } = splitLines(buf, final, ctx.maxLine)
+  const records: Array<NewRecord> = []
+  let room = ctx.buffer.maxBytes - ctx.buffer.usedBytes()
+  let consumed = 0
+  let pending = t.pending
+  let blocked = 0
+  for (let i = 0; i < lines.length; i++) {
+    const p = ctx.spec.parse(lines[i]!, t.path)
+    const step = p === undefined ? { pending, event: undefined } : ctx.join(pending, p, t.offset + (ends[i - 1] ?? 0))
+    const r = step.event === undefined ? undefined : toNewRecord(step.event)
+    const b = r === undefined ? 0 : rowBytes(r)
+    if (b > room && !(ctx.buffer.usedBytes() === 0 && records.length === 0)) {
+      blocked = b
       break
     }
-    lines.push(buf.subarray(start, nl).toString("utf8").replace(/\r$/, ""))
-    start = nl + 1
-    ends.push(start)
+    room -= b
+    if (r !== undefined) records.push(r)
+    pending = step.pending
+    consumed = ends[i]!
   }
-  return { lines, ends, consumed: start }
+  return { records, consumed, pending, blocked, lineCount: lines.length }
 }
 
-/** Runs forever (until interrupted): the tail loop for one spec. */
+/** One chunk of `t` from its offset; true when there is nothing more to read for now. */
+const readChunk = (ctx: TailCtx, t: Tracked, final: boolean) =>
+  Effect.gen(function* () {
+    const size = fstatSync(t.fd).size
+    if (size < t.offset) {
+      yield* log(ctx, "file truncated; reading it again from the start", t, { size, offset: t.offset })
+      Object.assign(t, { offset: 0, pending: undefined, fingerprint: "" })
+      yield* ctx.buffer.setCheckpoint(checkpointOf(t))
+    }
+    if (size === t.offset) return true
+    const want = Math.min(ctx.chunk, size - t.offset)
+    const buf = Buffer.allocUnsafe(want)
+    const n = readSync(t.fd, buf, 0, want, t.offset)
+    if (n === 0) return true
+    const taken = takeLines(ctx, t, buf.subarray(0, n), final && t.offset + n >= size)
+    if (taken.lineCount === 0) return true // an incomplete last line: wait for its newline
+    if (taken.consumed === 0) {
+      yield* ctx.buffer.awaitSpace(taken.blocked) // then read again from the same offset
+      return false
+    }
+    t.offset += taken.consumed
+    t.pending = taken.pending
+    yield* ctx.buffer.append(ctx.spec.input, taken.records, checkpointOf(t))
+    return false
+  })
+
+/** Reads `t` to its current end (waiting for buffer room between chunks); at a final read, flushes what is pending. */
+const readFile = (ctx: TailCtx, t: Tracked, final: boolean) =>
+  readChunk(ctx, t, final).pipe(
+    Effect.repeat({ until: (done) => done }),
+    Effect.zipRight(
+      Effect.suspend(() => {
+        if (!final || t.pending === undefined) return Effect.void
+        const event = flushPending(t.pending)
+        t.pending = undefined
+        return ctx.buffer.append(ctx.spec.input, [toNewRecord(event)], checkpointOf(t))
+      }),
+    ),
+  )
+
+/** A file named by a checkpoint: the one with that identity in the checkpoint's folder, if any. */
+const findByIdentity = (ctx: TailCtx, cp: Checkpoint): string | undefined => {
+  try {
+    const dir = dirname(cp.path)
+    for (const name of readdirSync(dir)) {
+      const st = statSync(join(dir, name))
+      if (st.isFile() && fileIdOf(ctx, st) === cp.fileId) return join(dir, name)
+    }
+  } catch {
+    // folder gone
+  }
+  return undefined
+}
+
+/**
+ * At start: checkpoints of files no longer under a matched name were rotated while the agent
+ * was down. A rotated file usually stays in its folder under another name: find it by its
+ * identity (and fingerprint) and read the rest; if it is gone, say so (its unread rest cannot be recovered).
+ */
+const finishOrphans = (ctx: TailCtx, present: ReadonlyMap<string, string>) =>
+  Effect.gen(function* () {
+    for (const cp of yield* ctx.buffer.checkpoints(ctx.prefix)) {
+      if (present.has(cp.fileId)) continue
+      const found = findByIdentity(ctx, cp)
+      const fd = found === undefined ? undefined : openSync(found, "r")
+      if (found === undefined || fd === undefined || !sameFile(fd, cp)) {
+        if (fd !== undefined) closeSync(fd)
+        yield* Effect.logWarning("a file rotated away while the agent was down is gone; its unread rest is lost").pipe(
+          Effect.annotateLogs({ input: ctx.spec.input, path: cp.path, offset: cp.offset }),
+        )
+      } else {
+        const t: Tracked = {
+          fileId: cp.fileId,
+          path: found,
+          fd,
+          offset: cp.offset,
+          pending: undefined,
+          fingerprint: "",
+        }
+        yield* readFile(ctx, t, true).pipe(Effect.ensuring(Effect.sync(() => closeSync(fd))))
+        yield* log(ctx, "finished a file rotated while the agent was down", t, { offset: t.offset })
+      }
+      yield* ctx.buffer.forgetCheckpoint(cp.fileId)
+    }
+  })
+
+/** The matched files now: identity to path. */
+const matchedFiles = (ctx: TailCtx): Map<string, string> => {
+  const present = new Map<string, string>()
+  for (const path of globSync([...ctx.spec.globs], { absolute: true, onlyFiles: true })) {
+    try {
+      const st = statSync(path)
+      if (st.isFile()) present.set(fileIdOf(ctx, st), path)
+    } catch {
+      // gone between glob and stat
+    }
+  }
+  return present
+}
+
+/** Files no longer under any matched name (rotated away or deleted): finish and forget them. */
+const finishGone = (ctx: TailCtx, present: ReadonlyMap<string, string>) =>
+  Effect.gen(function* () {
+    for (const t of [...ctx.tracked.values()]) {
+      const path = present.get(t.fileId)
+      if (path !== undefined) {
+        t.path = path
+        continue
+      }
+      yield* readFile(ctx, t, true)
+      closeSync(t.fd)
+      ctx.tracked.delete(t.fileId)
+      yield* ctx.buffer.forgetCheckpoint(t.fileId)
+      yield* log(ctx, "file rotated or removed; finished reading it", t, { offset: t.offset })
+    }
+  })
+
+/** Opens a newly matched file, from its checkpoint when it is the same file, else from 0. */
+const track = (ctx: TailCtx, fileId: string, path: string) =>
+  Effect.gen(function* () {
+    let fd: number
+    try {
+      fd = openSync(path, "r")
+    } catch (e) {
+      yield* Effect.logWarning("cannot open file").pipe(Effect.annotateLogs({ path, error: String(e) }))
+      return
+    }
+    if (fileIdOf(ctx, fstatSync(fd)) !== fileId) return closeSync(fd) // replaced between stat and open: next scan
+    const cp = yield* ctx.buffer.checkpoint(fileId)
+    const reused = cp !== undefined && !sameFile(fd, cp)
+    const offset = cp === undefined || reused ? 0 : cp.offset
+    const t: Tracked = { fileId, path, fd, offset, pending: undefined, fingerprint: "" }
+    ctx.tracked.set(fileId, t)
+    if (reused)
+      yield* Effect.logWarning(
+        "a file reuses the identity (inode) of a checkpointed one but starts with other bytes; reading it from the start",
+      ).pipe(Effect.annotateLogs({ input: ctx.spec.input, path, fileId, checkpointOffset: cp.offset }))
+    else yield* log(ctx, cp ? "resuming file from its checkpoint" : "reading new file", t, { offset })
+  })
+
+const scan = (ctx: TailCtx, first: boolean) =>
+  Effect.gen(function* () {
+    const present = matchedFiles(ctx)
+    yield* finishGone(ctx, present)
+    if (first) yield* finishOrphans(ctx, present)
+    for (const [fileId, path] of present) if (!ctx.tracked.has(fileId)) yield* track(ctx, fileId, path)
+    for (const t of ctx.tracked.values()) yield* readFile(ctx, t, false)
+  })
+
+/** Runs forever (until interrupted): the tail loop for one spec, a scan every `pollMs`. */
 export const runTail = (spec: TailSpec) =>
   Effect.gen(function* () {
-    const buffer = yield* DiskBuffer
-    const chunk = spec.chunkBytes ?? 256 * 1024
-    const maxLine = Math.min(spec.maxLineBytes ?? chunk, chunk)
-    const tracked = new Map<string, Tracked>()
-    /** Checkpoint key: the input's id and the file's identity. */
-    const prefix = `${spec.id ?? spec.input}:`
-    const fileIdOf = (st: { dev: number; ino: number }) => `${prefix}${st.dev}:${st.ino}`
-    let firstScan = true
-    const log = (msg: string, t: Tracked, extra: Record<string, unknown> = {}) =>
-      Effect.logInfo(msg).pipe(Effect.annotateLogs({ input: spec.input, path: t.path, fileId: t.fileId, ...extra }))
-
-    /** Reads `t` from its offset to the current end (waiting for buffer room between chunks). */
-    const readFile = (t: Tracked, final: boolean) =>
-      Effect.gen(function* () {
-        while (true) {
-          const size = fstatSync(t.fd).size
-          if (size < t.offset) {
-            yield* log("file truncated; reading it again from the start", t, { size, offset: t.offset })
-            t.offset = 0
-            yield* buffer.setCheckpoint({ fileId: t.fileId, path: t.path, offset: 0 })
-          }
-          if (size === t.offset) return
-          const want = Math.min(chunk, size - t.offset)
-          const buf = Buffer.allocUnsafe(want)
-          const n = readSync(t.fd, buf, 0, want, t.offset)
-          if (n === 0) return
-          const atEnd = t.offset + n >= size
-          const { lines, ends } = splitLines(buf.subarray(0, n), final && atEnd, maxLine)
-          if (lines.length === 0) return // an incomplete last line: wait for its newline
-          // Take the lines that fit in the buffer (at least one when it is empty); the rest stays unread.
-          const records: Array<NewRecord> = []
-          let room = buffer.maxBytes - buffer.usedBytes()
-          let consumed = 0
-          for (let i = 0; i < lines.length; i++) {
-            const p = spec.parse(lines[i]!, t.path)
-            const r = p === undefined ? undefined : toNewRecord(p)
-            const b = r === undefined ? 0 : rowBytes(r)
-            if (b > room && !(buffer.usedBytes() === 0 && records.length === 0)) {
-              if (consumed === 0) yield* buffer.awaitSpace(b) // then read again from the same offset
-              break
-            }
-            room -= b
-            if (r !== undefined) records.push(r)
-            consumed = ends[i]!
-          }
-          if (consumed === 0) continue
-          t.offset += consumed
-          yield* buffer.append(spec.input, records, { fileId: t.fileId, path: t.path, offset: t.offset })
-        }
-      })
-
-    /**
-     * At start: checkpoints of files no longer under a matched name were rotated while the agent
-     * was down. A rotated file usually stays in its folder under another name: find it by its
-     * identity and read the rest; if it is gone, say so (its unread rest cannot be recovered).
-     */
-    const finishOrphans = (present: ReadonlyMap<string, string>) =>
-      Effect.gen(function* () {
-        for (const cp of yield* buffer.checkpoints(prefix)) {
-          if (present.has(cp.fileId)) continue
-          let found: string | undefined
-          try {
-            const dir = dirname(cp.path)
-            for (const name of readdirSync(dir)) {
-              const st = statSync(join(dir, name))
-              if (st.isFile() && fileIdOf(st) === cp.fileId) found = join(dir, name)
-            }
-          } catch {
-            // folder gone
-          }
-          if (found === undefined) {
-            yield* Effect.logWarning(
-              "a file rotated away while the agent was down is gone; its unread rest is lost",
-            ).pipe(Effect.annotateLogs({ input: spec.input, path: cp.path, offset: cp.offset }))
-          } else {
-            const t: Tracked = { fileId: cp.fileId, path: found, fd: openSync(found, "r"), offset: cp.offset }
-            yield* readFile(t, true).pipe(Effect.ensuring(Effect.sync(() => closeSync(t.fd))))
-            yield* log("finished a file rotated while the agent was down", t, { offset: t.offset })
-          }
-          yield* buffer.forgetCheckpoint(cp.fileId)
-        }
-      })
-
-    const scan = Effect.gen(function* () {
-      const present = new Map<string, string>() // fileId -> path
-      for (const path of globSync([...spec.globs], { absolute: true, onlyFiles: true })) {
-        try {
-          const st = statSync(path)
-          if (st.isFile()) present.set(fileIdOf(st), path)
-        } catch {
-          // gone between glob and stat
-        }
-      }
-      // Files that are no longer under any matched name (rotated away or deleted): finish and forget.
-      for (const t of [...tracked.values()]) {
-        const path = present.get(t.fileId)
-        if (path !== undefined) {
-          t.path = path
-          continue
-        }
-        yield* readFile(t, true)
-        closeSync(t.fd)
-        tracked.delete(t.fileId)
-        yield* buffer.forgetCheckpoint(t.fileId)
-        yield* log("file rotated or removed; finished reading it", t, { offset: t.offset })
-      }
-      if (firstScan) {
-        firstScan = false
-        yield* finishOrphans(present)
-      }
-      for (const [fileId, path] of present) {
-        if (tracked.has(fileId)) continue
-        let fd: number
-        try {
-          fd = openSync(path, "r")
-        } catch (e) {
-          yield* Effect.logWarning("cannot open file").pipe(Effect.annotateLogs({ path, error: String(e) }))
-          continue
-        }
-        const st = fstatSync(fd)
-        if (fileIdOf(st) !== fileId) {
-          closeSync(fd) // replaced between stat and open: next scan
-          continue
-        }
-        const cp = yield* buffer.checkpoint(fileId)
-        const t: Tracked = { fileId, path, fd, offset: cp?.offset ?? 0 }
-        tracked.set(fileId, t)
-        yield* log(cp ? "resuming file from its checkpoint" : "reading new file", t, { offset: t.offset })
-      }
-      for (const t of tracked.values()) yield* readFile(t, false)
-    })
-
+    const chunk = spec.chunkBytes ?? MAX_LINE_BYTES
+    const ctx: TailCtx = {
+      spec,
+      buffer: yield* DiskBuffer,
+      chunk,
+      maxLine: Math.min(spec.maxLineBytes ?? chunk, chunk),
+      join: spec.join ?? noJoin,
+      prefix: `${spec.id ?? spec.input}:`,
+      tracked: new Map(),
+    }
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => {
-        for (const t of tracked.values()) closeSync(t.fd)
+        for (const t of ctx.tracked.values()) closeSync(t.fd)
       }),
     )
-    return yield* scan.pipe(Effect.repeat(Schedule.spaced(`${spec.pollMs} millis`)))
+    yield* scan(ctx, true)
+    return yield* scan(ctx, false).pipe(Effect.repeat(Schedule.spaced(`${spec.pollMs} millis`)))
   }).pipe(Effect.scoped)
-
-/** `tail`: each line is `{ log }`, with the file's path. */
-export const tailParser =
-  (tag: string) =>
-  (line: string, path: string): ParsedLine => ({ tag, record: { log: line, path } })
-
-/** Docker json-file logs (`<root>/<id>/<id>-json.log`): `{ log, stream, time }` per line; tag `docker.<id>`. */
-export const dockerParser = (line: string, path: string): ParsedLine | undefined => {
-  const id = /([0-9a-f]{12,64})-json\.log$/.exec(path)?.[1] ?? "unknown"
-  let j: { log?: unknown; stream?: unknown; time?: unknown }
-  try {
-    j = JSON.parse(line)
-  } catch {
-    return { tag: `docker.${id}`, record: { log: line, container_id: id, parse_error: true } }
-  }
-  const log = typeof j.log === "string" ? j.log.replace(/\n$/, "") : String(j.log ?? "")
-  const time = typeof j.time === "string" ? j.time : undefined
-  return {
-    tag: `docker.${id}`,
-    record: { log, stream: j.stream, time, container_id: id },
-    ts: time === undefined ? undefined : parseRfc3339Nanos(time),
-  }
-}
-
-const K8S_FILE = /(?:^|\/)([^/_]+)_([^/_]+)_(.+)-([0-9a-f]{64})\.log$/
-
-/** Namespace, pod, container and container id from a `/var/log/containers` file name. */
-export const kubernetesFileMeta = (path: string) => {
-  const m = K8S_FILE.exec(path)
-  return m ? { pod_name: m[1]!, namespace_name: m[2]!, container_name: m[3]!, container_id: m[4]! } : undefined
-}
-
-/** CRI logs (`<time> <stream> <P|F> <log>`), tag `kube.<namespace>.<pod>.<container>`. */
-export const kubernetesParser = (line: string, path: string): ParsedLine | undefined => {
-  const meta = kubernetesFileMeta(path) ?? {
-    pod_name: "unknown",
-    namespace_name: "unknown",
-    container_name: "unknown",
-    container_id: "",
-  }
-  const tag = `kube.${meta.namespace_name}.${meta.pod_name}.${meta.container_name}`
-  const m = /^(\S+) (stdout|stderr) ([PF])(?: (.*))?$/.exec(line)
-  if (!m) return { tag, record: { log: line, kubernetes: meta, parse_error: true } }
-  return {
-    tag,
-    record: { time: m[1], stream: m[2], logtag: m[3], log: m[4] ?? "", kubernetes: meta },
-    ts: parseRfc3339Nanos(m[1]!),
-  }
-}

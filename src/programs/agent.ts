@@ -72,13 +72,21 @@ const agent = Command.make("agent", options, (cli) =>
       Effect.option,
     )
     if (Option.isNone(settings)) return
-    return yield* Layer.launch(CollectLive(settings.value))
+    return yield* Layer.launch(CollectLive(settings.value)).pipe(
+      Effect.catchTag("BufferLocked", (e) =>
+        Effect.sync(() => {
+          process.stderr.write(`spillway-agent: ${e.message}\n`)
+          process.exitCode = 2
+        }),
+      ),
+    )
   }),
 ).pipe(
   Command.withDescription(
     "Spillway agent: inputs -> disk buffer -> ingester (gRPC, TLS, JWT). Environment: ACCESS_KEY, ACCESS_TOKEN or " +
       "ACCESS_TOKEN_FILE, SPILLWAY_* for every option; tuning: SPILLWAY_BATCH_MAX_EVENTS, SPILLWAY_BATCH_MAX_BYTES, " +
-      "SPILLWAY_BATCH_LINGER_MS, SPILLWAY_INFLIGHT, SPILLWAY_CONFIG_REFRESH_SECONDS, SPILLWAY_ACK_TIMEOUT_SECONDS, " +
+      "SPILLWAY_BATCH_LINGER_MS, SPILLWAY_INFLIGHT, SPILLWAY_MAX_MESSAGE_BYTES, SPILLWAY_CONFIG_REFRESH_SECONDS, " +
+      "SPILLWAY_ACK_TIMEOUT_SECONDS, " +
       "SPILLWAY_SHUTDOWN_GRACE_SECONDS, SPILLWAY_POLL_MS, SPILLWAY_RETRY_BASE_MS, SPILLWAY_RETRY_CAP_MS, " +
       "SPILLWAY_AUTH_RETRY_MS, SPILLWAY_AGENT_ID, SPILLWAY_AGENT_METRICS_HOST, SPILLWAY_LOG_LEVEL.",
   ),

@@ -81,12 +81,12 @@ const expectOnce = (ingester: FakeIngester, expected: ReadonlyArray<string>, pre
   expect(got.length).toBe(expected.length)
 }
 
-/** Polls agent_buffer_events for up to 5 s until it is 0; returns the last value seen. */
+/** Polls spillway_agent_buffer_events for up to 5 s until it is 0; returns the last value seen. */
 const bufferEmptied = async (agent: { metric: (name: string) => Promise<number> }): Promise<number> => {
-  let n = await agent.metric("agent_buffer_events")
+  let n = await agent.metric("spillway_agent_buffer_events")
   for (let i = 0; i < 50 && n !== 0; i++) {
     await new Promise((r) => setTimeout(r, 100))
-    n = await agent.metric("agent_buffer_events")
+    n = await agent.metric("spillway_agent_buffer_events")
   }
   return n
 }
@@ -161,8 +161,8 @@ describe("agent end to end (fake ingester, TLS)", () => {
     await ingester.stop()
     write(file, lines("d", 50, 1050))
     await sleep(2500)
-    expect(await agent.metric("agent_buffer_events")).toBe(1000)
-    expect(await agent.metric("agent_retries_total")).toBeGreaterThan(0)
+    expect(await agent.metric("spillway_agent_buffer_events")).toBe(1000)
+    expect(await agent.metric("spillway_agent_retries_total")).toBeGreaterThan(0)
     expect(ingester.logs().length).toBe(50)
     // SIGTERM while the ingester is down: it tries for the grace (2 s here), exits 0, keeps the rest on disk
     const t0 = Date.now()
@@ -226,14 +226,14 @@ describe("agent end to end (fake ingester, TLS)", () => {
     write(file, lines("f", 0, total))
     await agent.waitForOutput(/disk buffer full/)
     await sleep(1000)
-    const read1 = await agent.metric("agent_events_read_total", { input: "tail" })
+    const read1 = await agent.metric("spillway_agent_events_read_total", { input: "tail" })
     await sleep(1000)
-    const read2 = await agent.metric("agent_events_read_total", { input: "tail" })
-    const bytes = await agent.metric("agent_buffer_bytes")
+    const read2 = await agent.metric("spillway_agent_events_read_total", { input: "tail" })
+    const bytes = await agent.metric("spillway_agent_buffer_bytes")
     expect(read1).toBeLessThan(total / 4)
     expect(read2).toBe(read1) // paused
     expect(bytes).toBeLessThanOrEqual(max)
-    expect(await agent.metric("agent_buffer_full_waits_total")).toBeGreaterThan(0)
+    expect(await agent.metric("spillway_agent_buffer_full_waits_total")).toBeGreaterThan(0)
     await ingester.start()
     await ingester.waitFor(() => new Set(ingester.logs()).size >= total, 40_000, `all ${total}`)
     await sleep(300)
@@ -254,7 +254,7 @@ describe("agent end to end (fake ingester, TLS)", () => {
     await agent.waitForOutput(/UNAUTHENTICATED/)
     await sleep(1000)
     expect(ingester.logs().length).toBe(100)
-    expect(await agent.metric("agent_auth_failures_total")).toBeGreaterThan(0)
+    expect(await agent.metric("spillway_agent_auth_failures_total")).toBeGreaterThan(0)
     writeFileSync(tokenFile, "fresh-token\n")
     await ingester.waitFor(() => ingester.logs().length >= 300, 20_000, "all 300 after the new token")
     await sleep(300)
@@ -281,7 +281,7 @@ describe("agent end to end (fake ingester, TLS)", () => {
     await ingester.waitFor(() => ingester.logs().length >= 20, 15_000, "next 10")
     await sleep(300)
     expect(ingester.logs()).not.toContain("poison-1")
-    expect(await agent.metric("agent_events_rejected_total")).toBe(1)
+    expect(await agent.metric("spillway_agent_events_rejected_total")).toBe(1)
     const rejected = readdirSync(join(dir, "buffer", "rejected"))
     expect(rejected.length).toBe(1)
     const saved = JSON.parse(readFileSync(join(dir, "buffer", "rejected", rejected[0]!), "utf8"))
@@ -298,6 +298,30 @@ describe("agent end to end (fake ingester, TLS)", () => {
     expect(await agent.stop()).toBe(0)
     expectOnce(ingester, lines("s", 0, 30), "s")
     expect(agent.output()).toMatch(/shutting down: sending what is buffered/)
+  }, 30_000)
+
+  it("a second agent on the same buffer folder refuses with a clear error (exit 2); the first goes on", async () => {
+    const { dir, logs, tokenFile, ingester } = await setup()
+    const second = startAgent({
+      ingester: ingester.address,
+      caCert,
+      tokenFile,
+      bufferDir: join(dir, "buffer"),
+      tail: [join(logs, "*.log")],
+    })
+    await expect(second).rejects.toThrow(/exited with 2[\s\S]*in use by another agent \(pid \d+\)/)
+    write(join(logs, "app.log"), lines("lk", 0, 10))
+    await ingester.waitFor(() => ingester.logs().length >= 10, 15_000, "10 lines from the first agent")
+    expectOnce(ingester, lines("lk", 0, 10), "lk")
+  }, 30_000)
+
+  it("--ingester as an IP address without --server-name: TLS verified against the IP, no DEP0123 warning", async () => {
+    const { logs, ingester, agent } = await setup()
+    expect(ingester.address).toMatch(/^127\.0\.0\.1:/)
+    write(join(logs, "app.log"), lines("ip", 0, 20))
+    await ingester.waitFor(() => ingester.logs().length >= 20, 15_000, "20 lines")
+    expectOnce(ingester, lines("ip", 0, 20), "ip")
+    expect(agent.output()).not.toMatch(/DEP0123|ServerName to an IP/)
   }, 30_000)
 })
 
@@ -383,9 +407,9 @@ describe("agent inputs (child process)", () => {
     agent.child().stdin!.write(`${lines("q", 0, total).join("\n")}\n`)
     await agent.waitForOutput(/disk buffer full/)
     await sleep(1000)
-    const read1 = await agent.metric("agent_events_read_total", { input: "stdin" })
+    const read1 = await agent.metric("spillway_agent_events_read_total", { input: "stdin" })
     await sleep(1000)
-    expect(await agent.metric("agent_events_read_total", { input: "stdin" })).toBe(read1)
+    expect(await agent.metric("spillway_agent_events_read_total", { input: "stdin" })).toBe(read1)
     expect(read1).toBeLessThan(total / 4)
     await ingester.start()
     await ingester.waitFor(() => ingester.logs().length >= total, 40_000, `all ${total}`)
@@ -486,8 +510,8 @@ describe("agent inputs (child process)", () => {
     await ingester.waitFor(() => ingester.batchesSeen >= 4, 10_000, "4 batches")
     await sleep(700)
     expect(ingester.batchesSeen).toBe(4)
-    expect(await agent.metric("agent_inflight_batches")).toBe(4)
-    expect(await agent.metric("agent_events_sent_total")).toBe(40)
+    expect(await agent.metric("spillway_agent_inflight_batches")).toBe(4)
+    expect(await agent.metric("spillway_agent_events_sent_total")).toBe(40)
     ingester.releaseAcks()
     await ingester.waitFor(() => ingester.logs().length >= 100, 15_000, "all 100")
     await sleep(300)

@@ -1,21 +1,22 @@
 /** Unit tests of the agent's parts: disk buffer, batching, line splitting, parsers, metrics records, settings. */
-import { mkdtempSync, rmSync } from "node:fs"
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { Effect, Either, Option } from "effect"
-import { afterAll, describe, expect, it } from "vitest"
+import { afterAll, describe, expect, it } from "@effect/vitest"
+import { ConfigProvider, Effect, Either, Option } from "effect"
 import { type BatchLimits, isPermanentRejection, planBatch } from "../../src/agent/Batching.js"
 import { type BufferedRow, BufferStore, type NewRecord, rowBytes } from "../../src/agent/BufferStore.js"
 import { cpuRecord, memRecord, netifRecords, parseNetDev, parseProcStat } from "../../src/agent/MetricsInput.js"
-import { classify } from "../../src/agent/Sender.js"
-import { type CliValues, decodeAgentFile, resolveSettings } from "../../src/agent/Settings.js"
 import {
   dockerParser,
   kubernetesFileMeta,
   kubernetesParser,
   parseRfc3339Nanos,
   splitLines,
-} from "../../src/agent/Tail.js"
+} from "../../src/agent/Parsers.js"
+import { classify } from "../../src/agent/Sender.js"
+import { type CliValues, decodeAgentFile, resolveSettings } from "../../src/agent/Settings.js"
+import { channelSettings, hostOf, IP_SNI_PLACEHOLDER } from "../../src/agent/sender/Connection.js"
 
 const root = mkdtempSync(join(tmpdir(), "spillway-agent-unit-"))
 afterAll(() => rmSync(root, { recursive: true, force: true }))
@@ -144,10 +145,50 @@ describe("gRPC error classification", () => {
     expect(kind(4)).toBe("timeout")
     expect(kind(14)).toBe("unavailable")
     expect(kind(8)).toBe("unavailable")
+    expect(kind(12)).toBe("unimplemented") // SendEventBatches on the proof of concept's ingester
     expect(classify(new Error("socket hang up"), "call").kind).toBe("unavailable")
     expect(classify({ code: 16, details: "expired" }, "ExchangeConfig").detail).toBe(
       "ExchangeConfig: UNAUTHENTICATED (expired)",
     )
+  })
+})
+
+describe("TLS settings for the ingester's address", () => {
+  it("hostOf: names, IPv4, [IPv6]", () => {
+    expect(hostOf("ingest.example.com:7777")).toBe("ingest.example.com")
+    expect(hostOf("10.0.0.5:7777")).toBe("10.0.0.5")
+    expect(hostOf("[::1]:7777")).toBe("::1")
+    expect(hostOf("ingest")).toBe("ingest")
+  })
+  it("an IP without --server-name: the reserved SNI placeholder, the certificate checked against the IP", () => {
+    const byIp = channelSettings({
+      address: "127.0.0.1:7777",
+      caCert: undefined,
+      insecure: false,
+      serverName: undefined,
+    })
+    expect(byIp.channelOptions["grpc.ssl_target_name_override"]).toBe(IP_SNI_PLACEHOLDER)
+    const byName = channelSettings({
+      address: "localhost:7777",
+      caCert: undefined,
+      insecure: false,
+      serverName: undefined,
+    })
+    expect(byName.channelOptions["grpc.ssl_target_name_override"]).toBeUndefined()
+    const named = channelSettings({
+      address: "127.0.0.1:7777",
+      caCert: undefined,
+      insecure: false,
+      serverName: "ingest",
+    })
+    expect(named.channelOptions["grpc.ssl_target_name_override"]).toBe("ingest")
+    const ipName = channelSettings({
+      address: "ingest:7777",
+      caCert: undefined,
+      insecure: false,
+      serverName: "10.1.2.3",
+    })
+    expect(ipName.channelOptions["grpc.ssl_target_name_override"]).toBe(IP_SNI_PLACEHOLDER)
   })
 })
 
@@ -270,35 +311,42 @@ describe("metrics records (proof of concept shapes)", () => {
 })
 
 describe("agent settings and config file", () => {
-  const decode = (text: string) => Effect.runSync(Effect.either(decodeAgentFile("agent.json", text)))
-  it("decodes a config file with inputs", () => {
-    const r = decode(
-      JSON.stringify({
-        ingester: "ingest:7777",
-        inputs: [
-          { type: "tail", paths: ["/var/log/*.log"] },
-          { type: "docker" },
-          { type: "kubernetes", path: "/logs" },
-          { type: "metrics", interval: 5 },
-          { type: "stdin" },
-        ],
-      }),
-    )
-    expect(Either.isRight(r)).toBe(true)
-  })
-  it("errors name the file and the field", () => {
-    const r = decode(
-      JSON.stringify({ inputs: [{ type: "tail", paths: [] }, { type: "tial" }], batch: { maxEvents: -1 }, bogus: 1 }),
-    )
-    expect(Either.isLeft(r)).toBe(true)
-    const msg = Either.isLeft(r) ? r.left.message : ""
-    expect(msg).toMatch(/^agent\.json: /)
-    expect(msg).toContain("inputs[0].paths")
-    expect(msg).toContain("inputs[1].type")
-    expect(msg).toContain("batch.maxEvents: Expected a positive number, actual -1")
-    expect(msg).toContain("bogus: is unexpected")
-    expect(Either.isLeft(decode("{not json"))).toBe(true)
-  })
+  const decode = (text: string) => Effect.either(decodeAgentFile("agent.json", text))
+  /** Settings from the flags and the given environment only (not the caller's). */
+  const resolveWith = (values: CliValues, env: ReadonlyArray<readonly [string, string]> = []) =>
+    resolveSettings(values).pipe(Effect.withConfigProvider(ConfigProvider.fromMap(new Map(env))))
+  it.effect("decodes a config file with inputs", () =>
+    Effect.gen(function* () {
+      const r = yield* decode(
+        JSON.stringify({
+          ingester: "ingest:7777",
+          inputs: [
+            { type: "tail", paths: ["/var/log/*.log"] },
+            { type: "docker" },
+            { type: "kubernetes", path: "/logs" },
+            { type: "metrics", interval: 5 },
+            { type: "stdin" },
+          ],
+        }),
+      )
+      expect(Either.isRight(r)).toBe(true)
+    }),
+  )
+  it.effect("errors name the file and the field", () =>
+    Effect.gen(function* () {
+      const r = yield* decode(
+        JSON.stringify({ inputs: [{ type: "tail", paths: [] }, { type: "tial" }], batch: { maxEvents: -1 }, bogus: 1 }),
+      )
+      expect(Either.isLeft(r)).toBe(true)
+      const msg = Either.isLeft(r) ? r.left.message : ""
+      expect(msg).toMatch(/^agent\.json: /)
+      expect(msg).toContain("inputs[0].paths")
+      expect(msg).toContain("inputs[1].type")
+      expect(msg).toContain("batch.maxEvents: Expected a positive number, actual -1")
+      expect(msg).toContain("bogus: is unexpected")
+      expect(Either.isLeft(yield* decode("{not json"))).toBe(true)
+    }),
+  )
 
   const cli: CliValues = {
     ingester: Option.none(),
@@ -315,35 +363,41 @@ describe("agent settings and config file", () => {
     insecure: false,
     serverName: Option.none(),
   }
-  it("flags win over the config file; inputs from both; a token is required", async () => {
-    const { writeFileSync } = await import("node:fs")
-    const file = join(root, "agent.json")
-    writeFileSync(
-      file,
-      JSON.stringify({
-        ingester: "file:1",
-        bufferDir: "/b",
-        tokenFile: "/t",
-        inputs: [{ type: "metrics", interval: 30 }],
-      }),
-    )
-    const s = await Effect.runPromise(
-      resolveSettings({
+  it.effect("flags win over the config file; inputs from both; a token is required", () =>
+    Effect.gen(function* () {
+      const file = join(root, "agent.json")
+      writeFileSync(
+        file,
+        JSON.stringify({
+          ingester: "file:1",
+          bufferDir: "/b",
+          tokenFile: "/t",
+          inputs: [{ type: "metrics", interval: 30 }],
+        }),
+      )
+      const s = yield* resolveWith({
         ...cli,
         config: Option.some(file),
         ingester: Option.some("flag:2"),
         tail: ["/x/*.log"],
         metricsInterval: Option.some(3),
-      }),
-    )
-    expect(s.address).toBe("flag:2")
-    expect(s.bufferDir).toBe("/b")
-    expect(s.token).toEqual({ _tag: "file", path: "/t" })
-    expect(s.inputs).toEqual([
-      { type: "metrics", interval: 3 },
-      { type: "tail", paths: ["/x/*.log"] },
-    ])
-    const noToken = await Effect.runPromise(Effect.either(resolveSettings({ ...cli, tail: ["/x"] })))
-    expect(Either.isLeft(noToken) && noToken.left._tag === "SettingsError" && noToken.left.detail).toMatch(/token/)
-  })
+      })
+      expect(s.address).toBe("flag:2")
+      expect(s.bufferDir).toBe("/b")
+      expect(s.token).toEqual({ _tag: "file", path: "/t" })
+      expect(s.inputs).toEqual([
+        { type: "metrics", interval: 3 },
+        { type: "tail", paths: ["/x/*.log"] },
+      ])
+      const noToken = yield* Effect.either(resolveWith({ ...cli, tail: ["/x"] }))
+      expect(Either.isLeft(noToken) && noToken.left._tag === "SettingsError" && noToken.left.detail).toMatch(/token/)
+    }),
+  )
+  it.effect("the ingester's message limit: 8 MiB by default, SPILLWAY_MAX_MESSAGE_BYTES overrides", () =>
+    Effect.gen(function* () {
+      const base = { ...cli, tail: ["/x"], tokenFile: Option.some("/t") }
+      expect((yield* resolveWith(base)).maxMessageBytes).toBe(8 * 1024 * 1024)
+      expect((yield* resolveWith(base, [["SPILLWAY_MAX_MESSAGE_BYTES", "4194304"]])).maxMessageBytes).toBe(4194304)
+    }),
+  )
 })

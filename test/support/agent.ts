@@ -3,7 +3,7 @@
  * for end-to-end tests. Fast test timings are set through SPILLWAY_* variables (override with `env`).
  *
  *   const agent = await startAgent({ ingester: "127.0.0.1:7777", caCert, tokenFile, bufferDir, tail: ["/tmp/x/*.log"] })
- *   await agent.metric("agent_events_acked_total")   // reads /metrics
+ *   await agent.metric("spillway_agent_events_acked_total")   // reads /metrics
  *   await agent.kill("SIGKILL"); await agent.restart() // same options, same buffer
  *   await agent.stop()                                 // SIGTERM, waits for the exit
  */

@@ -1,6 +1,8 @@
 /**
  * An in-test ingester: a grpc-js server over real TLS (testCerts()) implementing EventService's
- * ExchangeConfig and SendEventBatches. It acks each batch (unless told to hold acks), can go down
+ * ExchangeConfig, SendEventBatches and the proof of concept's SendEvent (one EResponse per client stream).
+ * With `batchRpc = false` it serves only ExchangeConfig and SendEvent, like the proof of concept's ingester
+ * (SendEventBatches then answers UNIMPLEMENTED). It acks each batch (unless told to hold acks), can go down
  * and come back on the same port, refuse tokens (UNAUTHENTICATED), reject batches (BatchAck
  * FAILURE with a code) and records every event it acknowledged, decrypted.
  */
@@ -8,7 +10,7 @@ import { readFileSync } from "node:fs"
 import * as grpc from "@grpc/grpc-js"
 import { encryptionKeyBytes } from "../../src/domain/Tenant.js"
 import { openHex } from "../../src/shared/Crypto.js"
-import { EventServiceDefinition, type WireBatchAck, type WireConfig } from "../../src/wire/Wire.js"
+import { EventServiceDefinition, type WireBatchAck, type WireConfig, type WireEResponse } from "../../src/wire/Wire.js"
 import { testCerts } from "./certs.js"
 
 export interface ReceivedEvent {
@@ -33,6 +35,10 @@ export interface FakeIngesterOptions {
   /** Accepted bearer tokens; undefined accepts any non-empty token. */
   readonly tokens?: ReadonlyArray<string>
   readonly port?: number
+  /** false: no SendEventBatches (UNIMPLEMENTED), as the proof of concept's ingester. Default true. */
+  readonly batchRpc?: boolean
+  /** grpc.max_receive_message_length (grpc-js's default is 4 MiB; the real ingester's 8 MiB). */
+  readonly maxMessageBytes?: number
 }
 
 interface WireEventIn {
@@ -67,6 +73,13 @@ export class FakeIngester {
   rejectBatch: (events: ReadonlyArray<WireEventIn>) => { code: number; detail: string } | undefined = () => undefined
   /** While true, batches are read but not acknowledged. */
   holdAcks = false
+  /** Serve SendEventBatches (read at each start). */
+  batchRpc: boolean
+  /** SendEvent streams seen (answered or not). */
+  streamsSeen = 0
+  /** The EResponse status of a SendEvent stream (its events are recorded only on SUCCESS). */
+  streamStatus: (events: ReadonlyArray<WireEventIn>) => "SUCCESS" | "FAILURE" = () => "SUCCESS"
+  private readonly maxMessageBytes: number | undefined
   private server: grpc.Server | undefined
   private readonly held: Array<() => void> = []
   private readonly keys: Array<Uint8Array> = []
@@ -79,6 +92,8 @@ export class FakeIngester {
     }
     this.tokens = options.tokens ? new Set(options.tokens) : undefined
     this.port = options.port ?? 0
+    this.batchRpc = options.batchRpc ?? true
+    this.maxMessageBytes = options.maxMessageBytes
   }
 
   get address(): string {
@@ -184,6 +199,20 @@ export class FakeIngester {
         call.on("end", () => call.end())
         call.on("error", () => undefined)
       },
+      SendEvent: (call: grpc.ServerReadableStream<unknown, WireEResponse>, cb: grpc.sendUnaryData<WireEResponse>) => {
+        if (down()) return cb({ code: grpc.status.UNAVAILABLE, details: "down" })
+        if (!this.authorized(call.metadata)) return cb({ code: grpc.status.UNAUTHENTICATED, details: "expired" })
+        this.streamsSeen++
+        const events: Array<WireEventIn> = []
+        call.on("data", (raw: unknown) => events.push(raw as WireEventIn))
+        call.on("error", () => undefined)
+        call.on("end", () => {
+          if (down()) return cb({ code: grpc.status.UNAVAILABLE, details: "down" })
+          const status = this.streamStatus(events)
+          if (status === "SUCCESS") for (const e of events) this.received.push(this.decode(e))
+          cb(null, { status })
+        })
+      },
     }
   }
 
@@ -191,9 +220,12 @@ export class FakeIngester {
   async start(): Promise<void> {
     if (this.server) return
     const certs = await testCerts()
-    const server = new grpc.Server()
+    const server = new grpc.Server(
+      this.maxMessageBytes === undefined ? {} : { "grpc.max_receive_message_length": this.maxMessageBytes },
+    )
     const gen = ++this.generation
-    server.addService(EventServiceDefinition, this.handlers(gen))
+    const { SendEventBatches, ...legacy } = EventServiceDefinition
+    server.addService(this.batchRpc ? EventServiceDefinition : legacy, this.handlers(gen))
     const creds = grpc.ServerCredentials.createSsl(null, [
       { cert_chain: readFileSync(certs.serverCert), private_key: readFileSync(certs.serverKey) },
     ])
