@@ -1,0 +1,165 @@
+/**
+ * `s3` targets (AWS S3 and S3-compatible stores: MinIO, IBM COS, Ceph, R2). One batch is one object:
+ * NDJSON, gzip by default, under a key that is a pure function of its contents (S3Object.ts), so a
+ * replay of the batch overwrites the same key instead of adding an object. Objects up to
+ * `partSizeBytes` go up with one PutObject, larger ones as a multipart upload (lib-storage `Upload`,
+ * two parts in flight, aborted on failure). The SDK does not retry (`maxAttempts: 1`): the router
+ * retries on the shared Schedule. See docs/destinations.md.
+ */
+import { promisify } from "node:util"
+import { gzip as gzipCallback } from "node:zlib"
+import { PutObjectCommand, S3Client, type S3ClientConfig } from "@aws-sdk/client-s3"
+import { Upload } from "@aws-sdk/lib-storage"
+import { Effect, type Scope } from "effect"
+import { DestinationError } from "../../domain/Errors.js"
+import { type S3Target, targetName } from "../../domain/Tenant.js"
+import { allDelivered, type DeliveryBatch, type Destination } from "./Delivery.js"
+import { classifyS3Error, ndjson, objectKey } from "./S3Object.js"
+import { envValue, iniProfile, readSmallFile } from "./Secrets.js"
+
+const gzipAsync = promisify(gzipCallback)
+
+type Credentials = { accessKeyId: string; secretAccessKey: string; sessionToken?: string }
+
+/** The target's credentials: undefined for the SDK's default chain, else the keys its reference names. */
+export const resolveS3Credentials = (
+  target: S3Target,
+  env: NodeJS.ProcessEnv = process.env,
+): Effect.Effect<Credentials | undefined, DestinationError> => {
+  const name = targetName(target)
+  const refused = (detail: string) => new DestinationError({ target: name, retryable: false, detail })
+  const c = target.s3.credentials
+  if (c.from === "default") return Effect.succeed(undefined)
+  if (c.from === "env") {
+    const accessKeyId = envValue(env, c.accessKeyIdEnv)
+    const secretAccessKey = envValue(env, c.secretAccessKeyEnv)
+    const sessionToken = envValue(env, c.sessionTokenEnv)
+    if (accessKeyId === undefined || secretAccessKey === undefined)
+      return Effect.fail(refused(`environment variables ${c.accessKeyIdEnv} and ${c.secretAccessKeyEnv} must be set`))
+    return Effect.succeed(
+      sessionToken === undefined ? { accessKeyId, secretAccessKey } : { accessKeyId, secretAccessKey, sessionToken },
+    )
+  }
+  return readSmallFile(name, c.path).pipe(
+    Effect.flatMap((text) => {
+      const p = iniProfile(text, c.profile)
+      const accessKeyId = p?.aws_access_key_id
+      const secretAccessKey = p?.aws_secret_access_key
+      if (accessKeyId === undefined || secretAccessKey === undefined || accessKeyId === "" || secretAccessKey === "")
+        return Effect.fail(
+          refused(`${c.path} has no profile ${c.profile} with aws_access_key_id and aws_secret_access_key`),
+        )
+      const sessionToken = p?.aws_session_token
+      return Effect.succeed(
+        sessionToken === undefined || sessionToken === ""
+          ? { accessKeyId, secretAccessKey }
+          : { accessKeyId, secretAccessKey, sessionToken },
+      )
+    }),
+  )
+}
+
+/** Pure: the client settings of a target. */
+export const s3ClientConfig = (target: S3Target, credentials: Credentials | undefined): S3ClientConfig => {
+  const t = target.s3
+  // S3-compatible stores often refuse the flexible checksums that AWS accepts: send them only when required there.
+  const checksums = t.endpoint === undefined ? "WHEN_SUPPORTED" : "WHEN_REQUIRED"
+  return {
+    region: t.region,
+    forcePathStyle: t.forcePathStyle,
+    maxAttempts: 1,
+    requestChecksumCalculation: checksums,
+    responseChecksumValidation: checksums,
+    requestHandler: { connectionTimeout: Math.min(10_000, t.timeoutMs), requestTimeout: t.timeoutMs },
+    ...(t.endpoint === undefined ? {} : { endpoint: t.endpoint }),
+    ...(credentials === undefined ? {} : { credentials }),
+  }
+}
+
+/**
+ * Builds an `s3` target: resolves its credentials (fails, not retryable, when the reference is unusable)
+ * and makes a client that lives as long as the scope.
+ */
+export const makeS3Destination = (
+  target: S3Target,
+  env: NodeJS.ProcessEnv = process.env,
+): Effect.Effect<Destination, DestinationError, Scope.Scope> =>
+  Effect.gen(function* () {
+    const name = targetName(target)
+    const t = target.s3
+    const credentials = yield* resolveS3Credentials(target, env)
+    const client = yield* Effect.acquireRelease(
+      Effect.sync(() => new S3Client(s3ClientConfig(target, credentials))),
+      (c) => Effect.sync(() => c.destroy()),
+    )
+    const failed = (cause: unknown) => {
+      const c = classifyS3Error(t.bucket, cause)
+      return new DestinationError({ target: name, retryable: c.retryable, detail: c.detail, cause })
+    }
+
+    const put = (key: string, body: Buffer) =>
+      Effect.tryPromise({
+        try: (signal) =>
+          client.send(
+            new PutObjectCommand({
+              Bucket: t.bucket,
+              Key: key,
+              Body: body,
+              ContentLength: body.length,
+              ContentType: "application/x-ndjson",
+              ...(t.gzip ? { ContentEncoding: "gzip" } : {}),
+            }),
+            { abortSignal: signal },
+          ),
+        catch: failed,
+      })
+
+    const multipart = (key: string, body: Buffer) =>
+      Effect.tryPromise({
+        try: (signal) => {
+          const abortController = new AbortController()
+          signal.addEventListener("abort", () => abortController.abort(), { once: true })
+          return new Upload({
+            client,
+            params: {
+              Bucket: t.bucket,
+              Key: key,
+              Body: body,
+              ContentType: "application/x-ndjson",
+              ...(t.gzip ? { ContentEncoding: "gzip" } : {}),
+            },
+            partSize: t.partSizeBytes,
+            queueSize: 2,
+            leavePartsOnError: false,
+            abortController,
+          }).done()
+        },
+        catch: failed,
+      })
+
+    const deliver = Effect.fn("S3.deliver")(function* (batch: DeliveryBatch) {
+      if (batch.lines.length !== batch.events.length)
+        return yield* Effect.dieMessage("a DeliveryBatch needs one event per line")
+      if (batch.lines.length === 0) return allDelivered
+      const key = objectKey(t.prefix, batch, t.gzip)
+      const plain = ndjson(batch.lines)
+      const body = t.gzip
+        ? yield* Effect.tryPromise({
+            try: () => gzipAsync(plain),
+            catch: (cause) => new DestinationError({ target: name, retryable: true, detail: "gzip failed", cause }),
+          })
+        : plain
+      const parts = Math.ceil(body.length / t.partSizeBytes)
+      yield* Effect.annotateCurrentSpan({ key, bytes: body.length, parts })
+      yield* (parts <= 1 ? put(key, body) : multipart(key, body)).pipe(
+        Effect.timeoutFail({
+          duration: t.timeoutMs * Math.max(1, parts),
+          onTimeout: () =>
+            new DestinationError({ target: name, retryable: true, detail: `bucket ${t.bucket}: no answer in time` }),
+        }),
+      )
+      return allDelivered
+    })
+
+    return { name, limits: t.batch, deliver } satisfies Destination
+  })
