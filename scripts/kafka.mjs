@@ -61,7 +61,9 @@ const defaultLog = (msg) => process.stderr.write(`[kafka] ${msg}\n`)
 
 /** Paths and ports of one broker instance. Options override the environment (a test may run a private broker). */
 export function resolveInstance(opts = {}) {
-  const home = path.resolve(opts.home ?? CACHE_DIR)
+  // The real path: a checkout whose .cache is a link to another's must recognise that checkout's broker.
+  const wanted = path.resolve(opts.home ?? CACHE_DIR)
+  const home = fs.existsSync(wanted) ? fs.realpathSync(wanted) : wanted
   const port = opts.port ?? KAFKA_PORT
   const controllerPort = opts.controllerPort ?? KAFKA_CONTROLLER_PORT
   if (port === controllerPort) throw new Error(`broker port and controller port are both ${port}`)
