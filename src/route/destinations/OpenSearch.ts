@@ -63,6 +63,16 @@ export const authorizationOf = (
   return resolveSecret(name, auth.apiKey, env).pipe(Effect.map((key) => Redacted.make(`ApiKey ${Redacted.value(key)}`)))
 }
 
+/** Pure: a network error's code (`ECONNREFUSED`, fetch puts it in `cause`), else the error's name. */
+export const networkCode = (e: unknown): string => {
+  for (let x: unknown = e, depth = 0; typeof x === "object" && x !== null && depth < 4; depth++) {
+    const code = (x as { code?: unknown }).code
+    if (typeof code === "string" && /^[A-Z][A-Z0-9_]{1,40}$/.test(code)) return code
+    x = (x as { cause?: unknown }).cause
+  }
+  return e instanceof Error ? boundedReason(e.name, 60) : "error"
+}
+
 type Answer =
   | { readonly _tag: "Items"; readonly text: string }
   | { readonly _tag: "Status"; readonly status: number; readonly text: string | undefined }
@@ -127,7 +137,7 @@ export const makeOpenSearchDestination = (
           new DestinationError({
             target: name,
             retryable: true,
-            detail: `opensearch unreachable: ${cause instanceof Error ? boundedReason(cause.name, 60) : "error"}`,
+            detail: `opensearch unreachable: ${networkCode(cause)}`,
             cause,
           }),
       }).pipe(

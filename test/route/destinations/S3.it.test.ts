@@ -16,7 +16,7 @@ import { Effect, Either, Schema, type Scope } from "effect"
 import { S3Target } from "../../../src/domain/Tenant.js"
 import type { Destination } from "../../../src/route/destinations/Delivery.js"
 import { makeS3Destination } from "../../../src/route/destinations/S3.js"
-import { makeBatch, restart, runId, stopServer, useServer } from "./support.js"
+import { makeBatch, paddedMessage, reportThroughput, restart, runId, stopServer, useServer } from "./support.js"
 
 const env = { SPILLWAY_IT_KEY: "test", SPILLWAY_IT_SECRET: "test" }
 const run = runId()
@@ -77,7 +77,7 @@ afterAll(async () => {
 })
 
 describe("s3 target (real S3-compatible server)", () => {
-  it.scoped("N events of two tenants land as exactly N lines each under their prefix, as given", () =>
+  it.scopedLive("N events of two tenants land as exactly N lines each under their prefix, as given", () =>
     Effect.gen(function* () {
       const d = yield* build()
       const sent = new Map<string, Array<string>>()
@@ -113,7 +113,7 @@ describe("s3 target (real S3-compatible server)", () => {
     }),
   )
 
-  it.scoped("a replay of a batch writes the same single key again (no second object)", () =>
+  it.scopedLive("a replay of a batch writes the same single key again (no second object)", () =>
     Effect.gen(function* () {
       const d = yield* build({ prefix: "replay/" })
       const b = makeBatch({ userId: "tenant-r", partition: 2, firstOffset: 1000, count: 300 })
@@ -127,7 +127,7 @@ describe("s3 target (real S3-compatible server)", () => {
     }),
   )
 
-  it.scoped("an object larger than partSizeBytes goes up as a multipart upload and reads back whole", () =>
+  it.scopedLive("an object larger than partSizeBytes goes up as a multipart upload and reads back whole", () =>
     Effect.gen(function* () {
       const d = yield* build({ prefix: "multipart", partSizeBytes: 5 * 1024 * 1024 })
       // random hex compresses to about half: ~13 MiB of lines make a ~7 MiB object, two parts
@@ -147,7 +147,7 @@ describe("s3 target (real S3-compatible server)", () => {
     }),
   )
 
-  it.scoped("gzip off writes plain NDJSON under .ndjson", () =>
+  it.scopedLive("gzip off writes plain NDJSON under .ndjson", () =>
     Effect.gen(function* () {
       const d = yield* build({ prefix: "plain", gzip: false })
       const b = makeBatch({ userId: "tenant-p", firstOffset: 5, count: 3 })
@@ -159,7 +159,7 @@ describe("s3 target (real S3-compatible server)", () => {
     }),
   )
 
-  it.scoped("a missing bucket is a permanent failure that names the bucket", () =>
+  it.scopedLive("a missing bucket is a permanent failure that names the bucket", () =>
     Effect.gen(function* () {
       const d = yield* build({ bucket: `missing-${run}` })
       const e = yield* Effect.flip(d.deliver(makeBatch({ userId: "tenant-x", firstOffset: 0, count: 2 })))
@@ -169,7 +169,7 @@ describe("s3 target (real S3-compatible server)", () => {
     }),
   )
 
-  it.scoped("the server stopped: a retryable failure; once it is back (bucket made again), the batch lands", () =>
+  it.scopedLive("the server stopped: a retryable failure; once it is back (bucket made again), the batch lands", () =>
     Effect.gen(function* () {
       const d = yield* build({ prefix: "outage" })
       const b = makeBatch({ userId: "tenant-o", firstOffset: 0, count: 50 })
@@ -183,6 +183,22 @@ describe("s3 target (real S3-compatible server)", () => {
       const keys = yield* keysUnder("outage/")
       assert.strictEqual(keys.length, 1)
       assert.deepStrictEqual(yield* linesOf(keys[0]!), [...b.lines])
+    }),
+  )
+
+  it.scopedLive("20 000 events in 4 objects of 5 000 (measured)", () =>
+    Effect.gen(function* () {
+      const d = yield* build({ prefix: "throughput" })
+      const batches = [0, 1, 2, 3].map((k) =>
+        makeBatch({ userId: "tenant-t", firstOffset: k * 5000, count: 5000, message: paddedMessage(300) }),
+      )
+      const bytes = batches.reduce((n, b) => n + b.lines.reduce((m, l) => m + l.length + 1, 0), 0)
+      const t0 = performance.now()
+      for (const b of batches) yield* d.deliver(b)
+      reportThroughput("s3 (moto), gzip", 20_000, bytes, performance.now() - t0)
+      const keys = yield* keysUnder("throughput/")
+      assert.strictEqual(keys.length, 4)
+      assert.strictEqual((yield* Effect.forEach(keys, linesOf)).flat().length, 20_000)
     }),
   )
 })

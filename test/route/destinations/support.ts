@@ -82,3 +82,16 @@ export const makeBatch = (spec: BatchSpec): DeliveryBatch => {
     events,
   }
 }
+
+/** A message of about `bytes` bytes of text, different per event. */
+export const paddedMessage =
+  (bytes: number) =>
+  (i: number): unknown => ({ level: "info", n: i, msg: `request ${i} served `.padEnd(bytes, "abcdefghij") })
+
+/** Prints a throughput line (events/s, MB/s of NDJSON) for the report. */
+export const reportThroughput = (what: string, events: number, bytes: number, ms: number): void => {
+  console.log(
+    `[throughput] ${what}: ${events} events, ${(bytes / 1e6).toFixed(1)} MB NDJSON in ${(ms / 1000).toFixed(2)} s = ` +
+      `${Math.round((events * 1000) / ms)} events/s, ${((bytes * 1000) / ms / 1e6).toFixed(1)} MB/s`,
+  )
+}
