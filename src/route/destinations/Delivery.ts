@@ -113,3 +113,20 @@ export const deliverRetrying = (
     yield* attempt.pipe(Effect.retry({ schedule, while: (e) => e.retryable }))
     return refused
   })
+
+/**
+ * Pure: the `DeliveryEvent` of a routed event (RouterLines' `RoutedEvent`: RFC 3339 timestamp, `eventId`
+ * empty when absent) at `offset`. A timestamp that does not parse counts as 0 (1970-01-01).
+ */
+export const deliveryEvent = (
+  event: { readonly eventId: string; readonly userId: string; readonly timestamp: string },
+  offset: string,
+): DeliveryEvent => {
+  const ms = Date.parse(event.timestamp)
+  return {
+    eventId: event.eventId === "" ? undefined : event.eventId,
+    userId: event.userId,
+    timestampMs: Number.isFinite(ms) ? ms : 0,
+    offset,
+  }
+}

@@ -7,10 +7,11 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, assert, describe, it } from "@effect/vitest"
 import { Effect, Either, FastCheck as fc, Schema } from "effect"
-import { S3Target, TargetWithStores, targetName } from "../../../src/domain/Tenant.js"
-import type { DeliveryBatch } from "../../../src/route/destinations/Delivery.js"
+import { S3Target, type SafeFileName, TargetWithStores, targetName } from "../../../src/domain/Tenant.js"
+import { type DeliveryBatch, deliveryEvent, subBatch } from "../../../src/route/destinations/Delivery.js"
 import { resolveS3Credentials, s3ClientConfig } from "../../../src/route/destinations/S3.js"
 import { classifyS3Error, keySegment, ndjson, objectKey } from "../../../src/route/destinations/S3Object.js"
+import { isStoreTarget } from "../../../src/route/destinations/Stores.js"
 
 const batch = (over: Partial<DeliveryBatch> = {}, userId = "user-1", ts = Date.UTC(2026, 11, 1, 23, 59, 59)) => ({
   topic: "fb-kafka",
@@ -166,4 +167,22 @@ describe("s3 target config", () => {
         assert.strictEqual(cfg.requestChecksumCalculation, "WHEN_SUPPORTED")
       }),
   )
+})
+
+describe("delivery helpers", () => {
+  it("deliveryEvent takes the router's RFC 3339 timestamp and empty event_id", () => {
+    assert.deepStrictEqual(
+      deliveryEvent({ eventId: "", userId: "u", timestamp: "2026-12-01T10:00:00.123456789Z" }, "42"),
+      { eventId: undefined, userId: "u", timestampMs: Date.UTC(2026, 11, 1, 10, 0, 0, 123), offset: "42" },
+    )
+    assert.strictEqual(deliveryEvent({ eventId: "e", userId: "u", timestamp: "nope" }, "1").timestampMs, 0)
+  })
+  it("subBatch keeps the lines and offsets of the chosen indexes", () => {
+    const s = subBatch(batch(), [1])
+    assert.deepStrictEqual([s.firstOffset, s.lastOffset, s.lines], ["101", "101", ['{"a":2}']])
+  })
+  it("isStoreTarget tells the batching stores from file and http", () => {
+    assert.isTrue(isStoreTarget(Either.getOrThrow(decodeS3({ s3: { bucket: "bkt" } }))))
+    assert.isFalse(isStoreTarget({ file: "x.log" as SafeFileName }))
+  })
 })
