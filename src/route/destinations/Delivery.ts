@@ -78,10 +78,11 @@ export const boundedReason = (text: string, max = 300): string => {
 }
 
 /**
- * Delivers `batch`, then again only the lines that failed retryably, on `schedule`, until none is left or
- * the schedule gives up. Succeeds with the lines refused for good (index into `batch.lines`, for the
- * dead-letter topic); fails with the last `DestinationError` when the whole batch failed permanently or
- * the schedule gave up (then `retryable` is true and nothing is known to be refused).
+ * Delivers `batch`, then again only the lines that failed retryably, on `schedule`, until none is left.
+ * Succeeds with the lines refused for good (index into `batch.lines`, ascending, for the dead-letter
+ * topic): items the server refused, and, when a whole attempt failed permanently (no such bucket, 403),
+ * every line still pending then, with that error's detail as the reason. Fails with the last retryable
+ * `DestinationError` only when the schedule gives up (then nothing is known to be written or refused).
  */
 export const deliverRetrying = (
   destination: Destination,
@@ -110,8 +111,17 @@ export const deliverRetrying = (
         detail: `${again.length} of ${indexes.length} lines to retry: ${result.failures.find((f) => f.retryable)?.reason ?? ""}`,
       })
     })
-    yield* attempt.pipe(Effect.retry({ schedule, while: (e) => e.retryable }))
-    return refused
+    yield* attempt.pipe(
+      Effect.retry({ schedule, while: (e) => e.retryable }),
+      Effect.catchIf(
+        (e) => !e.retryable,
+        (e) =>
+          Effect.map(Ref.get(pending), (indexes) => {
+            for (const index of indexes) refused.push({ index, retryable: false, reason: e.detail })
+          }),
+      ),
+    )
+    return refused.sort((a, b) => a.index - b.index)
   })
 
 /**

@@ -269,7 +269,15 @@ describe("opensearch over HTTP (stand-in server)", () => {
         ...d,
         deliver: () => Effect.fail(new DestinationError({ target: "x", retryable: false, detail: "gone" })),
       }
-      assert.strictEqual((yield* Effect.flip(deliverRetrying(failing, batch(1), Schedule.forever))).detail, "gone")
+      assert.deepStrictEqual(yield* deliverRetrying(failing, batch(2), Schedule.forever), [
+        { index: 0, retryable: false, reason: "gone" },
+        { index: 1, retryable: false, reason: "gone" },
+      ])
+      const down: Destination = {
+        ...d,
+        deliver: () => Effect.fail(new DestinationError({ target: "x", retryable: true, detail: "down" })),
+      }
+      assert.strictEqual((yield* Effect.flip(deliverRetrying(down, batch(1), Schedule.recurs(2)))).detail, "down")
     }),
   )
 })

@@ -198,6 +198,11 @@ describe("s3 target (real S3-compatible server)", () => {
       reportThroughput("s3 (moto), gzip", 20_000, bytes, performance.now() - t0)
       const keys = yield* keysUnder("throughput/")
       assert.strictEqual(keys.length, 4)
+      const listed = yield* Effect.promise(() =>
+        admin.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: "throughput/" })),
+      )
+      const stored = (listed.Contents ?? []).reduce((n, o) => n + (o.Size ?? 0), 0)
+      console.log(`[throughput] s3 objects: ${(stored / 1e6).toFixed(2)} MB gzip (${(bytes / stored).toFixed(1)}x)`)
       assert.strictEqual((yield* Effect.forEach(keys, linesOf)).flat().length, 20_000)
     }),
   )

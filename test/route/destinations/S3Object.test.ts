@@ -146,14 +146,14 @@ describe("s3 target config", () => {
         const file = join(dir, "credentials")
         writeFileSync(
           file,
-          "[default]\naws_access_key_id = A\naws_secret_access_key = B\n\n[ops]\naws_access_key_id=C\naws_secret_access_key=D\naws_session_token=T\n",
+          "[default]\naws_access_key_id = A\naws_secret_access_key = B\n\n[ops]\naws_access_key_id=C\naws_secret_access_key=s3cr3t-D\naws_session_token=T\n",
         )
         const ops = Either.getOrThrow(
           decodeS3({ s3: { bucket: "bkt", credentials: { from: "file", path: file, profile: "ops" } } }),
         )
         assert.deepStrictEqual(yield* resolveS3Credentials(ops, {}), {
           accessKeyId: "C",
-          secretAccessKey: "D",
+          secretAccessKey: "s3cr3t-D",
           sessionToken: "T",
         })
         const none = Either.getOrThrow(
@@ -161,7 +161,7 @@ describe("s3 target config", () => {
         )
         const e = yield* Effect.flip(resolveS3Credentials(none, {}))
         assert.include(e.detail, "has no profile nope")
-        assert.notInclude(e.detail, "D")
+        assert.notInclude(e.detail, "s3cr3t")
         const cfg = s3ClientConfig(ops, { accessKeyId: "C", secretAccessKey: "D" })
         assert.strictEqual(cfg.maxAttempts, 1)
         assert.strictEqual(cfg.requestChecksumCalculation, "WHEN_SUPPORTED")
