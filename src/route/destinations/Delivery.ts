@@ -140,3 +140,29 @@ export const deliveryEvent = (
     offset,
   }
 }
+
+/**
+ * Pure: the batch's line indexes cut into runs of at most `maxEvents` lines and `maxBytes` bytes (UTF-8,
+ * plus `overhead` per line); a line larger than `maxBytes` is a run of its own.
+ */
+export const splitIndexes = (
+  lines: ReadonlyArray<string>,
+  limits: { readonly maxBytes: number; readonly maxEvents: number },
+  overhead = 0,
+): Array<Array<number>> => {
+  const runs: Array<Array<number>> = []
+  let run: Array<number> = []
+  let bytes = 0
+  for (let i = 0; i < lines.length; i++) {
+    const size = Buffer.byteLength(lines[i]!, "utf8") + overhead
+    if (run.length > 0 && (run.length >= limits.maxEvents || bytes + size > limits.maxBytes)) {
+      runs.push(run)
+      run = []
+      bytes = 0
+    }
+    run.push(i)
+    bytes += size
+  }
+  if (run.length > 0) runs.push(run)
+  return runs
+}

@@ -9,7 +9,15 @@
 import { Effect, Either, Redacted, Schema } from "effect"
 import { DestinationError } from "../../domain/Errors.js"
 import { type OpenSearchTarget, targetName } from "../../domain/Tenant.js"
-import { allDelivered, boundedReason, type DeliveryBatch, type Destination } from "./Delivery.js"
+import {
+  allDelivered,
+  boundedReason,
+  type DeliveryBatch,
+  type Destination,
+  type LineFailure,
+  splitIndexes,
+  subBatch,
+} from "./Delivery.js"
 import {
   BULK_FILTER_PATH,
   type BulkRequest,
@@ -24,6 +32,8 @@ import { resolveSecret } from "./Secrets.js"
 /** The most of a bulk answer read: 64 KiB plus 2 KiB per document, at most 64 MiB. */
 export const maxBulkAnswerBytes = (documents: number): number => Math.min(64 * 1024 * 1024, 65_536 + documents * 2048)
 const MAX_ERROR_ANSWER_BYTES = 16 * 1024
+/** About the size of one `index` action line, counted against `batch.maxBytes`. */
+const ACTION_BYTES = 160
 
 /** Reads at most `cap` bytes of a body; undefined when it is longer (the rest is not read). */
 export const readCapped = async (body: ReadableStream<Uint8Array> | null, cap: number): Promise<string | undefined> => {
@@ -148,28 +158,41 @@ export const makeOpenSearchDestination = (
         }),
       )
 
+    const deliverOne = (batch: DeliveryBatch) =>
+      Effect.gen(function* () {
+        const request = bulkRequest(t.index, batch)
+        if (request.indexes.length === 0) return { failures: request.refused }
+        yield* Effect.annotateCurrentSpan({ documents: request.indexes.length, bytes: request.body.length })
+        const answer = yield* send(request, request.indexes.length)
+        if (answer._tag === "TooLarge")
+          return yield* new DestinationError({
+            target: name,
+            retryable: true,
+            detail: `the bulk answer is larger than ${answer.cap} bytes`,
+          })
+        if (answer._tag === "Status") {
+          const f = statusFailure(answer.status, answer.text)
+          return yield* new DestinationError({ target: name, retryable: f.retryable, detail: f.detail })
+        }
+        const failures = bulkFailures(request, answer.text)
+        if (Either.isLeft(failures))
+          return yield* new DestinationError({ target: name, retryable: true, detail: failures.left })
+        return { failures: failures.right }
+      })
+
+    /** A batch above the target's limits (the server refuses bodies above http.max_content_length) goes in several requests. */
     const deliver = Effect.fn("OpenSearch.deliver")(function* (batch: DeliveryBatch) {
       if (batch.lines.length !== batch.events.length)
         return yield* Effect.dieMessage("a DeliveryBatch needs one event per line")
       if (batch.lines.length === 0) return allDelivered
-      const request = bulkRequest(t.index, batch)
-      if (request.indexes.length === 0) return { failures: request.refused }
-      yield* Effect.annotateCurrentSpan({ documents: request.indexes.length, bytes: request.body.length })
-      const answer = yield* send(request, request.indexes.length)
-      if (answer._tag === "TooLarge")
-        return yield* new DestinationError({
-          target: name,
-          retryable: true,
-          detail: `the bulk answer is larger than ${answer.cap} bytes`,
-        })
-      if (answer._tag === "Status") {
-        const f = statusFailure(answer.status, answer.text)
-        return yield* new DestinationError({ target: name, retryable: f.retryable, detail: f.detail })
+      const runs = splitIndexes(batch.lines, t.batch, ACTION_BYTES)
+      if (runs.length === 1) return yield* deliverOne(batch)
+      const failures: Array<LineFailure> = []
+      for (const run of runs) {
+        const r = yield* deliverOne(subBatch(batch, run))
+        for (const f of r.failures) failures.push({ ...f, index: run[f.index]! })
       }
-      const failures = bulkFailures(request, answer.text)
-      if (Either.isLeft(failures))
-        return yield* new DestinationError({ target: name, retryable: true, detail: failures.left })
-      return { failures: failures.right }
+      return { failures }
     })
 
     return { name, limits: t.batch, deliver } satisfies Destination

@@ -77,6 +77,32 @@ export const s3ClientConfig = (target: S3Target, credentials: Credentials | unde
 }
 
 /**
+ * Writes one object: one PutObject up to `partSizeBytes`, else a multipart upload (two parts in flight,
+ * aborted, parts removed, on failure or when `signal` aborts).
+ */
+const uploadObject = (client: S3Client, t: S3Target["s3"], key: string, body: Buffer, signal: AbortSignal) => {
+  const params = {
+    Bucket: t.bucket,
+    Key: key,
+    Body: body,
+    ContentType: "application/x-ndjson",
+    ...(t.gzip ? { ContentEncoding: "gzip" } : {}),
+  }
+  if (body.length <= t.partSizeBytes)
+    return client.send(new PutObjectCommand({ ...params, ContentLength: body.length }), { abortSignal: signal })
+  const abortController = new AbortController()
+  signal.addEventListener("abort", () => abortController.abort(), { once: true })
+  return new Upload({
+    client,
+    params,
+    partSize: t.partSizeBytes,
+    queueSize: 2,
+    leavePartsOnError: false,
+    abortController,
+  }).done()
+}
+
+/**
  * Builds an `s3` target: resolves its credentials (fails, not retryable, when the reference is unusable)
  * and makes a client that lives as long as the scope.
  */
@@ -97,46 +123,6 @@ export const makeS3Destination = (
       return new DestinationError({ target: name, retryable: c.retryable, detail: c.detail, cause })
     }
 
-    const put = (key: string, body: Buffer) =>
-      Effect.tryPromise({
-        try: (signal) =>
-          client.send(
-            new PutObjectCommand({
-              Bucket: t.bucket,
-              Key: key,
-              Body: body,
-              ContentLength: body.length,
-              ContentType: "application/x-ndjson",
-              ...(t.gzip ? { ContentEncoding: "gzip" } : {}),
-            }),
-            { abortSignal: signal },
-          ),
-        catch: failed,
-      })
-
-    const multipart = (key: string, body: Buffer) =>
-      Effect.tryPromise({
-        try: (signal) => {
-          const abortController = new AbortController()
-          signal.addEventListener("abort", () => abortController.abort(), { once: true })
-          return new Upload({
-            client,
-            params: {
-              Bucket: t.bucket,
-              Key: key,
-              Body: body,
-              ContentType: "application/x-ndjson",
-              ...(t.gzip ? { ContentEncoding: "gzip" } : {}),
-            },
-            partSize: t.partSizeBytes,
-            queueSize: 2,
-            leavePartsOnError: false,
-            abortController,
-          }).done()
-        },
-        catch: failed,
-      })
-
     const deliver = Effect.fn("S3.deliver")(function* (batch: DeliveryBatch) {
       if (batch.lines.length !== batch.events.length)
         return yield* Effect.dieMessage("a DeliveryBatch needs one event per line")
@@ -151,7 +137,10 @@ export const makeS3Destination = (
         : plain
       const parts = Math.ceil(body.length / t.partSizeBytes)
       yield* Effect.annotateCurrentSpan({ key, bytes: body.length, parts })
-      yield* (parts <= 1 ? put(key, body) : multipart(key, body)).pipe(
+      yield* Effect.tryPromise({
+        try: (signal) => uploadObject(client, t, key, body, signal),
+        catch: failed,
+      }).pipe(
         Effect.timeoutFail({
           duration: t.timeoutMs * Math.max(1, parts),
           onTimeout: () =>

@@ -114,6 +114,20 @@ describe("opensearch target (real OpenSearch 2.19)", () => {
     }),
   )
 
+  it.live("20 000 events in 4 bulk requests of 5 000 (measured)", () =>
+    Effect.gen(function* () {
+      const d = yield* build()
+      const batches = [0, 1, 2, 3].map((k) =>
+        makeBatch({ userId: "tenant-t", firstOffset: k * 5000, count: 5000, message: paddedMessage(300) }),
+      )
+      const bytes = batches.reduce((n, b) => n + b.lines.reduce((m, l) => m + l.length + 1, 0), 0)
+      const t0 = performance.now()
+      for (const b of batches) assert.deepStrictEqual(yield* d.deliver(b), { failures: [] })
+      reportThroughput("opensearch 2.19 (1 node)", 20_000, bytes, performance.now() - t0)
+      assert.strictEqual(yield* countOf(`it-${run}-tenant-t-2026.12.01`), 20_000)
+    }),
+  )
+
   it.live("the server stopped: retryable; a delivery retrying on the shared backoff lands once it is back", () =>
     Effect.gen(function* () {
       const d = yield* build({ urls: [url], timeoutMs: 5000 })
@@ -126,20 +140,6 @@ describe("opensearch target (real OpenSearch 2.19)", () => {
       yield* Effect.promise(() => restart("opensearch"))
       assert.deepStrictEqual(yield* Fiber.join(retrying), [])
       assert.strictEqual(yield* countOf(`it-${run}-tenant-o-2026.12.01`), 200)
-    }),
-  )
-
-  it.live("20 000 events in 4 bulk requests of 5 000 (measured)", () =>
-    Effect.gen(function* () {
-      const d = yield* build()
-      const batches = [0, 1, 2, 3].map((k) =>
-        makeBatch({ userId: "tenant-t", firstOffset: k * 5000, count: 5000, message: paddedMessage(300) }),
-      )
-      const bytes = batches.reduce((n, b) => n + b.lines.reduce((m, l) => m + l.length + 1, 0), 0)
-      const t0 = performance.now()
-      for (const b of batches) assert.deepStrictEqual(yield* d.deliver(b), { failures: [] })
-      reportThroughput("opensearch 2.19 (1 node)", 20_000, bytes, performance.now() - t0)
-      assert.strictEqual(yield* countOf(`it-${run}-tenant-t-2026.12.01`), 20_000)
     }),
   )
 })

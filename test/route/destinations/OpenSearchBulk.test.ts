@@ -280,4 +280,24 @@ describe("opensearch over HTTP (stand-in server)", () => {
       assert.strictEqual((yield* Effect.flip(deliverRetrying(down, batch(1), Schedule.recurs(2)))).detail, "down")
     }),
   )
+
+  it.live("a batch above the target's limits goes in several bulk requests; failures keep their batch index", () =>
+    Effect.gen(function* () {
+      const d = yield* build({ batch: { maxEvents: 2 } })
+      const sizes: Array<number> = []
+      reply = (body) => {
+        const actions = body.split("\n").filter((_, i) => i % 2 === 0 && _ !== "")
+        sizes.push(actions.length)
+        const items = actions.map((a) =>
+          JSON.parse(a).index._id === "id-4"
+            ? { index: { status: 400, error: { type: "mapper_parsing_exception", reason: "r" } } }
+            : { index: { status: 201 } },
+        )
+        return { status: 200, body: JSON.stringify({ errors: items.some((i) => i.index.status !== 201), items }) }
+      }
+      const r = yield* d.deliver(batch(5))
+      assert.deepStrictEqual(sizes, [2, 2, 1])
+      assert.deepStrictEqual(r.failures, [{ index: 4, retryable: false, reason: "400 mapper_parsing_exception: r" }])
+    }),
+  )
 })

@@ -8,7 +8,7 @@ import { join } from "node:path"
 import { afterAll, assert, describe, it } from "@effect/vitest"
 import { Effect, Either, FastCheck as fc, Schema } from "effect"
 import { S3Target, type SafeFileName, TargetWithStores, targetName } from "../../../src/domain/Tenant.js"
-import { type DeliveryBatch, deliveryEvent, subBatch } from "../../../src/route/destinations/Delivery.js"
+import { type DeliveryBatch, deliveryEvent, splitIndexes, subBatch } from "../../../src/route/destinations/Delivery.js"
 import { resolveS3Credentials, s3ClientConfig } from "../../../src/route/destinations/S3.js"
 import { classifyS3Error, keySegment, ndjson, objectKey } from "../../../src/route/destinations/S3Object.js"
 import { isStoreTarget } from "../../../src/route/destinations/Stores.js"
@@ -185,4 +185,24 @@ describe("delivery helpers", () => {
     assert.isTrue(isStoreTarget(Either.getOrThrow(decodeS3({ s3: { bucket: "bkt" } }))))
     assert.isFalse(isStoreTarget({ file: "x.log" as SafeFileName }))
   })
+  it.prop(
+    "splitIndexes keeps every line once, in order, within the limits",
+    [
+      fc.array(fc.string({ maxLength: 50 }), { maxLength: 60 }),
+      fc.integer({ min: 1, max: 10 }),
+      fc.integer({ min: 1, max: 200 }),
+    ],
+    ([lines, maxEvents, maxBytes]) => {
+      const runs = splitIndexes(lines, { maxEvents, maxBytes }, 3)
+      assert.deepStrictEqual(
+        runs.flat(),
+        lines.map((_, i) => i),
+      )
+      for (const run of runs) {
+        assert.isAtMost(run.length, maxEvents)
+        const bytes = run.reduce((n, i) => n + Buffer.byteLength(lines[i]!) + 3, 0)
+        assert.isTrue(run.length === 1 || bytes <= maxBytes)
+      }
+    },
+  )
 })
