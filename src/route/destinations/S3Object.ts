@@ -27,21 +27,33 @@ export const keySegment = (value: string): string => {
 
 const pad2 = (n: number) => String(n).padStart(2, "0")
 
+/** Pure: `{prefix}/{user_id}/{yyyy}/{mm}/{dd}/{topic}-{partition}-{offset}-`: the start of the key of an object whose first event is `event`. */
+export const rangePrefix = (
+  prefix: string,
+  topic: string,
+  partition: number,
+  event: { readonly userId: string; readonly timestampMs: number; readonly offset: string } | undefined,
+): string => {
+  const ms = event !== undefined && Number.isFinite(event.timestampMs) ? event.timestampMs : 0
+  const d = new Date(ms)
+  const p = prefix.replace(/\/+$/, "")
+  const dir = `${keySegment(event?.userId ?? "")}/${d.getUTCFullYear()}/${pad2(d.getUTCMonth() + 1)}/${pad2(d.getUTCDate())}`
+  return `${p === "" ? "" : `${p}/`}${dir}/${keySegment(topic)}-${partition}-${event?.offset ?? "0"}-`
+}
+
 /**
  * Pure: `{prefix}/{user_id}/{yyyy}/{mm}/{dd}/{topic}-{partition}-{firstOffset}-{lastOffset}.ndjson[.gz]`,
  * the user id of the batch's first event, the date of its timestamp (UTC). A prefix's trailing `/` is
  * dropped; an empty prefix starts the key at the user id.
  */
-export const objectKey = (prefix: string, batch: DeliveryBatch, gzip: boolean): string => {
-  const first = batch.events[0]
-  const ms = first !== undefined && Number.isFinite(first.timestampMs) ? first.timestampMs : 0
-  const d = new Date(ms)
-  const p = prefix.replace(/\/+$/, "")
-  const name =
-    `${keySegment(batch.topic)}-${batch.partition}-${batch.firstOffset}-${batch.lastOffset}` +
-    (gzip ? ".ndjson.gz" : ".ndjson")
-  const path = `${keySegment(first?.userId ?? "")}/${d.getUTCFullYear()}/${pad2(d.getUTCMonth() + 1)}/${pad2(d.getUTCDate())}/${name}`
-  return p === "" ? path : `${p}/${path}`
+export const objectKey = (prefix: string, batch: DeliveryBatch, gzip: boolean): string =>
+  `${rangePrefix(prefix, batch.topic, batch.partition, batch.events[0] && { ...batch.events[0], offset: batch.firstOffset })}${batch.lastOffset}${gzip ? ".ndjson.gz" : ".ndjson"}`
+
+/** Pure: the last offset of an object key that starts with `start` (a `rangePrefix`), or undefined. */
+export const lastOffsetOfKey = (key: string, start: string): bigint | undefined => {
+  if (!key.startsWith(start)) return undefined
+  const m = /^(\d{1,20})\.ndjson(?:\.gz)?$/.exec(key.slice(start.length))
+  return m ? BigInt(m[1]!) : undefined
 }
 
 /** Pure: the NDJSON of the lines, one per line, each ending in a newline. */

@@ -14,7 +14,7 @@ import {
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { Effect, Either, Schema, type Scope } from "effect"
 import { S3Target } from "../../../src/domain/Tenant.js"
-import type { Destination } from "../../../src/route/destinations/Delivery.js"
+import { type Destination, subBatch } from "../../../src/route/destinations/Delivery.js"
 import { makeS3Destination } from "../../../src/route/destinations/S3.js"
 import { makeBatch, paddedMessage, reportThroughput, restart, runId, stopServer, useServer } from "./support.js"
 
@@ -125,6 +125,37 @@ describe("s3 target (real S3-compatible server)", () => {
       assert.deepStrictEqual(first, ["replay/tenant-r/2026/12/01/fb-kafka-2-1000-1299.ndjson.gz"])
       assert.deepStrictEqual(yield* linesOf(first[0]!), [...b.lines])
     }),
+  )
+
+  it.scopedLive(
+    "after a restart, a replay cut differently writes only what no earlier object holds: every line once",
+    () =>
+      Effect.gen(function* () {
+        const all = makeBatch({ userId: "tenant-k", partition: 5, firstOffset: 0, count: 300 })
+        const cut = (from: number, to: number) => subBatch(all, all.lines.map((_, i) => i).slice(from, to + 1))
+        const run1 = yield* build({ prefix: "resume" }) // wrote two objects, then "crashed" before committing
+        yield* run1.deliver(cut(0, 99))
+        yield* run1.deliver(cut(100, 199))
+        const run2 = yield* build({ prefix: "resume" }) // restarted at offset 0, its first batch is longer
+        yield* run2.deliver(cut(0, 249))
+        const run3 = yield* build({ prefix: "resume" }) // restarted again, now with shorter batches
+        for (const [a, b] of [
+          [0, 49],
+          [50, 149],
+          [150, 299],
+        ] as const)
+          yield* run3.deliver(cut(a, b))
+        const keys = yield* keysUnder("resume/")
+        const dir = "resume/tenant-k/2026/12/01/fb-kafka-5"
+        assert.deepStrictEqual(keys, [
+          `${dir}-0-99.ndjson.gz`,
+          `${dir}-100-199.ndjson.gz`,
+          `${dir}-200-249.ndjson.gz`,
+          `${dir}-250-299.ndjson.gz`,
+        ])
+        const lines = (yield* Effect.forEach(keys, linesOf)).flat()
+        assert.deepStrictEqual(lines, [...all.lines])
+      }),
   )
 
   it.scopedLive("an object larger than partSizeBytes goes up as a multipart upload and reads back whole", () =>
