@@ -10,7 +10,14 @@ import { Effect, Either, FastCheck as fc, Schema } from "effect"
 import { S3Target, type SafeFileName, TargetWithStores, targetName } from "../../../src/domain/Tenant.js"
 import { type DeliveryBatch, deliveryEvent, splitIndexes, subBatch } from "../../../src/route/destinations/Delivery.js"
 import { resolveS3Credentials, s3ClientConfig } from "../../../src/route/destinations/S3.js"
-import { classifyS3Error, keySegment, ndjson, objectKey } from "../../../src/route/destinations/S3Object.js"
+import {
+  classifyS3Error,
+  keySegment,
+  lastOffsetOfKey,
+  ndjson,
+  objectKey,
+  rangePrefix,
+} from "../../../src/route/destinations/S3Object.js"
 import { isStoreTarget } from "../../../src/route/destinations/Stores.js"
 
 const batch = (over: Partial<DeliveryBatch> = {}, userId = "user-1", ts = Date.UTC(2026, 11, 1, 23, 59, 59)) => ({
@@ -69,6 +76,19 @@ describe("s3 object keys", () => {
       const k = (p: number, o: number) =>
         objectKey("x", batch({ partition: p, firstOffset: String(o), lastOffset: String(o + 1) }), true)
       return (p1 === p2 && o1 === o2) || k(p1, o1) !== k(p2, o2)
+    },
+  )
+
+  it.prop(
+    "an object's key starts with the range prefix of its first event and gives back its last offset",
+    [fc.string(), fc.nat(), fc.bigInt({ min: 0n, max: 2n ** 62n }), fc.boolean()],
+    ([user, partition, first, gz]) => {
+      const b = batch({ partition, firstOffset: String(first), lastOffset: String(first + 1n) }, user)
+      const start = rangePrefix("p/", b.topic, partition, { ...b.events[0]!, offset: String(first) })
+      return (
+        lastOffsetOfKey(objectKey("p/", b, gz), start) === first + 1n &&
+        lastOffsetOfKey(`${start}x.ndjson`, start) === undefined
+      )
     },
   )
 
