@@ -88,8 +88,143 @@ export type HttpTarget = typeof HttpTarget.Type
 export const Target = Schema.Union(FileTarget, HttpTarget)
 export type Target = typeof Target.Type
 
+// ---------------------------------------------------------------------------------------------
+// Object stores and search engines (docs/destinations.md)
+
+/**
+ * A secret by reference: the name of an environment variable of the router, or the path of a file
+ * (read once when the target is built, at most 64 KiB, one trailing newline dropped). Never the secret.
+ */
+export const SecretRef = Schema.Union(
+  Schema.Struct({ env: Schema.String.pipe(Schema.pattern(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/)) }),
+  Schema.Struct({ file: Schema.String.pipe(Schema.minLength(1), Schema.maxLength(4096)) }),
+)
+export type SecretRef = typeof SecretRef.Type
+
+/** When the router flushes a tenant's lines for one target (per partition): whichever limit is reached first. */
+const batchLimits = (d: { maxBytes: number; maxEvents: number; maxAgeMs: number }) =>
+  Schema.optionalWith(
+    Schema.Struct({
+      /** Uncompressed NDJSON bytes. */
+      maxBytes: Schema.optionalWith(Schema.Int.pipe(Schema.between(1024, 256 * 1024 * 1024)), {
+        default: () => d.maxBytes,
+      }),
+      maxEvents: Schema.optionalWith(Schema.Int.pipe(Schema.between(1, 1_000_000)), { default: () => d.maxEvents }),
+      maxAgeMs: Schema.optionalWith(Schema.Int.pipe(Schema.between(100, 15 * 60_000)), { default: () => d.maxAgeMs }),
+    }),
+    { default: () => d },
+  )
+
+const S3Credentials = Schema.Union(
+  /** The AWS SDK's default chain: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN, AWS_PROFILE, web identity, instance roles. */
+  Schema.Struct({ from: Schema.Literal("default") }),
+  /** Keys from environment variables of these names (defaults: the standard AWS names). */
+  Schema.Struct({
+    from: Schema.Literal("env"),
+    accessKeyIdEnv: Schema.optionalWith(Schema.String, { default: () => "AWS_ACCESS_KEY_ID" }),
+    secretAccessKeyEnv: Schema.optionalWith(Schema.String, { default: () => "AWS_SECRET_ACCESS_KEY" }),
+    sessionTokenEnv: Schema.optionalWith(Schema.String, { default: () => "AWS_SESSION_TOKEN" }),
+  }),
+  /** A profile of a shared credentials file (the `~/.aws/credentials` format). */
+  Schema.Struct({
+    from: Schema.Literal("file"),
+    path: Schema.String.pipe(Schema.minLength(1), Schema.maxLength(4096)),
+    profile: Schema.optionalWith(Schema.String.pipe(Schema.pattern(/^[A-Za-z0-9._@+-]{1,64}$/)), {
+      default: () => "default",
+    }),
+  }),
+)
+
+const S3Prefix = Schema.String.pipe(
+  Schema.maxLength(512),
+  Schema.filter(
+    (s) =>
+      (!s.startsWith("/") &&
+        !s.split("/").some((seg) => seg === "." || seg === "..") &&
+        ![...s].some((c) => c.charCodeAt(0) < 0x20)) ||
+      "a key prefix must not start with '/', contain '.' or '..' segments or control characters",
+  ),
+)
+
+export const S3Target = Schema.Struct({
+  s3: Schema.Struct({
+    bucket: Schema.String.pipe(Schema.pattern(/^[a-zA-Z0-9][a-zA-Z0-9._-]{1,254}$/)),
+    prefix: Schema.optionalWith(S3Prefix, { default: () => "" }),
+    region: Schema.optionalWith(Schema.String.pipe(Schema.pattern(/^[a-z0-9-]{1,32}$/)), {
+      default: () => "us-east-1",
+    }),
+    /** An S3-compatible store (MinIO, IBM COS, Ceph, R2); AWS when absent. */
+    endpoint: Schema.optional(HttpUrl),
+    forcePathStyle: Schema.optionalWith(Schema.Boolean, { default: () => false }),
+    credentials: Schema.optionalWith(S3Credentials, { default: () => ({ from: "default" as const }) }),
+    gzip: Schema.optionalWith(Schema.Boolean, { default: () => true }),
+    batch: batchLimits({ maxBytes: 8 * 1024 * 1024, maxEvents: 20_000, maxAgeMs: 30_000 }),
+    /** Objects larger than this go up as a multipart upload in parts of this size (S3's minimum is 5 MiB). */
+    partSizeBytes: Schema.optionalWith(Schema.Int.pipe(Schema.between(5 * 1024 * 1024, 512 * 1024 * 1024)), {
+      default: () => 8 * 1024 * 1024,
+    }),
+    timeoutMs: Schema.optionalWith(Schema.Int.pipe(Schema.between(1000, 600_000)), { default: () => 60_000 }),
+  }),
+})
+export type S3Target = typeof S3Target.Type
+
+const NoUserInfoUrl = HttpUrl.pipe(
+  Schema.filter((s) => {
+    const u = new URL(s)
+    return (u.username === "" && u.password === "") || "put credentials in `auth` (by reference), not in the url"
+  }),
+)
+
+/** `{user_id}`, `{topic}` or a date of the event's UTC timestamp (`yyyy`, `MM`, `dd`, `HH` and `.`, `-`, `_`). */
+export const IndexTemplate = Schema.String.pipe(
+  Schema.minLength(1),
+  Schema.maxLength(200),
+  Schema.filter((s) => {
+    const rest = s.replace(/\{(user_id|topic|(?:yyyy|MM|dd|HH|[._-])+)\}/g, "")
+    if (/[{}]/.test(rest)) return "an index template knows {user_id}, {topic} and dates such as {yyyy.MM.dd}"
+    if (/[A-Z\\/*?"<>| ,#:]/.test(rest)) return 'an index name is lowercase, without \\ / * ? " < > | space , # :'
+    if (/^[-_+.]/.test(s)) return "an index name must not start with -, _, + or ."
+    return true
+  }),
+)
+
+export const OpenSearchTarget = Schema.Struct({
+  opensearch: Schema.Struct({
+    /** One or more nodes; each try goes to the next. */
+    urls: Schema.Array(NoUserInfoUrl).pipe(Schema.minItems(1), Schema.maxItems(16)),
+    index: Schema.optionalWith(IndexTemplate, { default: () => "logs-{user_id}-{yyyy.MM.dd}" }),
+    auth: Schema.optional(
+      Schema.Union(
+        Schema.Struct({
+          basic: Schema.Struct({ username: Schema.String.pipe(Schema.maxLength(256)), password: SecretRef }),
+        }),
+        /** Sent as `Authorization: ApiKey <key>` (Elasticsearch API keys: the base64 of id:key). */
+        Schema.Struct({ apiKey: SecretRef }),
+      ),
+    ),
+    batch: batchLimits({ maxBytes: 5 * 1024 * 1024, maxEvents: 5_000, maxAgeMs: 5_000 }),
+    timeoutMs: Schema.optionalWith(Schema.Int.pipe(Schema.between(1000, 600_000)), { default: () => 30_000 }),
+  }),
+})
+export type OpenSearchTarget = typeof OpenSearchTarget.Type
+
+/**
+ * Every target kind including `s3` and `opensearch`. Not yet `Target`: the router's Destinations and Router
+ * (being refactored elsewhere) dispatch on `Target` and must handle the new kinds first; wiring is then
+ * `export const Target = TargetWithStores`.
+ */
+export const TargetWithStores = Schema.Union(FileTarget, HttpTarget, S3Target, OpenSearchTarget)
+export type TargetWithStores = typeof TargetWithStores.Type
+
 /** A short, secret-free name for a target, for logs and metric labels. */
-export const targetName = (t: Target): string => ("file" in t ? `file:${t.file}` : `http:${new URL(t.http.url).host}`)
+export const targetName = (t: TargetWithStores): string =>
+  "file" in t
+    ? `file:${t.file}`
+    : "http" in t
+      ? `http:${new URL(t.http.url).host}`
+      : "s3" in t
+        ? `s3:${t.s3.bucket}${t.s3.prefix === "" ? "" : `/${t.s3.prefix}`}`
+        : `opensearch:${new URL(t.opensearch.urls[0]!).host}/${t.opensearch.index}`
 
 export class Tenant extends Schema.Class<Tenant>("Tenant")({
   AccessKey: AccessKey,
