@@ -88,7 +88,10 @@ export type HttpTarget = typeof HttpTarget.Type
 export const Target = Schema.Union(FileTarget, HttpTarget)
 export type Target = typeof Target.Type
 
-/** A short, secret-free name for a target, for logs and metric labels. */
+/** The kind of a target (`file`, `http`): with its position in the tenant's `targets`, what metrics are labelled by. */
+export const targetKind = (t: Target): "file" | "http" => ("file" in t ? "file" : "http")
+
+/** A short name for a target, for dead-letter headers (a file target's name is usually the access key: not for metrics). */
 export const targetName = (t: Target): string => ("file" in t ? `file:${t.file}` : `http:${new URL(t.http.url).host}`)
 
 export class Tenant extends Schema.Class<Tenant>("Tenant")({

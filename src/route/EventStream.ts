@@ -18,22 +18,12 @@
  *
  * `layerMemory` serves fixed batches and records commits and rewinds, for tests.
  */
-import {
-  Context,
-  Data,
-  Deferred,
-  Duration,
-  Effect,
-  FiberSet,
-  Layer,
-  Metric,
-  Queue,
-  Ref,
-  Schedule,
-  Stream,
-} from "effect"
+import { Context, Data, Deferred, Duration, Effect, FiberSet, Layer, Queue, Ref, Schedule, Stream } from "effect"
 import type { Consumer, EachBatchPayload } from "kafkajs"
 import { KafkaClient } from "../shared/Kafka.js"
+import * as Metrics from "../shared/Metrics.js"
+import { installBatchGuard, undecodableReason } from "./BatchGuard.js"
+import { consumerLag, partitionPauses, recordsIn } from "./RouterMetrics.js"
 
 /** The consumer stopped and will not restart (a non-retriable Kafka error): the program should exit. */
 export class ConsumerCrashed extends Data.TaggedError("ConsumerCrashed")<{ readonly detail: string }> {
@@ -49,11 +39,19 @@ export interface SourceRecord {
   readonly timestamp: string
 }
 
+/** A record batch in the fetch that could not be decoded (BatchGuard.ts): where, and why. */
+export interface Undecodable {
+  readonly offset: string
+  readonly reason: string
+}
+
 export interface RecordBatch {
   readonly topic: string
   readonly partition: number
-  /** In offset order. Never empty. */
+  /** In offset order. Never empty, unless `undecodable` is set (the batch that could not be decoded came first). */
   readonly records: ReadonlyArray<SourceRecord>
+  /** The fetch held a batch that cannot be decoded after `records`: retry the partition from its offset. */
+  readonly undecodable?: Undecodable
   readonly highWatermark: string
   /** Resolves every record up to and including `offset` and commits it. Call only once they are delivered. */
   readonly commit: (offset: string) => Effect.Effect<void>
@@ -105,21 +103,28 @@ export interface KafkaStreamOptions {
  */
 export const defaultMaxBytesPerPartition = 4 * 1_048_576
 
-const lagGauge = Metric.gauge("router_consumer_lag", {
-  description: "Records between the committed offset and the high watermark, per partition",
-})
-const pausesTotal = Metric.counter("router_partition_pauses_total", {
-  description: "Times a partition was paused because a destination kept failing",
-  incremental: true,
-})
-export const recordsIn = Metric.counter("router_records_in_total", {
-  description: "Records taken from Kafka (including re-reads after a rewind)",
-  incremental: true,
-})
+/** Pure: the records of a fetched batch up to the first stand-in of an undecodable batch, and that one's offset. */
+export const splitUndecodable = (
+  messages: ReadonlyArray<{
+    readonly offset: string
+    readonly key: Buffer | null
+    readonly value: Buffer | null
+    readonly timestamp: string
+  }>,
+): { readonly records: ReadonlyArray<SourceRecord>; readonly undecodable?: Undecodable } => {
+  const records: Array<SourceRecord> = []
+  for (const m of messages) {
+    const reason = undecodableReason(m.value)
+    if (reason !== undefined) return { records, undecodable: { offset: m.offset, reason } }
+    records.push({ offset: m.offset, key: m.key, value: m.value, timestamp: m.timestamp })
+  }
+  return { records }
+}
 
 const makeKafka = (options: KafkaStreamOptions) =>
   Effect.gen(function* () {
     const kafka = yield* KafkaClient
+    installBatchGuard()
     const { topic, groupId } = options
     const concurrency = options.partitionsConcurrently ?? 4
     const joined = yield* Ref.make(false)
@@ -176,7 +181,9 @@ const makeKafka = (options: KafkaStreamOptions) =>
         Effect.orDie,
       ),
       () =>
+        // `interruptible`: a finalizer runs uninterruptibly, and a timeout cannot end what it cannot interrupt.
         Effect.promise(() => consumer.disconnect().catch(() => undefined)).pipe(
+          Effect.interruptible,
           Effect.timeout("10 seconds"),
           Effect.ignore,
         ),
@@ -192,18 +199,10 @@ const makeKafka = (options: KafkaStreamOptions) =>
       Effect.orDie,
     )
 
-    const lagOf = (partition: number) =>
-      lagGauge.pipe(Metric.tagged("topic", topic), Metric.tagged("partition", String(partition)))
-
     const eachBatch = async (payload: EachBatchPayload): Promise<void> => {
       const { batch, isRunning, isStale } = payload
       if (!isRunning() || isStale() || batch.isEmpty()) return
-      const records: ReadonlyArray<SourceRecord> = batch.messages.map((m) => ({
-        offset: m.offset,
-        key: m.key,
-        value: m.value,
-        timestamp: m.timestamp,
-      }))
+      const { records, undecodable } = splitUndecodable(batch.messages)
       const tp = [{ topic: batch.topic, partitions: [batch.partition] }]
       const hw = BigInt(batch.highWatermark)
       await runPromise(
@@ -213,6 +212,7 @@ const makeKafka = (options: KafkaStreamOptions) =>
             topic: batch.topic,
             partition: batch.partition,
             records,
+            ...(undecodable === undefined ? {} : { undecodable }),
             highWatermark: batch.highWatermark,
             commit: (offset) =>
               Effect.gen(function* () {
@@ -233,7 +233,7 @@ const makeKafka = (options: KafkaStreamOptions) =>
                   Effect.ignore,
                 )
                 const lag = hw - (BigInt(offset) + 1n)
-                yield* Metric.set(lagOf(batch.partition), Number(lag < 0n ? 0n : lag))
+                yield* Metrics.set(consumerLag, Number(lag < 0n ? 0n : lag), { topic, partition: batch.partition })
               }),
             retryFrom: (offset, delay) =>
               Effect.gen(function* () {
@@ -249,7 +249,7 @@ const makeKafka = (options: KafkaStreamOptions) =>
                   ),
                 )
                 if (!paused) return
-                yield* Metric.increment(pausesTotal)
+                yield* Metrics.inc(partitionPauses)
                 yield* Effect.logWarning("partition paused").pipe(
                   Effect.annotateLogs({
                     partition: batch.partition,
@@ -271,7 +271,7 @@ const makeKafka = (options: KafkaStreamOptions) =>
             isStale: Effect.sync(() => isStale() || !isRunning()),
             done: Deferred.succeed(released, undefined).pipe(Effect.asVoid),
           }
-          yield* Metric.incrementBy(recordsIn, records.length)
+          yield* Metrics.inc(recordsIn, records.length)
           yield* Queue.offer(queue, item)
           yield* Deferred.await(released)
         }),
@@ -289,12 +289,18 @@ const makeKafka = (options: KafkaStreamOptions) =>
       batches: Stream.fromQueue(queue),
       ready: Ref.get(joined),
       crashed: Effect.flatMap(Deferred.await(fatal), Effect.fail),
+      // Runs in a finalizer (uninterruptible): `interruptible` lets the time limit end a `consumer.stop()` that waits
+      // for an eachBatch that does not return.
       drain: Effect.promise(() => consumer.stop().catch(() => undefined)).pipe(
+        Effect.interruptible,
         Effect.timeoutTo({
           duration: options.drainTimeout ?? "15 seconds",
-          onSuccess: () => undefined,
-          onTimeout: () => undefined,
+          onSuccess: () => true,
+          onTimeout: () => false,
         }),
+        Effect.tap((stopped) =>
+          stopped ? Effect.void : Effect.logWarning("the batches in flight did not end in time; stopping anyway"),
+        ),
         Effect.zipRight(Ref.set(joined, false)),
         Effect.zipRight(Effect.logInfo("consumer stopped")),
       ),
@@ -308,6 +314,7 @@ export interface MemoryBatch {
   readonly topic: string
   readonly partition: number
   readonly records: ReadonlyArray<SourceRecord>
+  readonly undecodable?: Undecodable
 }
 
 /** What the memory stream's consumer did, in order. */
