@@ -98,7 +98,7 @@ export const letterOf = (
 })
 
 /** Pure: the prepared records of a batch as lines per distinct target, dead letters, printed lines, targetless count. */
-export const groupByTarget = (batch: RecordBatch, tenants: TenantsFile, prepared: PreparedRecords) => {
+export const groupByTarget = (batch: RecordBatch, tenants: TenantsFile, prepared: PreparedRecords, print: boolean) => {
   const groups = new Map<string, Group>()
   const routes = prepared.tenants.map((accessKey) =>
     (tenants[accessKey as AccessKey]?.targets ?? []).map((target, position) => {
@@ -122,7 +122,7 @@ export const groupByTarget = (batch: RecordBatch, tenants: TenantsFile, prepared
       return
     }
     const own = routes[prepared.tenantIndex[i]!]!
-    printed.push(text)
+    if (print) printed.push(text)
     if (own.length === 0) targetless++
     for (const g of own) {
       g.lines.push(text)
@@ -232,8 +232,8 @@ export const processBatch = (ctx: RouterContext, batch: RecordBatch): Effect.Eff
       ctx.decrypt,
       keys.entries,
     )
-    const { groups, letters, printed, targetless } = groupByTarget(batch, tenants, prepared)
-    if (ctx.printEvents && printed.length > 0) yield* Console.log(printed.join("\n"))
+    const { groups, letters, printed, targetless } = groupByTarget(batch, tenants, prepared, ctx.printEvents)
+    if (printed.length > 0) yield* Console.log(printed.join("\n"))
     if (targetless > 0) yield* Metrics.inc(M.withoutTargets, targetless)
 
     if (!(yield* publishLetters(ctx, letters))) return "left"

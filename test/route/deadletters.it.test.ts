@@ -134,11 +134,11 @@ describe("dead letters and shutdown (built router, real Kafka)", () => {
 
   it("SIGTERM ends a router whose dead letters Kafka keeps refusing, in bounded time, committing nothing past them", async () => {
     const topic = uniqueTopic("router-dlq-stuck")
-    // A dead-letter topic that refuses every record stamped before the broker's clock (INVALID_TIMESTAMP): the
-    // router retries them for ever, as it must (a poison record is never skipped).
-    await createTopics([{ topic }, { topic: `${topic}-dlq`, config: { "message.timestamp.before.max.ms": "0" } }])
+    // A compacted dead-letter topic refuses a record without a key (INVALID_RECORD) every time: the router retries
+    // it for ever, as it must (a poison record is never skipped).
+    await createTopics([{ topic }, { topic: `${topic}-dlq`, config: { "cleanup.policy": "compact" } }])
     await produce(topic, [
-      { key: A, value: poison(10) },
+      { key: null, value: poison(10) },
       { key: A, value: good(1) },
     ])
     const dir = tempDir("dlq-stuck")
