@@ -10,10 +10,11 @@
  * large is permanent, so its value is cut (halved until Kafka takes it, then dropped), the headers kept and a
  * `truncated` header added with the original value's size: a poison record never wedges its partition.
  */
-import { Context, Effect, Layer, Metric, Schedule } from "effect"
+import { Context, Effect, Layer, Metric } from "effect"
 import { CompressionTypes, Partitioners, type Producer } from "kafkajs"
 import { SinkUnavailable } from "../domain/Errors.js"
 import { KafkaClient } from "./Kafka.js"
+import { backoff } from "./Retry.js"
 
 export type DeadLetterReason = "undecodable" | "undecryptable" | "unknown_tenant" | "destination_rejected"
 
@@ -30,6 +31,7 @@ export interface DeadLetter {
   readonly truncatedFrom?: number
 }
 
+/** @deprecated the router counts dead letters as `spillway_router_dead_letters_total` (src/route/RouterMetrics.ts). */
 export const deadLettersTotal = Metric.counter("router_dead_letters_total", {
   description: "Records sent to the dead-letter topic, by reason",
   incremental: true,
@@ -132,7 +134,10 @@ const makeKafka = (topic: string, options: DeadLetterOptions) =>
       createPartitioner: Partitioners.DefaultPartitioner,
     })
     yield* Effect.acquireRelease(
-      Effect.tryPromise(() => producer.connect()).pipe(Effect.retry(Schedule.spaced("1 second")), Effect.orDie),
+      Effect.tryPromise(() => producer.connect()).pipe(
+        Effect.retry(backoff({ base: "200 millis", cap: "5 seconds" })),
+        Effect.orDie,
+      ),
       () =>
         // `interruptible`: a finalizer runs uninterruptibly, and a timeout cannot end what it cannot interrupt.
         Effect.promise(() => producer.disconnect().catch(() => undefined)).pipe(

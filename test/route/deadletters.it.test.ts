@@ -192,6 +192,8 @@ describe("dead letters and shutdown (built router, real Kafka)", () => {
       for (const e of errors) assert.isString(e.message, `an ERROR line without a message: ${JSON.stringify(e)}`)
       const last = errors.at(-1)!
       assert.match(String(last.message), /^the router stopped: .*(EADDRINUSE|address already in use)/)
+      // No --metrics-host: the operations port binds the loopback address by default.
+      assert.include(String(last.message), `127.0.0.1:${port}`)
     } finally {
       busy.close()
     }
