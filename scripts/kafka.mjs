@@ -37,7 +37,16 @@ export const LOG4J_VERSION = "2.25.3"
 const DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..")
-export const CACHE_DIR = path.join(repoRoot, ".cache", "kafka")
+/** Through a symlinked `.cache` (git worktrees share the main checkout's), by its real path: the broker's command line
+ * names its files by real path, and `isBrokerProcess` compares them. */
+const realCache = (dir) => {
+  try {
+    return fs.realpathSync(dir)
+  } catch {
+    return dir
+  }
+}
+export const CACHE_DIR = path.join(realCache(path.join(repoRoot, ".cache")), "kafka")
 export const LIBS_DIR = path.join(CACHE_DIR, "libs")
 const LIBS_MARKER = ".complete"
 

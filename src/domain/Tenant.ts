@@ -216,7 +216,11 @@ export type OpenSearchTarget = typeof OpenSearchTarget.Type
 export const TargetWithStores = Schema.Union(FileTarget, HttpTarget, S3Target, OpenSearchTarget)
 export type TargetWithStores = typeof TargetWithStores.Type
 
-/** A short, secret-free name for a target, for logs and metric labels. */
+/** The kind of a target: with its position in the tenant's `targets`, what metrics are labelled by. */
+export const targetKind = (t: TargetWithStores): "file" | "http" | "s3" | "opensearch" =>
+  "file" in t ? "file" : "http" in t ? "http" : "s3" in t ? "s3" : "opensearch"
+
+/** A short name for a target, for logs and dead-letter headers (a file target's name is usually the access key: not for metrics). */
 export const targetName = (t: TargetWithStores): string =>
   "file" in t
     ? `file:${t.file}`

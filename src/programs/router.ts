@@ -2,22 +2,24 @@
 /**
  * `node dist/programs/router.js consumer [...]`: consumes the Kafka topic in a consumer group and
  * delivers each tenant's events to its destinations (files, http), committing an offset only
- * after every destination of the events up to it took them. See src/services/Router.ts.
+ * after every destination of the events up to it took them. See src/route/Router.ts.
  *
  * Every flag falls back to an environment variable (named in `--help`), which falls back to the
  * JSON config file named by SPILLWAY_CONFIG. Tuning (environment / config file only):
  * SPILLWAY_ROUTER_RETRY_BASE (200 millis), SPILLWAY_ROUTER_RETRY_CAP (5 seconds),
  * SPILLWAY_ROUTER_RETRY_BUDGET (20 seconds), SPILLWAY_ROUTER_PAUSE_BASE (1 second),
  * SPILLWAY_ROUTER_PAUSE_MAX (1 minute), SPILLWAY_ROUTER_CONCURRENCY (4 partitions at once),
- * SPILLWAY_ROUTER_SESSION_TIMEOUT_MS (30000), SPILLWAY_ROUTER_MAX_BYTES_PER_PARTITION (4 MiB per fetch).
+ * SPILLWAY_ROUTER_SESSION_TIMEOUT_MS (30000), SPILLWAY_ROUTER_MAX_BYTES_PER_PARTITION (4 MiB per fetch),
+ * SPILLWAY_ROUTER_DRAIN_TIMEOUT (15 seconds: at SIGTERM, how long the batches in flight may take to finish).
  */
 import { mkdirSync, readFileSync } from "node:fs"
 import { Command, Options } from "@effect/cli"
 import { NodeRuntime } from "@effect/platform-node"
-import { Config, Console, Duration, Effect, Either, Layer } from "effect"
+import { Cause, Config, Console, Duration, Effect, Either, Layer } from "effect"
 import { Destinations } from "../route/Destinations.js"
 import { defaultMaxBytesPerPartition, EventStream } from "../route/EventStream.js"
 import { defaultRouterOptions, runRouter } from "../route/Router.js"
+import { deadLettersTruncated } from "../route/RouterMetrics.js"
 import { ConfigStore, parseTenantsFile } from "../shared/ConfigStore.js"
 import { Crypto } from "../shared/Crypto.js"
 import { DeadLetters, dlqTopic } from "../shared/DeadLetter.js"
@@ -59,7 +61,12 @@ const metricsPort = Options.integer("metrics-port").pipe(
   ),
   Options.withFallbackConfig(Config.integer("SPILLWAY_ROUTER_METRICS_PORT").pipe(Config.withDefault(9466))),
 )
-const metricsHost = text("metrics-host", "SPILLWAY_ROUTER_METRICS_HOST", "0.0.0.0", "Address the operations port binds")
+const metricsHost = text(
+  "metrics-host",
+  "SPILLWAY_ROUTER_METRICS_HOST",
+  "127.0.0.1",
+  "Address the operations port binds (0.0.0.0 for every interface)",
+)
 
 const tuning = Config.all({
   retryBase: Config.duration("SPILLWAY_ROUTER_RETRY_BASE").pipe(Config.withDefault(defaultRouterOptions.retryBase)),
@@ -83,11 +90,37 @@ const tuning = Config.all({
       validation: (n) => n >= 1024 && n <= 104_857_600,
     }),
   ),
+  drainTimeout: Config.duration("SPILLWAY_ROUTER_DRAIN_TIMEOUT").pipe(Config.withDefault(Duration.seconds(15))),
   concurrency: Config.integer("SPILLWAY_ROUTER_CONCURRENCY").pipe(
     Config.withDefault(defaultRouterOptions.concurrency),
     Config.validate({ message: "SPILLWAY_ROUTER_CONCURRENCY must be 1 to 64", validation: (n) => n >= 1 && n <= 64 }),
   ),
 })
+
+/** The first non-empty message along an error's causes (a platform error wraps Node's, e.g. EADDRINUSE). */
+const reasonOf = (error: unknown, depth = 0): string => {
+  if (!(error instanceof Error)) return String(error)
+  if (error.message !== "" || depth > 4 || error.cause === undefined) return error.message || error.name
+  return `${error.name}: ${reasonOf(error.cause, depth + 1)}`
+}
+
+/**
+ * The program failed (a consumer that crashed for good, a port it cannot bind): one ERROR line that says what, and
+ * exit code 1. (Left to `runMain`, the JSON line had `"message":[]` and the reason only inside a stack trace.)
+ */
+const fatal = (cause: Cause.Cause<unknown>): Effect.Effect<void> => {
+  if (Cause.isInterruptedOnly(cause)) return Effect.failCause(cause).pipe(Effect.orDie)
+  const error = Cause.squash(cause)
+  const reason = reasonOf(error)
+  return Effect.logError(`the router stopped: ${reason}`).pipe(
+    Effect.annotateLogs({ error: error instanceof Error ? error.name : "failure" }),
+    Effect.zipRight(
+      Effect.sync(() => {
+        process.exitCode = 1
+      }),
+    ),
+  )
+}
 
 const TOPIC = /^[A-Za-z0-9._-]{1,240}$/
 const HOSTPORT = /^[^\s:,]+:\d{1,5}$/
@@ -156,8 +189,9 @@ const consumer = Command.make(
           partitionsConcurrently: tune.concurrency,
           sessionTimeoutMs: tune.sessionTimeoutMs,
           maxBytesPerPartition: tune.maxBytesPerPartition,
+          drainTimeout: tune.drainTimeout,
         }),
-        DeadLetters.layerKafka(dlqTopic(opts.topic)),
+        DeadLetters.layerKafka(dlqTopic(opts.topic), { onTruncated: () => deadLettersTruncated.inc() }),
         Destinations.layer(opts.outputDir),
         ConfigStore.layerFile(opts.tenants),
         Crypto.Default,
@@ -177,8 +211,9 @@ const consumer = Command.make(
       const ops = OpsServerLive({ host: opts.metricsHost, port: opts.metricsPort })
       return yield* Effect.scoped(Effect.zipRight(Layer.build(ops), runRouter(routerOptions))).pipe(
         Effect.provide(Layer.merge(services, Health.Default)),
-        // A consumer that crashed for good fails the program (exit code 1) so that it gets restarted.
         Effect.catchTag("ConfigFileError", (e) => usage(`tenants file refused: ${e.message}`)),
+        // A consumer that crashed for good fails the program (exit code 1) so that it gets restarted.
+        Effect.catchAllCause(fatal),
       )
     }),
 ).pipe(Command.withDescription("Consume the topic and route each tenant's events to its targets"))

@@ -3,21 +3,25 @@
  * one batch of NDJSON lines to one target, once; retries and their budget belong to the caller
  * (the Router), which knows what a failure costs.
  *
- * - file: appends the lines under the output folder (one write), then `fdatasync`s and closes the
- *   file before returning, so a success means the lines are on disk. Writes to one file are
- *   serialized (two partitions may carry events of the same tenant).
- * - http: POSTs the lines as one `application/x-ndjson` body with the target's headers.
- *   2xx is success; 429, 5xx, timeouts and network errors are retryable; other statuses are
- *   permanent (`retryable: false`).
+ * - file (destinations/File.ts): appends the lines under the output folder, never through a symbolic
+ *   link, truncating a partial write back, `fdatasync`ing the file (and its folder when new) before
+ *   returning, so a success means the lines are on disk. Writes to one file are serialized.
+ * - http (destinations/Http.ts): POSTs the lines as one `application/x-ndjson` body with the
+ *   target's headers. 2xx is success; 408, 429, 5xx, timeouts and network errors are retryable;
+ *   other statuses (3xx included: redirects are not followed) are permanent (`retryable: false`).
  *
  * `layerMemory` keeps the lines in memory and lets a test decide each outcome.
  */
-import { mkdir, open } from "node:fs/promises"
+import { mkdirSync, realpathSync } from "node:fs"
 import path from "node:path"
-import { FetchHttpClient, HttpClient, HttpClientRequest } from "@effect/platform"
-import { Context, Effect, Layer, Redacted } from "effect"
-import { DestinationError } from "../domain/Errors.js"
-import { type FileTarget, type HttpTarget, type Target, targetName } from "../domain/Tenant.js"
+import { FetchHttpClient, HttpClient } from "@effect/platform"
+import { Context, Effect, Layer } from "effect"
+import type { DestinationError } from "../domain/Errors.js"
+import { type Target, targetName } from "../domain/Tenant.js"
+import { type FileIo, nodeFileIo, writeFile } from "./destinations/File.js"
+import { post } from "./destinations/Http.js"
+
+export { retryableStatus } from "./destinations/Http.js"
 
 export class Destinations extends Context.Tag("spillway/Destinations")<
   Destinations,
@@ -26,23 +30,27 @@ export class Destinations extends Context.Tag("spillway/Destinations")<
     readonly deliver: (target: Target, lines: ReadonlyArray<string>) => Effect.Effect<void, DestinationError>
   }
 >() {
-  /** Files under `outputDir`, http through the platform's fetch client. */
-  static readonly layer = (outputDir: string): Layer.Layer<Destinations> =>
-    Layer.effect(Destinations, make(outputDir)).pipe(Layer.provide(FetchHttpClient.layer))
+  /** Files under `outputDir` (destinations/File.ts), http through the platform's fetch client (destinations/Http.ts). */
+  static readonly layer = (outputDir: string, io: FileIo = nodeFileIo): Layer.Layer<Destinations> =>
+    Layer.effect(Destinations, make(outputDir, io)).pipe(
+      Layer.provide(FetchHttpClient.layer),
+      // fetch would follow redirects; they are failures here (destinations/Http.ts).
+      Layer.provide(Layer.succeed(FetchHttpClient.RequestInit, { redirect: "manual" })),
+    )
 
   static readonly layerMemory = (behaviour: MemoryBehaviour = {}): Layer.Layer<Destinations> =>
     Layer.succeed(Destinations, makeMemory(behaviour))
 }
 
-const ndjson = (lines: ReadonlyArray<string>) => `${lines.join("\n")}\n`
-
-/** Pure: whether an HTTP status is worth retrying. */
-export const retryableStatus = (status: number): boolean => status === 429 || status === 408 || status >= 500
-
-const make = (outputDir: string) =>
+const make = (outputDir: string, io: FileIo) =>
   Effect.gen(function* () {
     const client = yield* HttpClient.HttpClient
-    const root = path.resolve(outputDir)
+    // The real path of the output folder: targets are resolved, and checked, under it.
+    const root = yield* Effect.sync(() => {
+      mkdirSync(outputDir, { recursive: true })
+      return realpathSync(path.resolve(outputDir))
+    })
+    /** One writer per file (two partitions may carry events of the same tenant); one entry per target file. */
     const locks = new Map<string, Effect.Semaphore>()
     const lockFor = (file: string) => {
       let s = locks.get(file)
@@ -52,76 +60,13 @@ const make = (outputDir: string) =>
       }
       return s
     }
-
-    const writeFile = (target: FileTarget, lines: ReadonlyArray<string>) => {
-      const name = targetName(target)
-      const file = path.resolve(root, target.file)
-      if (file !== root && !file.startsWith(root + path.sep))
-        return Effect.fail(
-          new DestinationError({ target: name, retryable: false, detail: "escapes the output folder" }),
-        )
-      const data = Buffer.from(ndjson(lines), "utf8")
-      return Effect.tryPromise({
-        try: async () => {
-          await mkdir(path.dirname(file), { recursive: true })
-          const fh = await open(file, "a", 0o640)
-          try {
-            let written = 0
-            while (written < data.length) {
-              const { bytesWritten } = await fh.write(data, written, data.length - written)
-              written += bytesWritten
-            }
-            await fh.datasync()
-          } finally {
-            await fh.close()
-          }
-        },
-        catch: (cause) =>
-          new DestinationError({
-            target: name,
-            retryable: true,
-            detail: `cannot append to the file: ${cause instanceof Error ? cause.message : String(cause)}`,
-            cause,
-          }),
-      }).pipe(lockFor(file).withPermits(1))
-    }
-
-    const post = (target: HttpTarget, lines: ReadonlyArray<string>) => {
-      const name = targetName(target)
-      const { url, headers, timeoutMs } = target.http
-      const plain: Record<string, string> = {}
-      for (const [k, v] of Object.entries(headers)) plain[k] = Redacted.value(v)
-      const request = HttpClientRequest.post(url).pipe(
-        HttpClientRequest.setHeaders(plain),
-        HttpClientRequest.bodyText(ndjson(lines), "application/x-ndjson"),
-      )
-      return Effect.gen(function* () {
-        const response = yield* client.execute(request)
-        yield* response.text.pipe(Effect.ignore) // release the connection
-        if (response.status >= 200 && response.status < 300) return
-        return yield* new DestinationError({
-          target: name,
-          retryable: retryableStatus(response.status),
-          detail: `http status ${response.status}`,
-        })
-      }).pipe(
-        Effect.timeoutFail({
-          duration: timeoutMs,
-          onTimeout: () =>
-            new DestinationError({ target: name, retryable: true, detail: `no answer in ${timeoutMs} ms` }),
-        }),
-        Effect.catchTags({
-          RequestError: (e) =>
-            new DestinationError({ target: name, retryable: true, detail: `request failed: ${e.reason}`, cause: e }),
-          ResponseError: (e) =>
-            new DestinationError({ target: name, retryable: true, detail: `response failed: ${e.reason}`, cause: e }),
-        }),
-      )
-    }
-
     return {
-      deliver: (target: Target, lines: ReadonlyArray<string>) =>
-        lines.length === 0 ? Effect.void : "file" in target ? writeFile(target, lines) : post(target, lines),
+      deliver: (target: Target, lines: ReadonlyArray<string>) => {
+        if (lines.length === 0) return Effect.void
+        const name = targetName(target)
+        if ("file" in target) return lockFor(target.file).withPermits(1)(writeFile(io, root, target, name, lines))
+        return post(client, target, name, lines)
+      },
     }
   })
 

@@ -18,54 +18,32 @@
  *
  * `layerMemory` serves fixed batches and records commits and rewinds, for tests.
  */
-import {
-  Context,
-  Data,
-  Deferred,
-  Duration,
-  Effect,
-  FiberSet,
-  Layer,
-  Metric,
-  Queue,
-  Ref,
-  Schedule,
-  Stream,
-} from "effect"
+import { Context, Deferred, Duration, Effect, FiberSet, Layer, Queue, Ref, Stream } from "effect"
 import type { Consumer, EachBatchPayload } from "kafkajs"
 import { KafkaClient } from "../shared/Kafka.js"
+import * as Metrics from "../shared/Metrics.js"
+import { installBatchGuard } from "./BatchGuard.js"
+import {
+  type BatchContext,
+  type ConsumerCrashed,
+  connectConsumer,
+  consumerConfig,
+  drainConsumer,
+  type KafkaStreamOptions,
+  recordBatchOf,
+  splitUndecodable,
+  watchConsumer,
+} from "./KafkaConsumer.js"
+import type { RecordBatch, SourceRecord, Undecodable } from "./RecordBatch.js"
+import { recordsIn } from "./RouterMetrics.js"
 
-/** The consumer stopped and will not restart (a non-retriable Kafka error): the program should exit. */
-export class ConsumerCrashed extends Data.TaggedError("ConsumerCrashed")<{ readonly detail: string }> {
-  override get message() {
-    return `the Kafka consumer crashed: ${this.detail}`
-  }
-}
-
-export interface SourceRecord {
-  readonly offset: string
-  readonly key: Uint8Array | null
-  readonly value: Uint8Array | null
-  readonly timestamp: string
-}
-
-export interface RecordBatch {
-  readonly topic: string
-  readonly partition: number
-  /** In offset order. Never empty. */
-  readonly records: ReadonlyArray<SourceRecord>
-  readonly highWatermark: string
-  /** Resolves every record up to and including `offset` and commits it. Call only once they are delivered. */
-  readonly commit: (offset: string) => Effect.Effect<void>
-  /** Pauses this partition, rewinds it to `offset`, and resumes it after `delay`. */
-  readonly retryFrom: (offset: string, delay: Duration.DurationInput) => Effect.Effect<void>
-  /** Tells the group coordinator the consumer is alive (long deliveries). */
-  readonly heartbeat: Effect.Effect<void>
-  /** True once the partition was rewound or revoked: the batch must not be delivered. */
-  readonly isStale: Effect.Effect<boolean>
-  /** Releases the batch (must run once, whatever happened). */
-  readonly done: Effect.Effect<void>
-}
+export {
+  ConsumerCrashed,
+  defaultMaxBytesPerPartition,
+  type KafkaStreamOptions,
+  splitUndecodable,
+} from "./KafkaConsumer.js"
+export type { RecordBatch, SourceRecord, Undecodable } from "./RecordBatch.js"
 
 export class EventStream extends Context.Tag("spillway/EventStream")<
   EventStream,
@@ -86,40 +64,10 @@ export class EventStream extends Context.Tag("spillway/EventStream")<
     Layer.succeed(EventStream, makeMemory(batches, log))
 }
 
-export interface KafkaStreamOptions {
-  readonly topic: string
-  readonly groupId: string
-  /** Batches of different partitions processed at once (default 4). */
-  readonly partitionsConcurrently?: number
-  /** Largest fetch per partition in bytes (default 4 MiB): bounds a batch, hence memory and request sizes. */
-  readonly maxBytesPerPartition?: number
-  /** Consumer group session timeout in ms (default 30 s; a crashed router's partitions move after it). */
-  readonly sessionTimeoutMs?: number
-  /** How long `drain` waits for batches in flight (default 15 s). */
-  readonly drainTimeout?: Duration.DurationInput
-}
-
-/**
- * 4 MiB: measured with `npm run bench` (route scenario), fewer and larger batches (fetch rounds,
- * fsyncs, commits) than with kafkajs' 1 MiB routed about 10% more events/s, for little more memory.
- */
-export const defaultMaxBytesPerPartition = 4 * 1_048_576
-
-const lagGauge = Metric.gauge("router_consumer_lag", {
-  description: "Records between the committed offset and the high watermark, per partition",
-})
-const pausesTotal = Metric.counter("router_partition_pauses_total", {
-  description: "Times a partition was paused because a destination kept failing",
-  incremental: true,
-})
-export const recordsIn = Metric.counter("router_records_in_total", {
-  description: "Records taken from Kafka (including re-reads after a rewind)",
-  incremental: true,
-})
-
 const makeKafka = (options: KafkaStreamOptions) =>
   Effect.gen(function* () {
     const kafka = yield* KafkaClient
+    installBatchGuard()
     const { topic, groupId } = options
     const concurrency = options.partitionsConcurrently ?? 4
     const joined = yield* Ref.make(false)
@@ -128,150 +76,19 @@ const makeKafka = (options: KafkaStreamOptions) =>
     const runPromise = yield* FiberSet.makeRuntimePromise<never>()
     const resumers = yield* FiberSet.make()
 
-    const consumer: Consumer = kafka.consumer({
-      groupId,
-      maxWaitTimeInMs: 500,
-      maxBytesPerPartition: options.maxBytesPerPartition ?? defaultMaxBytesPerPartition,
-      // kafkajs' default (10 MiB) would cap a fetch of 4 partitions below their share.
-      maxBytes: Math.max(10_485_760, 4 * (options.maxBytesPerPartition ?? defaultMaxBytesPerPartition)),
-      sessionTimeout: options.sessionTimeoutMs ?? 30_000,
-      heartbeatInterval: Math.min(3_000, Math.floor((options.sessionTimeoutMs ?? 30_000) / 3)),
-      allowAutoTopicCreation: true,
-    })
-    consumer.on(consumer.events.GROUP_JOIN, (e) => {
-      runPromise(
-        Ref.set(joined, true).pipe(
-          Effect.zipRight(
-            Effect.logInfo("joined the consumer group").pipe(
-              Effect.annotateLogs({ groupId, memberId: e.payload.memberId, assignment: e.payload.memberAssignment }),
-            ),
-          ),
-        ),
-      ).catch(() => undefined)
-    })
-    consumer.on(consumer.events.CRASH, (e) => {
-      if (e.payload.restart) return // kafkajs restarts the consumer itself
-      runPromise(
-        Deferred.succeed(fatal, new ConsumerCrashed({ detail: String(e.payload.error ?? "unknown error") })),
-      ).catch(() => undefined)
-    })
-    for (const ev of [consumer.events.CRASH, consumer.events.STOP, consumer.events.DISCONNECT]) {
-      consumer.on(ev, (e: { payload?: { error?: unknown } }) => {
-        runPromise(
-          Ref.set(joined, false).pipe(
-            Effect.zipRight(
-              Effect.logWarning(`consumer ${ev}`).pipe(Effect.annotateLogs({ error: String(e.payload?.error ?? "") })),
-            ),
-          ),
-        ).catch(() => undefined)
-      })
-    }
+    const consumer: Consumer = kafka.consumer(consumerConfig(options))
+    watchConsumer(consumer, { groupId, joined, fatal, runPromise })
+    yield* connectConsumer(consumer, topic)
 
-    yield* Effect.acquireRelease(
-      Effect.tryPromise(() => consumer.connect()).pipe(
-        Effect.tapError((e) =>
-          Effect.logWarning(`cannot connect the consumer, retrying: ${e.cause instanceof Error ? e.cause.message : e}`),
-        ),
-        Effect.retry(Schedule.spaced("2 seconds").pipe(Schedule.upTo("5 minutes"))),
-        Effect.orDie,
-      ),
-      () =>
-        Effect.promise(() => consumer.disconnect().catch(() => undefined)).pipe(
-          Effect.timeout("10 seconds"),
-          Effect.ignore,
-        ),
-    )
-    // A topic that does not exist yet is created by the broker's auto-creation (or by the ingester) meanwhile.
-    yield* Effect.tryPromise(() => consumer.subscribe({ topic, fromBeginning: true })).pipe(
-      Effect.tapError((e) =>
-        Effect.logWarning(
-          `cannot subscribe to ${topic} yet, retrying: ${e.cause instanceof Error ? e.cause.message : e}`,
-        ),
-      ),
-      Effect.retry(Schedule.spaced("1 second").pipe(Schedule.upTo("2 minutes"))),
-      Effect.orDie,
-    )
-
-    const lagOf = (partition: number) =>
-      lagGauge.pipe(Metric.tagged("topic", topic), Metric.tagged("partition", String(partition)))
-
+    const ctx: BatchContext = { consumer, topic, resumers }
     const eachBatch = async (payload: EachBatchPayload): Promise<void> => {
       const { batch, isRunning, isStale } = payload
       if (!isRunning() || isStale() || batch.isEmpty()) return
-      const records: ReadonlyArray<SourceRecord> = batch.messages.map((m) => ({
-        offset: m.offset,
-        key: m.key,
-        value: m.value,
-        timestamp: m.timestamp,
-      }))
-      const tp = [{ topic: batch.topic, partitions: [batch.partition] }]
-      const hw = BigInt(batch.highWatermark)
       await runPromise(
         Effect.gen(function* () {
           const released = yield* Deferred.make<void>()
-          const item: RecordBatch = {
-            topic: batch.topic,
-            partition: batch.partition,
-            records,
-            highWatermark: batch.highWatermark,
-            commit: (offset) =>
-              Effect.gen(function* () {
-                payload.resolveOffset(offset)
-                // Committed now, explicitly (with kafkajs' defaults `commitOffsetsIfNecessary()` alone would
-                // wait for the end of eachBatch); the offset committed is the next one to read.
-                const next = (BigInt(offset) + 1n).toString()
-                yield* Effect.tryPromise(() =>
-                  payload.commitOffsetsIfNecessary({
-                    topics: [{ topic: batch.topic, partitions: [{ partition: batch.partition, offset: next }] }],
-                  }),
-                ).pipe(
-                  Effect.tapError((e) =>
-                    Effect.logWarning("commit failed; the records will be delivered again", e).pipe(
-                      Effect.annotateLogs({ partition: batch.partition, offset }),
-                    ),
-                  ),
-                  Effect.ignore,
-                )
-                const lag = hw - (BigInt(offset) + 1n)
-                yield* Metric.set(lagOf(batch.partition), Number(lag < 0n ? 0n : lag))
-              }),
-            retryFrom: (offset, delay) =>
-              Effect.gen(function* () {
-                // kafkajs throws when the consumer is no longer running (shutdown): then nothing is
-                // committed past `offset` anyway, and the next owner reads from the last commit.
-                const paused = yield* Effect.try(() => {
-                  consumer.pause(tp)
-                  consumer.seek({ topic: batch.topic, partition: batch.partition, offset })
-                }).pipe(
-                  Effect.as(true),
-                  Effect.catchAll((e) =>
-                    Effect.logWarning(`cannot pause the partition: ${e.error}`).pipe(Effect.as(false)),
-                  ),
-                )
-                if (!paused) return
-                yield* Metric.increment(pausesTotal)
-                yield* Effect.logWarning("partition paused").pipe(
-                  Effect.annotateLogs({
-                    partition: batch.partition,
-                    from: offset,
-                    resumeInMs: Duration.toMillis(Duration.decode(delay)),
-                  }),
-                )
-                yield* FiberSet.run(
-                  resumers,
-                  Effect.sleep(delay).pipe(
-                    Effect.zipRight(Effect.try(() => consumer.resume(tp)).pipe(Effect.ignore)),
-                    Effect.zipRight(
-                      Effect.logInfo("partition resumed").pipe(Effect.annotateLogs({ partition: batch.partition })),
-                    ),
-                  ),
-                )
-              }),
-            heartbeat: Effect.tryPromise(() => payload.heartbeat()).pipe(Effect.ignore),
-            isStale: Effect.sync(() => isStale() || !isRunning()),
-            done: Deferred.succeed(released, undefined).pipe(Effect.asVoid),
-          }
-          yield* Metric.incrementBy(recordsIn, records.length)
+          const item = recordBatchOf(ctx, payload, splitUndecodable(batch.messages), released)
+          yield* Metrics.inc(recordsIn, item.records.length)
           yield* Queue.offer(queue, item)
           yield* Deferred.await(released)
         }),
@@ -289,14 +106,8 @@ const makeKafka = (options: KafkaStreamOptions) =>
       batches: Stream.fromQueue(queue),
       ready: Ref.get(joined),
       crashed: Effect.flatMap(Deferred.await(fatal), Effect.fail),
-      drain: Effect.promise(() => consumer.stop().catch(() => undefined)).pipe(
-        Effect.timeoutTo({
-          duration: options.drainTimeout ?? "15 seconds",
-          onSuccess: () => undefined,
-          onTimeout: () => undefined,
-        }),
+      drain: drainConsumer(consumer, options.drainTimeout ?? "15 seconds").pipe(
         Effect.zipRight(Ref.set(joined, false)),
-        Effect.zipRight(Effect.logInfo("consumer stopped")),
       ),
     }
   })
@@ -308,6 +119,7 @@ export interface MemoryBatch {
   readonly topic: string
   readonly partition: number
   readonly records: ReadonlyArray<SourceRecord>
+  readonly undecodable?: Undecodable
 }
 
 /** What the memory stream's consumer did, in order. */

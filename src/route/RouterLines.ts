@@ -173,6 +173,46 @@ export interface PreparedRecords {
   readonly texts: Array<string>
 }
 
+/** Why the last record `prepareOne` refused is a dead letter, and the tenant of the last one it took (kept aside so
+ * that the hot path allocates no object per record). */
+let lastDetail = ""
+let lastAccessKey = ""
+
+/** One record: its line (its tenant in `lastAccessKey`), or the code of its dead-letter reason (the detail in
+ * `lastDetail`). May throw: the caller makes that the record's dead letter. */
+const prepareOne = (
+  value: Uint8Array | null,
+  decrypt: boolean,
+  keys: ReadonlyMap<string, KeyEntry>,
+): number | string => {
+  const decoded = decodeRecord(value)
+  if (Either.isLeft(decoded)) {
+    lastDetail = decoded.left
+    return 1
+  }
+  const event = decoded.right
+  const key = keys.get(event.accessKey)
+  if (key === undefined) {
+    lastDetail = `no tenant has access key ${JSON.stringify(event.accessKey)}`
+    return 2
+  }
+  let message: unknown = event.message
+  if (decrypt) {
+    if (typeof key === "string") {
+      lastDetail = key
+      return 3
+    }
+    const opened = openMessage({ bytes: key ?? undefined }, event.message)
+    if (Either.isLeft(opened)) {
+      lastDetail = opened.left
+      return 3
+    }
+    message = opened.right
+  }
+  lastAccessKey = event.accessKey
+  return formatLine(event, message)
+}
+
 /**
  * Pure: decodes, checks the tenant of, decrypts (when `decrypt`) and formats each value. `keys`
  * has an entry for every tenant (its access key); a record of any other access key is a dead letter.
@@ -188,42 +228,29 @@ export const prepareRecords = (
   const tenants: Array<string> = []
   const indexOf = new Map<string, number>()
   const texts: Array<string> = new Array(n)
-  for (let i = 0; i < n; i++) {
-    const decoded = decodeRecord(values[i]!)
-    if (Either.isLeft(decoded)) {
-      reasons[i] = 1
-      texts[i] = decoded.left
-      continue
-    }
-    const event = decoded.right
-    const key = keys.get(event.accessKey)
-    if (key === undefined) {
-      reasons[i] = 2
-      texts[i] = `no tenant has access key ${JSON.stringify(event.accessKey)}`
-      continue
-    }
-    let message: unknown = event.message
-    if (decrypt) {
-      if (typeof key === "string") {
-        reasons[i] = 3
-        texts[i] = key
-        continue
-      }
-      const opened = openMessage({ bytes: key ?? undefined }, event.message)
-      if (Either.isLeft(opened)) {
-        reasons[i] = 3
-        texts[i] = opened.left
-        continue
-      }
-      message = opened.right
-    }
-    let t = indexOf.get(event.accessKey)
+  const tenantOf = (accessKey: string): number => {
+    let t = indexOf.get(accessKey)
     if (t === undefined) {
-      t = tenants.push(event.accessKey) - 1
-      indexOf.set(event.accessKey, t)
+      t = tenants.push(accessKey) - 1
+      indexOf.set(accessKey, t)
     }
-    tenantIndex[i] = t
-    texts[i] = formatLine(event, message)
+    return t
+  }
+  for (let i = 0; i < n; i++) {
+    // Whatever goes wrong with one record (a value no check foresaw) is that record's dead letter, not the batch's.
+    try {
+      const outcome = prepareOne(values[i]!, decrypt, keys)
+      if (typeof outcome === "number") {
+        reasons[i] = outcome
+        texts[i] = lastDetail
+      } else {
+        tenantIndex[i] = tenantOf(lastAccessKey)
+        texts[i] = outcome
+      }
+    } catch (e) {
+      reasons[i] = 1
+      texts[i] = `cannot be formatted: ${e instanceof Error ? e.name : "error"}`
+    }
   }
   return { reasons, tenantIndex, tenants, texts }
 }

@@ -8,13 +8,13 @@
  * header, then length-prefixed snappy blocks); sarama and librdkafka may write one raw snappy block. Reading
  * accepts both; writing uses xerial's framing, as the Java client does.
  */
-// kafkajs is CommonJS and Node's ESM loader does not see these two as named exports.
-const { CompressionCodecs, CompressionTypes } = kafkajs
-
 import kafkajs from "kafkajs"
 import { compressFrameSync, decompressFrameSync } from "lz4-napi"
 import { compressSync as snappyCompress, uncompressSync as snappyUncompress } from "snappy"
 import { compress as zstdCompress, decompress as zstdDecompress } from "zstd-napi"
+
+// kafkajs is CommonJS and Node's ESM loader does not see these two as named exports.
+const { CompressionCodecs, CompressionTypes } = kafkajs
 
 /** The compression names operators write (`--compression`), with kafkajs's type for each. */
 export const compressionTypes = {

@@ -1,14 +1,15 @@
 /**
  * The live Destinations layer against real files and a real local HTTP server (no Kafka).
  */
-import { mkdtempSync, readFileSync, rmSync } from "node:fs"
-import { createServer, type IncomingHttpHeaders } from "node:http"
+import { mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from "node:fs"
+import { createServer, type IncomingHttpHeaders, type Server } from "node:http"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { Effect, Either, Redacted } from "effect"
 import type { SafeFileName, Target } from "../../src/domain/Tenant.js"
 import { Destinations, retryableStatus } from "../../src/route/Destinations.js"
+import { type FileIo, nodeFileIo } from "../../src/route/destinations/File.js"
 
 const dir = mkdtempSync(join(tmpdir(), "spillway-dest-"))
 let port = 0
@@ -42,9 +43,14 @@ const file = (name: string): Target => ({ file: name as SafeFileName })
 const http = (url: string): Target => ({
   http: { url, headers: { authorization: Redacted.make("Bearer t0k") }, timeoutMs: 2_000 },
 })
-const deliver = (target: Target, lines: ReadonlyArray<string>) =>
+const deliver = (target: Target, lines: ReadonlyArray<string>, io: FileIo = nodeFileIo, root = dir) =>
   Effect.flatMap(Destinations, (d) => Effect.either(d.deliver(target, lines))).pipe(
-    Effect.provide(Destinations.layer(dir)),
+    Effect.provide(Destinations.layer(root, io)),
+  )
+
+const listen = (server: Server) =>
+  new Promise<number>((resolve) =>
+    server.listen(0, "127.0.0.1", () => resolve((server.address() as { port: number }).port)),
   )
 
 describe("Destinations (live)", () => {
@@ -96,6 +102,128 @@ describe("Destinations (live)", () => {
     Effect.gen(function* () {
       const e = yield* deliver(http("http://127.0.0.1:1/in"), ["{}"])
       assert.isTrue(Either.isLeft(e) && e.left.retryable)
+    }),
+  )
+
+  it.live("never writes through a symbolic link, to a file or a folder (issue 12 item 7)", () =>
+    Effect.gen(function* () {
+      const root = mkdtempSync(join(tmpdir(), "spillway-dest-links-"))
+      const outside = mkdtempSync(join(tmpdir(), "spillway-dest-outside-"))
+      try {
+        const victim = join(outside, "other-tenant.log")
+        writeFileSync(victim, "theirs\n")
+        symlinkSync(victim, join(root, "a.log"))
+        symlinkSync(outside, join(root, "sub"))
+        const viaFile = yield* deliver(file("a.log"), ['{"n":1}'], nodeFileIo, root)
+        const viaFolder = yield* deliver(file("sub/other-tenant.log"), ['{"n":2}'], nodeFileIo, root)
+        const viaNewFile = yield* deliver(file("sub/new.log"), ['{"n":3}'], nodeFileIo, root)
+        for (const e of [viaFile, viaFolder, viaNewFile])
+          assert.isTrue(Either.isLeft(e) && !e.left.retryable, String(e))
+        assert.strictEqual(readFileSync(victim, "utf8"), "theirs\n")
+        assert.throws(() => readFileSync(join(outside, "new.log")))
+        // A link to a folder inside the output folder is refused as well (a tenant could point at another's).
+        mkdirSync(join(root, "real"))
+        symlinkSync(join(root, "real"), join(root, "alias"))
+        const inside = yield* deliver(file("alias/x.log"), ['{"n":4}'], nodeFileIo, root)
+        assert.isTrue(Either.isLeft(inside) && !inside.left.retryable)
+      } finally {
+        rmSync(root, { recursive: true, force: true })
+        rmSync(outside, { recursive: true, force: true })
+      }
+    }),
+  )
+
+  it.live("a partial write (ENOSPC) is truncated back before the retry (issue 12 item 8)", () =>
+    Effect.gen(function* () {
+      assert.isTrue(Either.isRight(yield* deliver(file("partial.log"), ['{"n":1}'])))
+      let calls = 0
+      const full: FileIo = {
+        ...nodeFileIo,
+        write: async (fh, data, offset, length) => {
+          calls++
+          if (calls === 1) return fh.write(data, offset, Math.floor(length / 2)) // half of it lands
+          throw Object.assign(new Error("no space left on device"), { code: "ENOSPC" })
+        },
+      }
+      const failed = yield* deliver(file("partial.log"), ['{"n":2,"pad":"xxxxxxxxxxxxxxxx"}', '{"n":3}'], full)
+      assert.isTrue(Either.isLeft(failed) && failed.left.retryable)
+      assert.strictEqual(readFileSync(join(dir, "partial.log"), "utf8"), '{"n":1}\n', "the fragment is gone")
+      assert.isTrue(
+        Either.isRight(yield* deliver(file("partial.log"), ['{"n":2,"pad":"xxxxxxxxxxxxxxxx"}', '{"n":3}'])),
+      )
+      assert.deepStrictEqual(
+        readFileSync(join(dir, "partial.log"), "utf8")
+          .trimEnd()
+          .split("\n")
+          .map((l) => JSON.parse(l).n),
+        [1, 2, 3],
+      )
+    }),
+  )
+
+  it.live("new files and folders are made durable in their parent folders (issue 12 item 17)", () =>
+    Effect.gen(function* () {
+      const synced: Array<string> = []
+      const io: FileIo = { ...nodeFileIo, syncDir: async (d) => void synced.push(d) }
+      assert.isTrue(Either.isRight(yield* deliver(file("d1/d2/x.log"), ['{"n":1}'], io)))
+      const real = realpathSync(dir)
+      assert.deepStrictEqual(synced, [join(real, "d1", "d2"), join(real, "d1"), real])
+      synced.length = 0
+      assert.isTrue(Either.isRight(yield* deliver(file("d1/d2/x.log"), ['{"n":2}'], io)))
+      assert.deepStrictEqual(synced, [], "an append to an existing file names nothing new")
+      assert.isTrue(Either.isRight(yield* deliver(file("d1/y.log"), ['{"n":1}'], io)))
+      assert.deepStrictEqual(synced, [join(real, "d1")])
+    }),
+  )
+
+  it.live("does not follow redirects: a 3xx is a permanent failure (issue 12 item 16)", () =>
+    Effect.gen(function* () {
+      let elsewhere = 0
+      const other = createServer((_req, res) => {
+        elsewhere++
+        res.writeHead(200).end()
+      })
+      const redirecting = createServer((req, res) => {
+        req.resume()
+        res.writeHead(307, { location: `http://127.0.0.1:${(other.address() as { port: number }).port}/in` }).end()
+      })
+      try {
+        yield* Effect.promise(() => listen(other))
+        const port = yield* Effect.promise(() => listen(redirecting))
+        const e = yield* deliver(http(`http://127.0.0.1:${port}/in`), ['{"n":1}'])
+        assert.isTrue(Either.isLeft(e) && !e.left.retryable && e.left.detail === "http status 307", String(e))
+        assert.strictEqual(elsewhere, 0, "the events and the headers stayed with the configured address")
+      } finally {
+        other.close()
+        redirecting.close()
+      }
+    }),
+  )
+
+  it.live("reads at most a bounded head of the response body (issue 12 item 16)", () =>
+    Effect.gen(function* () {
+      let sent = 0
+      const endless = createServer((req, res) => {
+        req.resume()
+        res.writeHead(200, { "content-type": "text/plain" })
+        const chunk = Buffer.alloc(64 * 1024, 0x61)
+        const pump = () => {
+          while (!res.destroyed && sent < 512 * 1024 * 1024 && res.write(chunk)) sent += chunk.length
+        }
+        res.on("drain", pump)
+        pump()
+      })
+      try {
+        const port = yield* Effect.promise(() => listen(endless))
+        const started = Date.now()
+        const e = yield* deliver(http(`http://127.0.0.1:${port}/in`), ['{"n":1}'])
+        assert.isTrue(Either.isRight(e), `an endless 200 body is a success, not a timeout: ${String(e)}`)
+        assert.isBelow(Date.now() - started, 1500)
+        assert.isBelow(sent, 64 * 1024 * 1024, "the router stopped reading")
+      } finally {
+        endless.closeAllConnections()
+        endless.close()
+      }
     }),
   )
 })

@@ -1,0 +1,50 @@
+/**
+ * The router's metrics (prom-client, src/shared/Metrics.ts; `/metrics` renders them). Labels are bounded and
+ * secret-free: a destination is its kind (`file`, `http`) and its position in the tenant's `targets`, never a file
+ * name (usually the access key), a url or a header; reasons come from closed lists; partitions from the topic.
+ */
+import { counter, gauge } from "../shared/Metrics.js"
+
+export const recordsIn = counter("spillway_router_records_in_total", "Records taken from Kafka (re-reads included)")
+export const eventsOut = counter(
+  "spillway_router_events_out_total",
+  "Events delivered, by destination kind and position in the tenant's targets",
+  ["destination", "position"],
+)
+export const destinationErrors = counter(
+  "spillway_router_destination_errors_total",
+  "Failed delivery attempts, by destination kind and position",
+  ["destination", "position"],
+)
+export const destinationRetries = counter(
+  "spillway_router_destination_retries_total",
+  "Delivery attempts that were retries, by destination kind and position",
+  ["destination", "position"],
+)
+export const withoutTargets = counter(
+  "spillway_router_events_without_targets_total",
+  "Events of tenants that have no targets (dropped by configuration)",
+)
+export const deadLetters = counter(
+  "spillway_router_dead_letters_total",
+  "Records sent to the dead-letter topic, by reason",
+  ["reason"],
+)
+export const deadLettersTruncated = counter(
+  "spillway_router_dead_letters_truncated_total",
+  "Dead letters whose value was cut because Kafka refused it as too large (headers kept)",
+)
+export const consumerLag = gauge(
+  "spillway_router_consumer_lag",
+  "Records between the committed offset and the high watermark, per partition",
+  ["topic", "partition"],
+)
+export const partitionPauses = counter(
+  "spillway_router_partition_pauses_total",
+  "Times a partition was paused (a destination out of budget, or a batch that cannot be decoded)",
+)
+export const undecodableBatches = counter(
+  "spillway_router_undecodable_batches_total",
+  "Record batches that could not be decoded (a codec missing, a corrupt batch), by partition; each is retried",
+  ["topic", "partition"],
+)
