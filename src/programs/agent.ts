@@ -7,7 +7,7 @@
 import { Command, Options } from "@effect/cli"
 import { NodeRuntime } from "@effect/platform-node"
 import { Config, Effect, Layer, Option } from "effect"
-import { CollectLive } from "../agent/Agent.js"
+import { CollectLive } from "../agent/CollectLive.js"
 import { resolveSettings } from "../agent/Settings.js"
 import { runnable } from "../shared/ProgramRuntime.js"
 

@@ -4,19 +4,19 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, describe, expect, it } from "@effect/vitest"
 import { ConfigProvider, Effect, Either, Option } from "effect"
-import { type BatchLimits, isPermanentRejection, planBatch } from "../../src/agent/Batching.js"
-import { type BufferedRow, BufferStore, type NewRecord, rowBytes } from "../../src/agent/BufferStore.js"
-import { cpuRecord, memRecord, netifRecords, parseNetDev, parseProcStat } from "../../src/agent/MetricsInput.js"
+import { type BufferedRow, BufferStore, type NewRecord, rowBytes } from "../../src/agent/buffer/BufferStore.js"
+import { cpuRecord, memRecord, netifRecords, parseNetDev, parseProcStat } from "../../src/agent/inputs/MetricsInput.js"
 import {
   dockerParser,
   kubernetesFileMeta,
   kubernetesParser,
   parseRfc3339Nanos,
   splitLines,
-} from "../../src/agent/Parsers.js"
-import { classify } from "../../src/agent/Sender.js"
+} from "../../src/agent/inputs/Parsers.js"
 import { type CliValues, decodeAgentFile, resolveSettings } from "../../src/agent/Settings.js"
+import { type BatchLimits, isPermanentRejection, planBatch } from "../../src/agent/sender/Batching.js"
 import { channelSettings, hostOf, IP_SNI_PLACEHOLDER } from "../../src/agent/sender/Connection.js"
+import { classify } from "../../src/agent/sender/Sender.js"
 
 const root = mkdtempSync(join(tmpdir(), "spillway-agent-unit-"))
 afterAll(() => rmSync(root, { recursive: true, force: true }))

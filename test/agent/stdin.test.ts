@@ -8,9 +8,9 @@ import { join } from "node:path"
 import { PassThrough } from "node:stream"
 import { afterAll, assert, describe, it } from "@effect/vitest"
 import { Effect, Fiber } from "effect"
-import { BufferStore, type SyncMode } from "../../src/agent/BufferStore.js"
-import { DiskBuffer } from "../../src/agent/DiskBuffer.js"
-import { runStdin } from "../../src/agent/StdinInput.js"
+import { BufferStore, type SyncMode } from "../../src/agent/buffer/BufferStore.js"
+import { DiskBuffer } from "../../src/agent/buffer/DiskBuffer.js"
+import { runStdin } from "../../src/agent/inputs/StdinInput.js"
 
 const root = mkdtempSync(join(tmpdir(), "spillway-stdin-"))
 afterAll(() => rmSync(root, { recursive: true, force: true }))

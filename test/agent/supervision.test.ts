@@ -4,9 +4,9 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Fiber, Layer, TestClock } from "effect"
-import { registerBufferChecks, supervised } from "../../src/agent/Agent.js"
-import { BufferStore, type SyncMode } from "../../src/agent/BufferStore.js"
-import { DiskBuffer } from "../../src/agent/DiskBuffer.js"
+import { BufferStore, type SyncMode } from "../../src/agent/buffer/BufferStore.js"
+import { DiskBuffer } from "../../src/agent/buffer/DiskBuffer.js"
+import { registerBufferChecks, supervised } from "../../src/agent/CollectLive.js"
 import { Health } from "../../src/shared/Health.js"
 
 const root = mkdtempSync(join(tmpdir(), "spillway-supervision-"))

@@ -10,10 +10,10 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, assert, describe, it } from "@effect/vitest"
 import { Effect, Either, Exit, Fiber, Layer, Scope } from "effect"
-import { BufferStore, type SyncMode } from "../../src/agent/BufferStore.js"
-import { DiskBuffer } from "../../src/agent/DiskBuffer.js"
-import { criJoiner, kubernetesParser, tailParser } from "../../src/agent/Parsers.js"
-import { runTail, type TailSpec } from "../../src/agent/Tail.js"
+import { BufferStore, type SyncMode } from "../../src/agent/buffer/BufferStore.js"
+import { DiskBuffer } from "../../src/agent/buffer/DiskBuffer.js"
+import { criJoiner, kubernetesParser, tailParser } from "../../src/agent/inputs/Parsers.js"
+import { runTail, type TailSpec } from "../../src/agent/inputs/Tail.js"
 
 const root = mkdtempSync(join(tmpdir(), "spillway-tail-"))
 afterAll(() => rmSync(root, { recursive: true, force: true }))

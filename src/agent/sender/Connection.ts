@@ -16,7 +16,7 @@ import {
   type WireEResponse,
   type WireEventBatch,
 } from "../../wire/Wire.js"
-import type { BatchLimits } from "../Batching.js"
+import type { BatchLimits } from "./Batching.js"
 
 /** `unimplemented`: the ingester lacks the RPC (the proof of concept's has no SendEventBatches). */
 export type SendFailure = "unavailable" | "unauthenticated" | "denied" | "timeout" | "unimplemented"

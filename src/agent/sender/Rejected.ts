@@ -8,8 +8,8 @@ import * as grpc from "@grpc/grpc-js"
 import { Effect } from "effect"
 import * as Metrics from "../../shared/Metrics.js"
 import * as M from "../AgentMetrics.js"
-import type { BufferedRow } from "../BufferStore.js"
-import type { DiskBufferShape } from "../DiskBuffer.js"
+import type { BufferedRow } from "../buffer/BufferStore.js"
+import type { DiskBufferShape } from "../buffer/DiskBuffer.js"
 import { SendError } from "./Connection.js"
 
 export interface Rejection {

@@ -1,5 +1,5 @@
 /** Pure batching rules of the sender: by size (events, bytes) and by time (linger). */
-import type { BufferedRow } from "./BufferStore.js"
+import type { BufferedRow } from "../buffer/BufferStore.js"
 
 export interface BatchLimits {
   readonly maxEvents: number

@@ -3,7 +3,7 @@
  * `docker` and `kubernetes` inputs, with the joiner of Kubernetes CRI partial lines (`P`).
  */
 import { randomUUID } from "node:crypto"
-import type { NewRecord } from "./BufferStore.js"
+import type { NewRecord } from "../buffer/BufferStore.js"
 
 /** The longest line (bytes) an input makes one event of; longer ones are cut (the default read chunk). */
 export const MAX_LINE_BYTES = 256 * 1024

@@ -12,16 +12,16 @@
  * token. ExchangeConfig is repeated every `configRefresh` while connected: a new key applies to the next batch.
  */
 import { Duration, Effect, Ref, Schedule } from "effect"
-import * as Metrics from "../shared/Metrics.js"
-import { backoffWithReset } from "../shared/Retry.js"
-import * as M from "./AgentMetrics.js"
-import { waitUntil } from "./Signal.js"
-import { runBatchStream } from "./sender/BatchStream.js"
-import { type Client, openClient, readToken, type SendError, type SenderOptions } from "./sender/Connection.js"
-import { runEventStreams } from "./sender/EventStream.js"
-import { exchange, makeContext, type SenderContext } from "./sender/Outbox.js"
+import * as Metrics from "../../shared/Metrics.js"
+import { backoffWithReset } from "../../shared/Retry.js"
+import * as M from "../AgentMetrics.js"
+import { waitUntil } from "../buffer/Signal.js"
+import { runBatchStream } from "./BatchStream.js"
+import { type Client, openClient, readToken, type SendError, type SenderOptions } from "./Connection.js"
+import { runEventStreams } from "./EventStream.js"
+import { exchange, makeContext, type SenderContext } from "./Outbox.js"
 
-export { classify, SendError, type SenderOptions, type TokenSource } from "./sender/Connection.js"
+export { classify, SendError, type SenderOptions, type TokenSource } from "./Connection.js"
 
 /** ExchangeConfig again every `configRefresh` while connected; a failure keeps the last config. */
 const refreshConfig = (ctx: SenderContext, client: Client) =>

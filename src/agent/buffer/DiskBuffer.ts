@@ -9,9 +9,9 @@
  * deletes fail with a BufferError, which ends its stream: rows that could not be deleted are sent again.
  */
 import { Context, Data, Duration, Effect, Layer } from "effect"
-import * as Metrics from "../shared/Metrics.js"
-import { backoff } from "../shared/Retry.js"
-import * as M from "./AgentMetrics.js"
+import * as Metrics from "../../shared/Metrics.js"
+import { backoff } from "../../shared/Retry.js"
+import * as M from "../AgentMetrics.js"
 import { BufferLocked, lockBuffer } from "./BufferLock.js"
 import { type BufferedRow, BufferStore, type Checkpoint, type NewRecord, type SyncMode } from "./BufferStore.js"
 import { makeSignal, type Signal, waitUntil } from "./Signal.js"

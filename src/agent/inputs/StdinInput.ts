@@ -6,8 +6,8 @@
  */
 import type { Readable } from "node:stream"
 import { Effect, Ref, Stream } from "effect"
-import { rowBytes } from "./BufferStore.js"
-import { DiskBuffer } from "./DiskBuffer.js"
+import { rowBytes } from "../buffer/BufferStore.js"
+import { DiskBuffer } from "../buffer/DiskBuffer.js"
 import { MAX_LINE_BYTES, splitLines, toNewRecord } from "./Parsers.js"
 
 /** Byte chunks to lines (without newline), each at most `maxLine` bytes; the rest of the input is the last line. */

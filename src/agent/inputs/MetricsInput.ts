@@ -10,8 +10,8 @@
 import { readFileSync } from "node:fs"
 import { join } from "node:path"
 import { Effect, Schedule } from "effect"
-import { type NewRecord, rowBytes } from "./BufferStore.js"
-import { DiskBuffer } from "./DiskBuffer.js"
+import { type NewRecord, rowBytes } from "../buffer/BufferStore.js"
+import { DiskBuffer } from "../buffer/DiskBuffer.js"
 import { toNewRecord } from "./Parsers.js"
 
 export interface CpuTimes {

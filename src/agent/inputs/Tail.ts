@@ -20,8 +20,8 @@ import { closeSync, fstatSync, openSync, readdirSync, readSync, statSync } from 
 import { dirname, join } from "node:path"
 import { Effect, Schedule } from "effect"
 import { globSync } from "tinyglobby"
-import { type Checkpoint, type NewRecord, rowBytes } from "./BufferStore.js"
-import { DiskBuffer, type DiskBufferShape } from "./DiskBuffer.js"
+import { type Checkpoint, type NewRecord, rowBytes } from "../buffer/BufferStore.js"
+import { DiskBuffer, type DiskBufferShape } from "../buffer/DiskBuffer.js"
 import {
   flushPending,
   type Joiner,
