@@ -14,6 +14,8 @@ export const AuthFailure = Schema.Literal(
   "alg_not_allowed",
   "unknown_kid",
   "invalid_claims",
+  /** `exp - iat` is longer than the ingester's maximum token lifetime. */
+  "lifetime_too_long",
 )
 export type AuthFailure = typeof AuthFailure.Type
 

@@ -10,7 +10,8 @@ export const Limits = {
   accessKey: 256,
   userId: 256,
   agentId: 256,
-  tag: 256,
+  /** Fluent Bit tags of Kubernetes files are often 300+ characters; 4096 leaves room (README "The ingester"). */
+  tag: 4096,
   eventId: 128,
   /** The `message` field (ciphertext hex or JSON). */
   message: 4 * 1024 * 1024,

@@ -41,6 +41,9 @@ export type Secrets =
 export const SECRET_ENV = "SPILLWAY_JWT_SECRET"
 export const SECRET_FILE_ENV = "SPILLWAY_JWT_SECRET_FILE"
 export const CLOCK_SKEW_ENV = "SPILLWAY_JWT_CLOCK_SKEW_SECONDS"
+export const MAX_LIFETIME_ENV = "SPILLWAY_JWT_MAX_LIFETIME_SECONDS"
+/** Tokens valid longer than this (exp - iat) are refused: 30 days. */
+export const DEFAULT_MAX_LIFETIME_SECONDS = 30 * 86400
 export const MIN_SECRET_BYTES = 32
 const MAKE_ONE = "make one with: openssl rand -base64 48"
 const MAX_SECRET_FILE_BYTES = 64 * 1024
@@ -178,6 +181,11 @@ export const clockSkewConfig = Config.integer(CLOCK_SKEW_ENV).pipe(
   Config.withDefault(30),
 )
 
+export const maxLifetimeConfig = Config.integer(MAX_LIFETIME_ENV).pipe(
+  Config.validate({ message: "must be a positive number of seconds", validation: (n) => n > 0 }),
+  Config.withDefault(DEFAULT_MAX_LIFETIME_SECONDS),
+)
+
 // ---------------------------------------------------------------------------------------------
 // The service
 
@@ -196,7 +204,11 @@ const joseReason = (e: unknown): AuthFailure => {
 const decodeClaims = Schema.decodeUnknown(Claims)
 
 /** The service for a key ring and a clock skew tolerance (seconds). */
-export const make = (keyring: Keyring, clockSkewSeconds: number) => {
+export const make = (
+  keyring: Keyring,
+  clockSkewSeconds: number,
+  maxLifetimeSeconds: number = DEFAULT_MAX_LIFETIME_SECONDS,
+) => {
   const sign = Effect.fn("Auth.sign")(function* (accessKey: AccessKey, options?: SignOptions) {
     const expiry = options?.expirySeconds ?? DEFAULT_EXPIRY_SECONDS
     const role = options?.role ?? ""
@@ -246,6 +258,7 @@ export const make = (keyring: Keyring, clockSkewSeconds: number) => {
     const claims = yield* decodeClaims(payload).pipe(Effect.mapError(() => fail("invalid_claims")))
     // jose checks `iat` only with maxTokenAge: a token issued in the future is not valid yet.
     if (claims.iat > Math.floor(nowMs / 1000) + clockSkewSeconds) return yield* fail("not_yet_valid")
+    if (claims.exp - claims.iat > maxLifetimeSeconds) return yield* fail("lifetime_too_long")
     return claims
   })
 
@@ -264,6 +277,10 @@ export const make = (keyring: Keyring, clockSkewSeconds: number) => {
     verify: (token: string): Effect.Effect<Claims, AuthError> => verify(token),
     /** Verifies the value of the `authorization` metadata/header: `Bearer <jwt>`. */
     authorize: (header: string | undefined): Effect.Effect<Claims, AuthError> => authorize(header),
+    /** The clock skew tolerated on `exp`, `nbf` and `iat` (seconds): a stream ends at `exp` plus this. */
+    clockSkewSeconds,
+    /** The longest `exp - iat` accepted (seconds). */
+    maxLifetimeSeconds,
   }
 }
 
@@ -271,20 +288,24 @@ export class Auth extends Effect.Service<Auth>()("spillway/Auth", {
   effect: Effect.gen(function* () {
     const keyring = yield* keyringConfig
     const skew = yield* clockSkewConfig
-    return make(keyring, skew)
+    const maxLifetime = yield* maxLifetimeConfig
+    return make(keyring, skew, maxLifetime)
   }),
   dependencies: [NodeFileSystem.layer],
 }) {
   /** Auth from given secrets (tests, tools); fails like the configured layer on a bad secret. */
   static readonly layerFromSecrets = (
     secrets: Secrets,
-    options?: { readonly clockSkewSeconds?: number },
+    options?: { readonly clockSkewSeconds?: number; readonly maxLifetimeSeconds?: number },
   ): Layer.Layer<Auth, ConfigError.ConfigError> =>
     Layer.effect(
       Auth,
       Effect.map(
         Either.mapLeft(makeKeyring(secrets), (m) => ConfigError.InvalidData([SECRET_ENV], m)),
-        (keyring) => Auth.make(make(keyring, options?.clockSkewSeconds ?? 30)),
+        (keyring) =>
+          Auth.make(
+            make(keyring, options?.clockSkewSeconds ?? 30, options?.maxLifetimeSeconds ?? DEFAULT_MAX_LIFETIME_SECONDS),
+          ),
       ),
     )
 }

@@ -7,7 +7,7 @@
  * of queueing; when the process budget stays exhausted longer than `wait`, the message is refused
  * with Overloaded (RESOURCE_EXHAUSTED at the edge).
  */
-import { Context, Duration, Effect, Layer, Metric, type Scope } from "effect"
+import { Context, Duration, Effect, Layer, type Scope } from "effect"
 import { Overloaded } from "../domain/Errors.js"
 import * as M from "./IngesterMetrics.js"
 
@@ -59,7 +59,7 @@ export const make = (options: BudgetOptions) =>
           processFree += n
           yield* process.release(n)
           yield* mine.release(n)
-          yield* Metric.incrementBy(M.inFlightBytes, -n)
+          yield* Effect.sync(() => M.inFlightBytes.dec(n))
         })
       const acquire = (bytes: number) =>
         Effect.uninterruptibleMask((restore) =>
@@ -88,7 +88,7 @@ export const make = (options: BudgetOptions) =>
               processFree -= n
             }
             held += n
-            yield* Metric.incrementBy(M.inFlightBytes, n)
+            yield* Effect.sync(() => M.inFlightBytes.inc(n))
           }),
         )
       yield* Effect.addFinalizer(() => release(held))

@@ -20,19 +20,46 @@
  * connects a fresh one on an exponential, jittered, capped Schedule. Readiness = a connected
  * producer and a broker that answered the last probe.
  */
-import { Clock, Context, Deferred, Duration, Effect, Layer, Metric, Option, Queue, Ref, Schedule } from "effect"
-import { CompressionTypes, type ICustomPartitioner, type Kafka, Partitioners, type Producer } from "kafkajs"
+import { Clock, Context, Deferred, Duration, Effect, Layer, Option, Queue, Ref, Schedule } from "effect"
+import {
+  type ICustomPartitioner,
+  type Kafka,
+  type Message,
+  Partitioners,
+  type Producer,
+  type TopicMessages,
+} from "kafkajs"
 import { SinkUnavailable } from "../domain/Errors.js"
 import { type Event, toWireEvent } from "../domain/Event.js"
+import { type CompressionName, compressionTypes } from "../shared/Codecs.js"
+import { dlqTopic } from "../shared/DeadLetter.js"
 import { KafkaClient } from "../shared/Kafka.js"
+import { inc, observe, set } from "../shared/Metrics.js"
+import { backoff } from "../shared/Retry.js"
 import { EventCodec } from "../wire/Wire.js"
 import * as M from "./IngesterMetrics.js"
 
-/** One Kafka record as the ingester writes it. */
+/** Why the ingester dead-letters an event: it can never be accepted as it is. */
+export type IngestDeadLetterReason = "invalid_event" | "event_too_large"
+
+/**
+ * One Kafka record as the ingester writes it. With `deadLetter` it goes to `<topic>-dlq` instead, with headers
+ * `reason`, `detail` and `source: ingester` (the detail never holds a received value).
+ */
 export interface SinkRecord {
   readonly key: string
   readonly value: Buffer
+  readonly deadLetter?: { readonly reason: IngestDeadLetterReason; readonly detail: string }
 }
+
+/**
+ * The produce timeout must be longer than kafkajs's request timeout: else a send is given up while its request is
+ * still in flight. (A send that timed out drops its producer all the same, so it is never reused; see `produce`.)
+ */
+export const checkTimeouts = (produceTimeoutMs: number, requestTimeoutMs: number): string | undefined =>
+  produceTimeoutMs > requestTimeoutMs
+    ? undefined
+    : `the produce timeout (${produceTimeoutMs} ms) must be longer than the Kafka request timeout (${requestTimeoutMs} ms)`
 
 /** Pure: the Kafka record of an event (see the module comment). `toWireEvent` is the Schema encoding of `Event`. */
 export const encodeRecord = (event: Event): SinkRecord => ({
@@ -127,6 +154,8 @@ export interface KafkaSinkOptions {
   readonly probeInterval?: Duration.DurationInput
   /** Batches waiting for the writer fiber before publish waits. Default 4096. */
   readonly maxPendingBatches?: number
+  /** Record-batch compression (codecs registered by src/shared/Codecs.ts). Default "none". */
+  readonly compression?: CompressionName
 }
 
 interface Pending {
@@ -156,11 +185,31 @@ export const memoDefaultPartitioner: ICustomPartitioner = () => {
   }
 }
 
+/** The records of one send by topic: events to the topic, dead letters (with their headers) to `<topic>-dlq`. */
+const toTopicMessages = (topic: string, deadLetterTopic: string, records: ReadonlyArray<SinkRecord>) => {
+  const events: Array<Message> = []
+  const letters: Array<Message> = []
+  for (const r of records)
+    if (r.deadLetter === undefined) events.push({ key: r.key, value: r.value })
+    else
+      letters.push({
+        key: r.key,
+        value: r.value,
+        headers: { reason: r.deadLetter.reason, detail: r.deadLetter.detail.slice(0, 1000), source: "ingester" },
+      })
+  const out: Array<TopicMessages> = []
+  if (events.length > 0) out.push({ topic, messages: events })
+  if (letters.length > 0) out.push({ topic: deadLetterTopic, messages: letters })
+  return out
+}
+
 const causeText = (e: unknown) => (e instanceof Error ? `${e.name}: ${e.message}` : String(e))
 
 export const makeKafka = (kafka: Kafka, options: KafkaSinkOptions) =>
   Effect.gen(function* () {
     const topic = options.topic
+    const deadLetterTopic = dlqTopic(topic)
+    const compression = compressionTypes[options.compression ?? "none"]
     const produceTimeout = Duration.decode(options.produceTimeout ?? "15 seconds")
     const maxSendBytes = options.maxSendBytes ?? 900 * 1024
     const cap = Duration.decode(options.reconnectCap ?? "10 seconds")
@@ -175,7 +224,7 @@ export const makeKafka = (kafka: Kafka, options: KafkaSinkOptions) =>
 
     const setConnectedGauge = Effect.gen(function* () {
       const ok = Option.isSome(yield* Ref.get(producer)) && (yield* Ref.get(probeOk))
-      yield* Metric.set(M.kafkaConnected, ok ? 1 : 0)
+      yield* set(M.kafkaConnected, ok ? 1 : 0)
     })
 
     const disconnect = (p: Producer) =>
@@ -208,10 +257,7 @@ export const makeKafka = (kafka: Kafka, options: KafkaSinkOptions) =>
       }),
     )
 
-    const reconnectSchedule = Schedule.exponential("200 millis", 2).pipe(
-      Schedule.union(Schedule.spaced(cap)),
-      Schedule.jittered,
-    )
+    const reconnectSchedule = backoff({ base: "200 millis", cap })
 
     // The producer's owner: connect (retrying), hold until reported broken, drop, repeat.
     const manager = Effect.gen(function* () {
@@ -234,19 +280,20 @@ export const makeKafka = (kafka: Kafka, options: KafkaSinkOptions) =>
       yield* disconnect(p)
     }).pipe(Effect.forever)
 
-    const markBroken = (p: Producer) => Queue.offer(broken, p)
+    /** A producer whose send failed or timed out is taken out of use at once (its request may still be in flight). */
+    const markBroken = (p: Producer) =>
+      Effect.zipRight(
+        Ref.update(producer, (cur) => (Option.isSome(cur) && cur.value === p ? Option.none() : cur)),
+        Queue.offer(broken, p),
+      )
+
+    const topicMessages = (records: ReadonlyArray<SinkRecord>) => toTopicMessages(topic, deadLetterTopic, records)
 
     const produce = (p: Producer, records: ReadonlyArray<SinkRecord>) =>
       Effect.gen(function* () {
         const start = yield* Clock.currentTimeMillis
         yield* Effect.tryPromise({
-          try: () =>
-            p.send({
-              topic,
-              acks: -1,
-              compression: CompressionTypes.None,
-              messages: records.map((r) => ({ key: r.key, value: r.value })),
-            }),
+          try: () => p.sendBatch({ acks: -1, compression, topicMessages: topicMessages(records) }),
           catch: (cause) => new SinkUnavailable({ detail: `Kafka refused the records: ${causeText(cause)}`, cause }),
         }).pipe(
           Effect.timeoutFail({
@@ -258,11 +305,11 @@ export const makeKafka = (kafka: Kafka, options: KafkaSinkOptions) =>
           }),
         )
         const end = yield* Clock.currentTimeMillis
-        yield* Metric.update(M.produceLatency, (end - start) / 1000)
+        yield* observe(M.produceLatency, (end - start) / 1000)
       }).pipe(
         Effect.tapError((e) =>
           Effect.all([
-            Metric.increment(M.produceErrors),
+            inc(M.produceErrors),
             Effect.logWarning("Kafka produce failed").pipe(Effect.annotateLogs({ detail: e.detail, topic })),
             markBroken(p),
           ]),
@@ -345,7 +392,7 @@ export const makeKafka = (kafka: Kafka, options: KafkaSinkOptions) =>
           Effect.timeout("5 seconds"),
           Effect.ignore,
         )
-        yield* Metric.set(M.kafkaConnected, 0)
+        yield* set(M.kafkaConnected, 0)
       }),
     )
     yield* Effect.forkScoped(manager)

@@ -10,8 +10,10 @@
  * named by SPILLWAY_CONFIG (keys are the environment names). Tuning without flags (environment or
  * config file): SPILLWAY_INGESTER_MAX_MESSAGE_BYTES (8 MiB), SPILLWAY_INGESTER_MAX_EVENT_BYTES
  * (1000000), SPILLWAY_INGESTER_STREAM_BUDGET_BYTES (16 MiB), SPILLWAY_INGESTER_PROCESS_BUDGET_BYTES
- * (256 MiB), SPILLWAY_INGESTER_BUDGET_WAIT_MS (5000), SPILLWAY_KAFKA_PRODUCE_TIMEOUT_MS (15000),
- * SPILLWAY_INGESTER_SHUTDOWN_TIMEOUT_MS (20000), SPILLWAY_KAFKA_CLIENT_ID, SPILLWAY_LOG_LEVEL.
+ * (256 MiB), SPILLWAY_INGESTER_BUDGET_WAIT_MS (5000), SPILLWAY_KAFKA_PRODUCE_TIMEOUT_MS (15000; must be longer
+ * than SPILLWAY_KAFKA_REQUEST_TIMEOUT_MS, 10000 for the ingester), SPILLWAY_INGESTER_IDLE_TIMEOUT_MS (120000),
+ * SPILLWAY_INGESTER_SHUTDOWN_TIMEOUT_MS (20000), SPILLWAY_JWT_MAX_LIFETIME_SECONDS (2592000),
+ * SPILLWAY_KAFKA_CLIENT_ID, SPILLWAY_LOG_LEVEL.
  */
 import { accessSync, constants } from "node:fs"
 import { Command, Options } from "@effect/cli"
@@ -21,7 +23,8 @@ import { AccessKey } from "../domain/Event.js"
 import { Auth } from "../ingest/Auth.js"
 import { Budget } from "../ingest/Budget.js"
 import { IngesterServer, IngesterStartError } from "../ingest/IngesterServer.js"
-import { KafkaSink } from "../ingest/KafkaSink.js"
+import { checkTimeouts, KafkaSink } from "../ingest/KafkaSink.js"
+import { compressionNames } from "../shared/Codecs.js"
 import { ConfigStore } from "../shared/ConfigStore.js"
 import { makeDevCerts } from "../shared/DevCerts.js"
 import { Health } from "../shared/Health.js"
@@ -95,10 +98,28 @@ const apiOptions = {
   metricsHost: text(
     "metrics-host",
     "SPILLWAY_INGESTER_METRICS_HOST",
-    "Address of the operations port (/healthz, /readyz, /metrics)",
-    "0.0.0.0",
+    "Address of the operations port (/healthz, /readyz, /metrics); loopback unless you expose it on purpose",
+    "127.0.0.1",
   ),
   metricsPort: integer("metrics-port", "SPILLWAY_INGESTER_METRICS_PORT", "Operations port; 0 disables it", 9464),
+  compression: text(
+    "compression",
+    "SPILLWAY_INGESTER_COMPRESSION",
+    `Kafka record-batch compression: ${compressionNames.join(", ")}`,
+    "snappy",
+  ),
+  maxStreams: integer(
+    "max-streams",
+    "SPILLWAY_INGESTER_MAX_STREAMS",
+    "Event streams open at once in the process; more get RESOURCE_EXHAUSTED",
+    1024,
+  ),
+  maxStreamsPerTenant: integer(
+    "max-streams-per-tenant",
+    "SPILLWAY_INGESTER_MAX_STREAMS_PER_TENANT",
+    "Event streams open at once per access key; more get RESOURCE_EXHAUSTED",
+    64,
+  ),
 }
 
 const tuningConfig = Config.all({
@@ -110,6 +131,9 @@ const tuningConfig = Config.all({
   ),
   budgetWaitMs: Config.integer("SPILLWAY_INGESTER_BUDGET_WAIT_MS").pipe(Config.withDefault(5_000)),
   produceTimeoutMs: Config.integer("SPILLWAY_KAFKA_PRODUCE_TIMEOUT_MS").pipe(Config.withDefault(15_000)),
+  // The ingester's own default for kafkajs's request timeout: shorter than the produce timeout (checkTimeouts).
+  requestTimeoutMs: Config.integer("SPILLWAY_KAFKA_REQUEST_TIMEOUT_MS").pipe(Config.withDefault(10_000)),
+  idleTimeoutMs: Config.integer("SPILLWAY_INGESTER_IDLE_TIMEOUT_MS").pipe(Config.withDefault(120_000)),
   shutdownTimeoutMs: Config.integer("SPILLWAY_INGESTER_SHUTDOWN_TIMEOUT_MS").pipe(Config.withDefault(20_000)),
 })
 
@@ -144,6 +168,9 @@ interface ApiOptions {
   readonly topic: string
   readonly metricsHost: string
   readonly metricsPort: number
+  readonly compression: string
+  readonly maxStreams: number
+  readonly maxStreamsPerTenant: number
 }
 
 const apiLayer = (opts: ApiOptions) =>
@@ -158,7 +185,17 @@ const apiLayer = (opts: ApiOptions) =>
     if (opts.insecure && (Option.isSome(cert) || Option.isSome(key)))
       return yield* new IngesterStartError({ detail: "--insecure and --tls-cert/--tls-key exclude each other" })
     const tuning = yield* tuningConfig
-    const settings = yield* kafkaSettingsConfig("spillway-ingester")
+    const settings = { ...(yield* kafkaSettingsConfig("spillway-ingester")), requestTimeoutMs: tuning.requestTimeoutMs }
+    const timeouts = checkTimeouts(tuning.produceTimeoutMs, tuning.requestTimeoutMs)
+    if (timeouts !== undefined)
+      return yield* new IngesterStartError({
+        detail: `${timeouts}: raise SPILLWAY_KAFKA_PRODUCE_TIMEOUT_MS or lower SPILLWAY_KAFKA_REQUEST_TIMEOUT_MS`,
+      })
+    const compression = compressionNames.find((n) => n === opts.compression)
+    if (compression === undefined)
+      return yield* new IngesterStartError({ detail: `--compression must be one of ${compressionNames.join(", ")}` })
+    if (opts.maxStreams < 1 || opts.maxStreamsPerTenant < 1)
+      return yield* new IngesterStartError({ detail: "--max-streams and --max-streams-per-tenant must be at least 1" })
     const brokers = opts.brokers
       .split(",")
       .map((b) => b.trim())
@@ -176,8 +213,10 @@ const apiLayer = (opts: ApiOptions) =>
         ? { certFile: cert.value, keyFile: key.value, clientCaFile: Option.getOrUndefined(opts.tlsClientCa) }
         : undefined
 
+    // Ready only once the gRPC server listens (and Kafka and the tenants are there).
     const Readiness = Layer.effectDiscard(
       Effect.gen(function* () {
+        yield* IngesterServer
         const health = yield* Health
         const sink = yield* KafkaSink
         const store = yield* ConfigStore
@@ -189,6 +228,7 @@ const apiLayer = (opts: ApiOptions) =>
     const Sink = KafkaSink.layerKafka({
       topic: opts.topic,
       produceTimeout: `${tuning.produceTimeoutMs} millis`,
+      compression,
     }).pipe(Layer.provide(KafkaClient.layer({ ...settings, brokers })))
 
     const Server = IngesterServer.layer({
@@ -199,10 +239,15 @@ const apiLayer = (opts: ApiOptions) =>
       maxEventBytes: tuning.maxEventBytes,
       printEvents: opts.printEvents,
       shutdownTimeout: `${tuning.shutdownTimeoutMs} millis`,
+      maxStreams: opts.maxStreams,
+      maxStreamsPerTenant: opts.maxStreamsPerTenant,
+      idleTimeout: `${tuning.idleTimeoutMs} millis`,
     })
 
     // Built in this order: secret, tenants and budget (fail fast), then Kafka, then the servers.
-    return Layer.mergeAll(Server, Readiness, OpsServerLive({ host: opts.metricsHost, port: opts.metricsPort })).pipe(
+    // The operations port opens once the gRPC server listens, so /readyz never answers 200 before it does.
+    return OpsServerLive({ host: opts.metricsHost, port: opts.metricsPort }).pipe(
+      Layer.provideMerge(Readiness.pipe(Layer.provideMerge(Server))),
       Layer.provide(Sink),
       Layer.provide(
         Layer.mergeAll(
@@ -258,6 +303,10 @@ const accessToken = Command.make(
       if (opts.role.length > 64)
         return yield* new IngesterStartError({ detail: "--role must be at most 64 characters" })
       const auth = yield* Auth
+      if (opts.expiry > auth.maxLifetimeSeconds)
+        return yield* new IngesterStartError({
+          detail: `--expiry is longer than the maximum token lifetime (${auth.maxLifetimeSeconds} s, SPILLWAY_JWT_MAX_LIFETIME_SECONDS)`,
+        })
       const token = yield* auth.sign(key.right, { expirySeconds: opts.expiry, role: opts.role })
       yield* Console.log(token)
     }).pipe(Effect.provide(Auth.Default), failCleanly),

@@ -11,6 +11,7 @@
  * is encoded again.
  */
 import protobuf from "protobufjs"
+import { Limits } from "../domain/Event.js"
 import { EventCodec } from "./Wire.js"
 
 export interface EventFrame {
@@ -24,7 +25,10 @@ export interface EventFrame {
 
 export interface BatchFrames {
   readonly batch_id: string
+  /** The events, or none when there are more than the decoder's limit (see `eventCount`). */
   readonly events: ReadonlyArray<EventFrame>
+  /** How many events the message holds. */
+  readonly eventCount: number
 }
 
 const LEN = 2
@@ -147,24 +151,42 @@ export const decodeEventFrame = (bytes: Buffer): EventFrame => {
   return value === undefined ? { bytes, value: EventCodec.decode(bytes), clean: false } : { bytes, value, clean: true }
 }
 
-/** `api.EventBatch`: batch_id and the events (protobufjs semantics: the last batch_id wins, unknown fields skipped). Throws on malformed bytes. */
-export const decodeBatchFrames = (bytes: Buffer): BatchFrames => {
+/** A batch that cannot be decoded; `batch_id` is the one read before the fault ("" if none). Says nothing of the bytes. */
+export class MalformedBatch extends Error {
+  constructor(readonly batch_id: string) {
+    super("malformed protobuf message")
+  }
+}
+
+/**
+ * `api.EventBatch`: batch_id and the events (protobufjs semantics: the last batch_id wins, unknown fields skipped).
+ * At most `maxEvents` events are decoded: past that the rest are only counted (`eventCount`) and `events` is empty,
+ * so a message of millions of empty events costs one scan and no objects. Throws MalformedBatch on malformed bytes.
+ */
+export const decodeBatchFrames = (bytes: Buffer, maxEvents: number = Limits.eventsPerBatch): BatchFrames => {
   const r = protobuf.Reader.create(bytes)
   let batch_id = ""
-  const events: Array<EventFrame> = []
-  while (r.pos < r.len) {
-    const t = r.uint32()
-    const field = t >>> 3
-    const wireType = t & 7
-    if (field === 1 && wireType === LEN) batch_id = r.string()
-    else if (field === 2 && wireType === LEN) {
-      const len = r.uint32()
-      const start = r.pos
-      const end = start + len
-      if (end > r.len) throw new RangeError(`index out of range: ${start} + ${len} > ${r.len}`)
-      events.push(decodeEventFrame(bytes.subarray(start, end)))
-      r.pos = end
-    } else r.skipType(wireType)
+  let events: Array<EventFrame> = []
+  let eventCount = 0
+  try {
+    while (r.pos < r.len) {
+      const t = r.uint32()
+      const field = t >>> 3
+      const wireType = t & 7
+      if (field === 1 && wireType === LEN) batch_id = r.string()
+      else if (field === 2 && wireType === LEN) {
+        const len = r.uint32()
+        const start = r.pos
+        const end = start + len
+        if (end > r.len) throw new RangeError("index out of range")
+        eventCount++
+        if (eventCount <= maxEvents) events.push(decodeEventFrame(bytes.subarray(start, end)))
+        else if (events.length > 0) events = []
+        r.pos = end
+      } else r.skipType(wireType)
+    }
+  } catch {
+    throw new MalformedBatch(batch_id.length <= 128 ? batch_id : "")
   }
-  return { batch_id, events }
+  return { batch_id, events, eventCount }
 }

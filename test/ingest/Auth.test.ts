@@ -48,7 +48,7 @@ layer(Auth.layerFromSecrets(SECRET_A))("Auth", (it) => {
     [
       AccessKey,
       fc.string({ maxLength: 64 }),
-      fc.integer({ min: 1, max: 10 * 365 * 86400 }),
+      fc.integer({ min: 1, max: 30 * 86400 }),
       fc.integer({ min: 0, max: 4_000_000_000 }),
     ],
     ([accessKey, role, expirySeconds, at]) =>
@@ -138,6 +138,20 @@ layer(Auth.layerFromSecrets(SECRET_A))("Auth", (it) => {
         assert.strictEqual(yield* reasonOf(auth.verify(token)), "expired")
       }),
     { fastCheck: { numRuns: 30 } },
+  )
+
+  it.effect("a token valid longer than the maximum lifetime (30 days by default) is refused: a 100-year token", () =>
+    Effect.gen(function* () {
+      yield* TestClock.setTime(T0)
+      const auth = yield* Auth
+      assert.strictEqual(auth.maxLifetimeSeconds, 30 * 86400)
+      const century = yield* auth.sign(KEY_A, { expirySeconds: 100 * 365 * 86400 })
+      assert.strictEqual(yield* reasonOf(auth.verify(century)), "lifetime_too_long")
+      const month = yield* auth.sign(KEY_A, { expirySeconds: 30 * 86400 })
+      assert.strictEqual((yield* auth.verify(month)).sub, KEY_A)
+      const longer = yield* auth.sign(KEY_A, { expirySeconds: 30 * 86400 + 1 })
+      assert.strictEqual(yield* reasonOf(auth.verify(longer)), "lifetime_too_long")
+    }),
   )
 
   it.effect("nbf or iat in the future beyond the skew: not_yet_valid", () =>

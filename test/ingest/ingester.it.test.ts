@@ -1,6 +1,6 @@
 /**
  * The built ingester (`node dist/programs/ingester.js api`) against real Kafka over real TLS.
- * Needs `npm run build` first. The Kafka-outage test uses a private broker (slot 1) so the shared
+ * Needs `npm run build` first. The Kafka-outage test uses a private broker (slot 10) so the shared
  * one keeps running.
  */
 import { spawnSync } from "node:child_process"
@@ -8,6 +8,7 @@ import { randomBytes } from "node:crypto"
 import * as grpc from "@grpc/grpc-js"
 import type { Kafka } from "kafkajs"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { registerCodecs } from "../../src/shared/Codecs.js"
 import { EventCodec, type WireBatchAck, type WireEResponse } from "../../src/wire/Wire.js"
 import {
   bearer,
@@ -23,7 +24,10 @@ import {
   tenantB,
   wireEvent,
 } from "../support/ingester.js"
-import { createTopic, makeKafka, privateBroker, uniqueTopic } from "../support/kafka.js"
+import { consumeAll, createTopic, headerText, makeKafka, privateBroker, uniqueTopic } from "../support/kafka.js"
+
+// The test's own consumers read every codec the ingester may write (--compression).
+registerCodecs()
 
 const events = (key: string, n: number, from = 0, tag = "it") =>
   Array.from({ length: n }, (_, i) => wireEvent(key, from + i, { tag }))
@@ -99,6 +103,9 @@ describe("the built program's command line", () => {
       "SPILLWAY_INGESTER_METRICS_PORT",
       "SPILLWAY_PRINT_EVENTS",
       "SPILLWAY_INSECURE",
+      "SPILLWAY_INGESTER_COMPRESSION",
+      "SPILLWAY_INGESTER_MAX_STREAMS",
+      "SPILLWAY_INGESTER_MAX_STREAMS_PER_TENANT",
     ])
       expect(r.stdout).toContain(env)
   })
@@ -114,6 +121,32 @@ describe("the built program's command line", () => {
     const r = run(["api", "--metrics-port", "0"], { SPILLWAY_JWT_SECRET: randomSecret() })
     expect(r.status).toBe(1)
     expect(r.stderr).toMatch(/TLS is required/)
+  })
+
+  it("refuses a produce timeout not longer than the Kafka request timeout, and an unknown --compression", () => {
+    const base = ["api", "--insecure", "--metrics-port", "0", "--brokers", "127.0.0.1:1"]
+    const env = { SPILLWAY_JWT_SECRET: randomSecret() }
+    const slow = run(base, {
+      ...env,
+      SPILLWAY_KAFKA_PRODUCE_TIMEOUT_MS: "15000",
+      SPILLWAY_KAFKA_REQUEST_TIMEOUT_MS: "30000",
+    })
+    expect(slow.status).toBe(1)
+    expect(slow.stderr).toMatch(
+      /produce timeout \(15000 ms\) must be longer than the Kafka request timeout \(30000 ms\)/,
+    )
+    const codec = run([...base, "--compression", "brotli"], env)
+    expect(codec.status).toBe(1)
+    expect(codec.stderr).toMatch(/--compression must be one of none, gzip, snappy, lz4, zstd/)
+    expect(codec.stderr).not.toMatch(/\n\s+at /)
+  })
+
+  it("access-token refuses an expiry past the maximum token lifetime", () => {
+    const r = run(["access-token", "--access-key", tenantA, "--expiry", String(100 * 365 * 86400)], {
+      SPILLWAY_JWT_SECRET: randomSecret(),
+    })
+    expect(r.status).toBe(1)
+    expect(r.stderr).toMatch(/maximum token lifetime/)
   })
 
   it("access-token prints a token the server's secret verifies", async () => {
@@ -211,6 +244,38 @@ describe("ingester -> Kafka (shared broker)", () => {
     expect(metrics).toMatch(/spillway_ingester_auth_failures_total\{reason="bad_signature"\} \d+/)
   })
 
+  it("an event that can never be accepted lands in <topic>-dlq with its reason; the rest is acked and in the topic", async () => {
+    const token = await ing.tokenFor(tenantA)
+    const before = await countRecords(kafka, topic)
+    const bad = wireEvent(tenantA, 1, { tag: "dlq".repeat(2000), event_id: "dlq-bad" })
+    const r = await sendEvents(client, token, [
+      wireEvent(tenantA, 0, { tag: "dlq-ok", event_id: "dlq-0" }),
+      bad,
+      wireEvent(tenantA, 2, { tag: "dlq-ok", event_id: "dlq-2", UserID: "user-b" }),
+    ])
+    expect(r.value?.status).toBe("SUCCESS")
+    const huge = wireEvent(tenantA, 3, { message: "h".repeat(1_100_000), event_id: "dlq-huge" })
+    const b = await sendBatches(client, token, [
+      { batch_id: "dlq-b", events: [huge, wireEvent(tenantA, 4, { tag: "dlq-ok", event_id: "dlq-4" })] },
+    ])
+    expect(b.acks.map((a) => a.status)).toEqual(["SUCCESS"])
+    expect((await countRecords(kafka, topic)) - before).toBe(3)
+    const ok = (await readTopic(kafka, topic, before + 3)).filter((x) => x.event.tag === "dlq-ok")
+    expect(ok.map((x) => x.event.event_id).sort()).toEqual(["dlq-0", "dlq-2", "dlq-4"])
+    expect(ok.every((x) => (x.event as unknown as { UserID: string }).UserID === "2134558")).toBe(true)
+    const letters = await consumeAll(`${topic}-dlq`, 2, 20_000)
+    expect(letters).toHaveLength(2)
+    const byReason = new Map(letters.map((l) => [headerText(l.headers, "reason"), l]))
+    const invalid = byReason.get("invalid_event")
+    expect(invalid?.key?.toString()).toBe(tenantA)
+    expect(headerText(invalid!.headers, "detail")).toMatch(/field tag must be a string of at most 4096 characters/)
+    expect(headerText(invalid!.headers, "source")).toBe("ingester")
+    expect((EventCodec.decode(invalid!.value!) as { event_id: string }).event_id).toBe("dlq-bad")
+    const large = byReason.get("event_too_large")
+    expect(headerText(large!.headers, "detail")).toMatch(/exceeds the limit of 1000000 bytes/)
+    expect(large!.value!.length).toBeLessThanOrEqual(64 * 1024)
+  })
+
   it("SendEventBatches: many batches in flight, each acked exactly once, all in Kafka", async () => {
     const before = await countRecords(kafka, topic)
     const batches = Array.from({ length: 60 }, (_, b) => ({
@@ -251,10 +316,16 @@ describe("ingester -> Kafka (shared broker)", () => {
       expect(bad.error?.code).toBe(grpc.status.RESOURCE_EXHAUSTED)
       expect(bad.error?.details).toMatch(/larger than max/)
       expect(good.value?.status).toBe("SUCCESS")
-      // An event within the gRPC limit but over Kafka's record size is INVALID_ARGUMENT, clearly.
+      // An event within the gRPC limit but over Kafka's record size can never be accepted: it is dead-lettered
+      // (reason event_too_large, "exceeds the limit" in its detail) and the call succeeds, so no client resends it.
+      const lettersBefore = await countRecords(kafka, `${topic}-dlq`)
       const tooBig = await sendEvents(client, token, [wireEvent(tenantA, 1, { message: "y".repeat(1_100_000) })])
-      expect(tooBig.error?.code).toBe(grpc.status.INVALID_ARGUMENT)
-      expect(tooBig.error?.details).toMatch(/exceeds the limit/)
+      expect(tooBig.value?.status).toBe("SUCCESS")
+      expect((await countRecords(kafka, `${topic}-dlq`)) - lettersBefore).toBe(1)
+      const letters = await consumeAll(`${topic}-dlq`, lettersBefore + 1, 20_000)
+      const last = letters.find((l) => (l.value?.length ?? 0) > 0 && l.value!.includes(Buffer.from("yyyy")))
+      expect(headerText(last!.headers, "reason")).toBe("event_too_large")
+      expect(headerText(last!.headers, "detail")).toMatch(/exceeds the limit/)
     } finally {
       other.close()
     }
@@ -299,8 +370,38 @@ describe("ingester -> Kafka (shared broker)", () => {
   })
 })
 
+describe("--compression (shared broker)", () => {
+  const kafka = makeKafka("ingester-it-codecs")
+  for (const codec of ["none", "gzip", "snappy", "lz4", "zstd"]) {
+    it(`${codec}: records land in Kafka and a consumer reads them back`, async () => {
+      const topic = uniqueTopic(`codec-${codec}`)
+      await createTopic(topic, 1)
+      const ing = await startIngester({ topic, env: { SPILLWAY_INGESTER_COMPRESSION: codec } })
+      const client = ing.client()
+      try {
+        const sent = events(tenantA, 200, 0, `codec-${codec}`)
+        const token = await ing.tokenFor(tenantA)
+        const r = await sendEvents(client, token, sent)
+        expect(r.error).toBeUndefined()
+        expect(r.value?.status).toBe("SUCCESS")
+        const b = await sendBatches(client, token, [
+          { batch_id: "c", events: events(tenantA, 50, 200, `codec-${codec}`) },
+        ])
+        expect(b.acks.map((a) => a.status)).toEqual(["SUCCESS"])
+        const recs = await readTopic(kafka, topic, 250)
+        expect(recs).toHaveLength(250)
+        expect(new Set(recs.map((x) => x.event.event_id)).size).toBe(250)
+        expect(recs.every((x) => x.key === tenantA)).toBe(true)
+      } finally {
+        client.close()
+        await ing.stop()
+      }
+    }, 60_000)
+  }
+})
+
 describe("Kafka stopped mid-stream (private broker)", () => {
-  const pb = privateBroker(1)
+  const pb = privateBroker(10)
   afterAll(async () => {
     await pb.destroy()
   })
@@ -341,8 +442,9 @@ describe("Kafka stopped mid-stream (private broker)", () => {
           call.end()
         })()
       })
-      expect(result.value?.status).not.toBe("SUCCESS")
-      if (result.error) expect(result.error.code).toBe(grpc.status.UNAVAILABLE)
+      // The call must end with an error (an empty answer is neither SUCCESS nor a refusal): UNAVAILABLE.
+      expect(result.value).toBeUndefined()
+      expect(result.error?.code).toBe(grpc.status.UNAVAILABLE)
       console.log(
         `during the outage: ${result.error ? `${result.error.code} ${result.error.details}` : result.value?.status}`,
       )

@@ -6,7 +6,7 @@
 
 import { readFileSync } from "node:fs"
 import * as grpc from "@grpc/grpc-js"
-import { Layer, ManagedRuntime, Metric, Schema } from "effect"
+import { Layer, ManagedRuntime, Schema } from "effect"
 import { SignJWT } from "jose"
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest"
 import { TenantsFile } from "../../src/domain/Tenant.js"
@@ -16,7 +16,7 @@ import * as M from "../../src/ingest/IngesterMetrics.js"
 import { IngesterServer } from "../../src/ingest/IngesterServer.js"
 import { KafkaSink, MemorySink, type MemorySinkControl } from "../../src/ingest/KafkaSink.js"
 import { ConfigStore } from "../../src/shared/ConfigStore.js"
-import { EventCodec, EventServiceDefinition } from "../../src/wire/Wire.js"
+import { EventBatchCodec, EventCodec, EventServiceDefinition, type WireBatchAck } from "../../src/wire/Wire.js"
 import { testCerts } from "../support/certs.js"
 import {
   connect,
@@ -50,6 +50,7 @@ beforeAll(async () => {
     port: 0,
     tls: { certFile: certs.serverCert, keyFile: certs.serverKey },
     maxMessageBytes,
+    maxEventBytes: 120 * KiB,
     sendEventBatchEvents: 50,
   }).pipe(
     Layer.provideMerge(
@@ -117,13 +118,33 @@ describe("SendEvent", () => {
     expect(r.error?.code).toBe(grpc.status.UNAVAILABLE)
   })
 
-  it("refuses an invalid event with INVALID_ARGUMENT", async () => {
+  it("accepts Kubernetes-length tags (up to 4096 characters)", async () => {
     const before = memory.records().length
-    const bad = wireEvent(tenantA, 1, { tag: "x".repeat(300) })
-    const r = await sendEvents(client, await tokenA(), [bad])
-    expect(r.error?.code).toBe(grpc.status.INVALID_ARGUMENT)
-    expect(r.error?.details).toMatch(/tag/)
-    expect(memory.records().length).toBe(before)
+    const long = wireEvent(tenantA, 1, { tag: `kube.var.log.containers.${"x".repeat(4096 - 24)}` })
+    const r = await sendEvents(client, await tokenA(), [long, wireEvent(tenantA, 2, { tag: "t".repeat(300) })])
+    expect(r.value?.status).toBe("SUCCESS")
+    const recs = memory.records().slice(before)
+    expect(recs.map((x) => x.deadLetter)).toEqual([undefined, undefined])
+    expect((EventCodec.decode(recs[0]!.value) as { tag: string }).tag).toHaveLength(4096)
+  })
+
+  it("an event that can never be accepted goes to the dead letters with its reason; the rest is acknowledged", async () => {
+    const before = memory.records().length
+    const secretish = "SECRET-VALUE-"
+    const bad = wireEvent(tenantA, 1, { tag: secretish.repeat(400) })
+    const huge = wireEvent(tenantA, 2, { message: secretish.repeat(Math.ceil((121 * KiB) / secretish.length)) })
+    const r = await sendEvents(client, await tokenA(), [wireEvent(tenantA, 0), bad, huge, wireEvent(tenantA, 3)])
+    expect(r.error).toBeUndefined()
+    expect(r.value?.status).toBe("SUCCESS")
+    const recs = memory.records().slice(before)
+    expect(recs).toHaveLength(4)
+    expect(recs.map((x) => x.deadLetter?.reason)).toEqual([undefined, "invalid_event", "event_too_large", undefined])
+    expect(recs[1]!.deadLetter?.detail).toMatch(/field tag must be a string of at most 4096 characters/)
+    expect(recs[2]!.deadLetter?.detail).toMatch(/exceeds the limit of 122880 bytes/)
+    for (const x of recs) expect(x.key).toBe(tenantA)
+    for (const x of recs) expect(x.deadLetter?.detail ?? "").not.toContain("SECRET")
+    expect((EventCodec.decode(recs[1]!.value) as { event_id: string }).event_id).toBe("ev-1")
+    expect(recs[2]!.value.length).toBeLessThanOrEqual(64 * KiB)
   })
 })
 
@@ -150,6 +171,27 @@ describe("tenancy", () => {
       expect.objectContaining({ batch_id: "x1", status: "FAILURE", code: grpc.status.PERMISSION_DENIED }),
     ])
     expect(memory.records().length).toBe(before)
+    // Also when the foreign event sits among valid ones, or is itself invalid: the whole call is refused.
+    const mixed = [wireEvent(tenantA, 1), wireEvent(tenantB, 2, { tag: "x".repeat(5000) }), wireEvent(tenantA, 3)]
+    const m = await sendEvents(client, await tokenA(), mixed)
+    expect(m.error?.code).toBe(grpc.status.PERMISSION_DENIED)
+    expect(memory.records().length).toBe(before)
+  })
+
+  it("an event's UserID is always its tenant's: whatever the client sent is overwritten (both RPCs)", async () => {
+    const before = memory.records().length
+    const token = await tokenA()
+    const lying = [wireEvent(tenantA, 1, { UserID: "user-b" }), wireEvent(tenantA, 2, { UserID: "1134412" })]
+    expect((await sendEvents(client, token, lying)).value?.status).toBe("SUCCESS")
+    const b = await sendBatches(client, token, [{ batch_id: "u-1", events: [wireEvent(tenantA, 3, { UserID: "" })] }])
+    expect(b.acks.map((a) => a.status)).toEqual(["SUCCESS"])
+    const recs = memory.records().slice(before)
+    expect(recs).toHaveLength(3)
+    expect(recs.map((x) => (EventCodec.decode(x.value) as { UserID: string }).UserID)).toEqual([
+      "2134558",
+      "2134558",
+      "2134558",
+    ])
   })
 })
 
@@ -220,8 +262,8 @@ describe("SendEventBatches", () => {
     let sampling = true
     const sampler = (async () => {
       while (sampling) {
-        const g = await runtime.runPromise(Metric.value(M.inFlightBytes))
-        maxInFlight = Math.max(maxInFlight, g.value)
+        const g = await M.inFlightBytes.get()
+        maxInFlight = Math.max(maxInFlight, g.values[0]?.value ?? 0)
         await new Promise((r) => setTimeout(r, 20))
       }
     })()
@@ -254,6 +296,98 @@ describe("SendEventBatches", () => {
       expect(r1.acks.map((a) => a.status)).toEqual(["SUCCESS", "SUCCESS"])
     } finally {
       second.close()
+    }
+  })
+})
+
+describe("SendEventBatches: one bad batch or event never ends the stream", () => {
+  it("dead-letters the events of a batch that can never be accepted and acks the batch SUCCESS", async () => {
+    const before = memory.records().length
+    const batch = {
+      batch_id: "dl-1",
+      events: [wireEvent(tenantA, 0), wireEvent(tenantA, 1, { agent_id: "a".repeat(300) }), wireEvent(tenantA, 2)],
+    }
+    const r = await sendBatches(client, await tokenA(), [batch])
+    expect(r.acks).toEqual([expect.objectContaining({ batch_id: "dl-1", status: "SUCCESS" })])
+    const recs = memory.records().slice(before)
+    expect(recs.map((x) => x.deadLetter?.reason)).toEqual([undefined, "invalid_event", undefined])
+    expect(recs[1]!.deadLetter?.detail).toMatch(/agent_id/)
+  })
+
+  it("a duplicate batch_id in flight gets a FAILURE ack; the first is acked and the stream ends OK", async () => {
+    memory.setDelay("300 millis")
+    const r = await sendBatches(
+      client,
+      await tokenA(),
+      [
+        { batch_id: "dup", events: events(tenantA, 2) },
+        { batch_id: "dup", events: events(tenantA, 2) },
+        { batch_id: "after", events: events(tenantA, 2) },
+      ],
+      3,
+    )
+    expect(r.status?.code).toBe(grpc.status.OK)
+    expect(r.acks.map((a) => [a.batch_id, a.status, a.code])).toEqual([
+      ["dup", "FAILURE", grpc.status.INVALID_ARGUMENT],
+      ["dup", "SUCCESS", 0],
+      ["after", "SUCCESS", 0],
+    ])
+    expect(r.acks[0]!.detail).not.toContain("dup")
+  })
+
+  it("a batch without a batch_id gets a FAILURE ack and the stream goes on", async () => {
+    const r = await sendBatches(client, await tokenA(), [
+      { batch_id: "", events: events(tenantA, 1) },
+      { batch_id: "ok-1", events: events(tenantA, 1) },
+    ])
+    expect(r.status?.code).toBe(grpc.status.OK)
+    expect(r.acks.map((a) => [a.batch_id, a.status, a.code])).toEqual([
+      ["", "FAILURE", grpc.status.INVALID_ARGUMENT],
+      ["ok-1", "SUCCESS", 0],
+    ])
+  })
+
+  it("a malformed message gets a FAILURE ack (with the batch_id read before the fault) and the stream goes on", async () => {
+    const RawBatches = grpc.makeGenericClientConstructor(
+      {
+        SendEventBatches: {
+          ...EventServiceDefinition.SendEventBatches,
+          requestSerialize: (b: Buffer) => b,
+        },
+      },
+      "api.EventService",
+    )
+    const raw = new RawBatches(address, grpc.credentials.createSsl(caCert), {
+      "grpc.ssl_target_name_override": "localhost",
+    })
+    try {
+      const token = await tokenA()
+      const good = Buffer.from(EventBatchCodec.encode({ batch_id: "g-1", events: events(tenantA, 1) as never }))
+      const bad = Buffer.from([(1 << 3) | 2, 2, 0x6d, 0x31, (2 << 3) | 2, 50, 1, 2])
+      const r = await new Promise<{ acks: Array<WireBatchAck>; code: number | undefined }>((resolve) => {
+        const m = new grpc.Metadata()
+        m.set("authorization", `Bearer ${token}`)
+        const call = (
+          raw as unknown as { SendEventBatches: (m: grpc.Metadata) => grpc.ClientDuplexStream<Buffer, WireBatchAck> }
+        ).SendEventBatches(m)
+        const acks: Array<WireBatchAck> = []
+        call.on("data", (a: WireBatchAck) => {
+          acks.push(a)
+          if (acks.length === 2) call.end()
+        })
+        call.on("error", () => undefined)
+        call.on("status", (s: grpc.StatusObject) => resolve({ acks, code: s.code }))
+        call.write(bad)
+        call.write(good)
+      })
+      expect(r.code).toBe(grpc.status.OK)
+      expect(r.acks.map((a) => [a.batch_id, a.status, a.code])).toEqual([
+        ["m1", "FAILURE", grpc.status.INVALID_ARGUMENT],
+        ["g-1", "SUCCESS", 0],
+      ])
+      expect(r.acks[0]!.detail).toMatch(/malformed protobuf message/)
+    } finally {
+      raw.close()
     }
   })
 })

@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { FastCheck as fc } from "effect"
 import protobuf from "protobufjs"
-import { decodeBatchFrames, decodeEventFrame } from "../../src/wire/EventFrames.js"
+import { decodeBatchFrames, decodeEventFrame, MalformedBatch } from "../../src/wire/EventFrames.js"
 import { EventBatchCodec, EventCodec } from "../../src/wire/Wire.js"
 
 const wireEvent = fc.record(
@@ -128,8 +128,34 @@ describe("EventFrames", () => {
     { fastCheck: { numRuns: 300 } },
   )
 
-  it("refuses malformed batches", () => {
-    assert.throws(() => decodeBatchFrames(Buffer.from([(2 << 3) | 2, 50, 1, 2])))
-    assert.throws(() => decodeBatchFrames(Buffer.from([(2 << 3) | 2, 3, (4 << 3) | 2, 9, 0x41])))
+  it("refuses malformed batches, keeping the batch_id read before the fault and no received bytes", () => {
+    assert.throws(() => decodeBatchFrames(Buffer.from([(2 << 3) | 2, 50, 1, 2])), MalformedBatch)
+    assert.throws(() => decodeBatchFrames(Buffer.from([(2 << 3) | 2, 3, (4 << 3) | 2, 9, 0x41])), MalformedBatch)
+    const withId = Buffer.from([(1 << 3) | 2, 2, 0x62, 0x31, (2 << 3) | 2, 50, 1, 2])
+    try {
+      decodeBatchFrames(withId)
+      assert.fail("decoded a malformed batch")
+    } catch (e) {
+      assert.instanceOf(e, MalformedBatch)
+      assert.strictEqual((e as MalformedBatch).batch_id, "b1")
+      assert.strictEqual((e as MalformedBatch).message, "malformed protobuf message")
+    }
+  })
+
+  it("stops building events at the limit: ~4 million empty events under 8 MiB are counted, not decoded", () => {
+    const n = Math.floor((8 * 1024 * 1024 - 16) / 2)
+    const bytes = Buffer.alloc(n * 2 + 4)
+    for (let i = 0; i < n; i++) bytes[i * 2] = 0x12 // field 2, length 0
+    bytes.set([(1 << 3) | 2, 2, 0x62, 0x32], n * 2) // batch_id "b2" last
+    const start = performance.now()
+    const got = decodeBatchFrames(bytes)
+    const ms = performance.now() - start
+    assert.strictEqual(got.eventCount, n)
+    assert.strictEqual(got.events.length, 0)
+    assert.strictEqual(got.batch_id, "b2")
+    assert.isBelow(ms, 2_000)
+    const small = decodeBatchFrames(bytes.subarray(0, 20), 10)
+    assert.strictEqual(small.events.length, 10)
+    assert.strictEqual(small.eventCount, 10)
   })
 })

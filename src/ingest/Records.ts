@@ -1,0 +1,116 @@
+/**
+ * From the untrusted events of one message to Kafka records, in one synchronous pass (no effect per event):
+ *
+ * - an event whose `AccessKey` is not the token's refuses the whole call (PermissionDenied, nothing is written);
+ * - an event that can never be accepted (fields outside their limits, larger than the event limit) becomes a dead
+ *   letter for `<topic>-dlq` with its reason, so the rest of the stream or batch is acknowledged and no client
+ *   resends a chunk that can never succeed;
+ * - every accepted event carries its tenant's `UserID` (from the tenants file; whatever the client sent is
+ *   overwritten), and its record key is the token's access key.
+ *
+ * An accepted event's bytes are forwarded as received when they hold exactly the validated values (clean, timestamp
+ * neither stamped nor repaired, UserID already the tenant's); else the validated event is encoded again. No detail
+ * ever holds a received value: field names come from the schema, limits from the configuration.
+ */
+import { Either, ParseResult } from "effect"
+import type { Claims } from "../domain/Claims.js"
+import { PermissionDenied } from "../domain/Errors.js"
+import { type CheckedWireEvent, checkedToWire, Limits, type makeWireEventChecker } from "../domain/Event.js"
+import type { Tenant } from "../domain/Tenant.js"
+import type { EventFrame } from "../wire/EventFrames.js"
+import { EventCodec } from "../wire/Wire.js"
+import type { IngestDeadLetterReason, SinkRecord } from "./KafkaSink.js"
+
+/** Who sends: the verified claims and the tenant of their access key. */
+export interface Caller {
+  readonly claims: Claims
+  readonly tenant: Tenant
+}
+
+export interface Accepted {
+  /** Kafka records in the order of the events: accepted events and dead letters. */
+  readonly records: ReadonlyArray<SinkRecord>
+  /** Per dead-letter reason, how many. */
+  readonly deadLetters: ReadonlyArray<IngestDeadLetterReason>
+  /** The accepted events, kept only to print them (--print-events). */
+  readonly checked: ReadonlyArray<CheckedWireEvent> | undefined
+}
+
+/** A dead letter keeps at most this much of the event's bytes (Kafka refuses records over about 1 MB). */
+export const DEAD_LETTER_MAX_VALUE = 64 * 1024
+
+const fieldLimits: Readonly<Record<string, string>> = {
+  timestamp: "a valid Unix time",
+  seconds: "a valid Unix time",
+  nanos: "a valid Unix time",
+  agent_id: `a string of at most ${Limits.agentId} characters`,
+  tag: `a string of at most ${Limits.tag} characters`,
+  message: `a string of at most ${Limits.message} characters`,
+  UserID: `a string of at most ${Limits.userId} characters`,
+  AccessKey: "a valid access key",
+  event_id: `a string of at most ${Limits.eventId} characters`,
+}
+
+/** Which field of an event is wrong, and its rule; never the value. */
+export const describeInvalid = (e: ParseResult.ParseError): string => {
+  const issue = ParseResult.ArrayFormatter.formatErrorSync(e)[0]
+  const field = issue?.path.map(String).find((k) => Object.hasOwn(fieldLimits, k))
+  return field === undefined
+    ? "invalid event: not an api.Event"
+    : `invalid event: field ${field} must be ${fieldLimits[field]}`
+}
+
+const eventSize = (e: CheckedWireEvent) =>
+  Buffer.byteLength(e.message) + e.tag.length + e.agent_id.length + e.UserID.length + e.AccessKey.length + 64
+
+const deadLetter = (key: string, frame: EventFrame, reason: IngestDeadLetterReason, detail: string): SinkRecord => ({
+  key,
+  value: frame.bytes.length <= DEAD_LETTER_MAX_VALUE ? frame.bytes : frame.bytes.subarray(0, DEAD_LETTER_MAX_VALUE),
+  deadLetter: { reason, detail },
+})
+
+const tooLarge = (size: number, max: number) => `an event of about ${size} bytes exceeds the limit of ${max} bytes`
+
+/** The records of one message's events (see the module comment); Left when one is another tenant's. */
+export const toRecords = (
+  frames: ReadonlyArray<EventFrame>,
+  caller: Caller,
+  check: ReturnType<typeof makeWireEventChecker>,
+  options: { readonly maxEventBytes: number; readonly keepChecked: boolean },
+): Either.Either<Accepted, PermissionDenied> => {
+  const key = caller.claims.sub
+  const userId = caller.tenant.UserID
+  const records: Array<SinkRecord> = new Array(frames.length)
+  const deadLetters: Array<IngestDeadLetterReason> = []
+  const checked: Array<CheckedWireEvent> | undefined = options.keepChecked ? [] : undefined
+  for (let i = 0; i < frames.length; i++) {
+    const frame = frames[i]!
+    if ((frame.value as { readonly AccessKey?: unknown }).AccessKey !== key)
+      return Either.left(new PermissionDenied({ detail: "an event carries an access key other than the token's" }))
+    if (frame.bytes.length > options.maxEventBytes) {
+      records[i] = deadLetter(key, frame, "event_too_large", tooLarge(frame.bytes.length, options.maxEventBytes))
+      deadLetters.push("event_too_large")
+      continue
+    }
+    const decoded = check(frame.value)
+    if (Either.isLeft(decoded)) {
+      records[i] = deadLetter(key, frame, "invalid_event", describeInvalid(decoded.left))
+      deadLetters.push("invalid_event")
+      continue
+    }
+    const sent = decoded.right
+    const event = sent.UserID === userId ? sent : { ...sent, UserID: userId, asSent: false }
+    const size = eventSize(event)
+    if (size > options.maxEventBytes) {
+      records[i] = deadLetter(key, frame, "event_too_large", tooLarge(size, options.maxEventBytes))
+      deadLetters.push("event_too_large")
+      continue
+    }
+    records[i] = {
+      key,
+      value: frame.clean && event.asSent ? frame.bytes : Buffer.from(EventCodec.encode(checkedToWire(event))),
+    }
+    checked?.push(event)
+  }
+  return Either.right({ records, deadLetters, checked })
+}
