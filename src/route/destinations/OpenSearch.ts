@@ -9,6 +9,7 @@
 import { Effect, Either, Redacted, Schema } from "effect"
 import { DestinationError } from "../../domain/Errors.js"
 import { type OpenSearchTarget, targetName } from "../../domain/Tenant.js"
+import { inc } from "../../shared/Metrics.js"
 import {
   allDelivered,
   boundedReason,
@@ -28,6 +29,7 @@ import {
   serverReason,
 } from "./OpenSearchBulk.js"
 import { resolveSecret } from "./Secrets.js"
+import { openSearchItems } from "./StoreMetrics.js"
 
 /** The most of a bulk answer read: 64 KiB plus 2 KiB per document, at most 64 MiB. */
 export const maxBulkAnswerBytes = (documents: number): number => Math.min(64 * 1024 * 1024, 65_536 + documents * 2048)
@@ -177,6 +179,14 @@ export const makeOpenSearchDestination = (
         const failures = bulkFailures(request, answer.text)
         if (Either.isLeft(failures))
           return yield* new DestinationError({ target: name, retryable: true, detail: failures.left })
+        const retryable = failures.right.filter((f) => f.retryable).length
+        const permanent = failures.right.length - retryable - request.refused.length
+        yield* inc(openSearchItems, request.indexes.length - retryable - permanent, {
+          destination: name,
+          result: "written",
+        })
+        if (retryable > 0) yield* inc(openSearchItems, retryable, { destination: name, result: "retryable" })
+        if (permanent > 0) yield* inc(openSearchItems, permanent, { destination: name, result: "permanent" })
         return { failures: failures.right }
       })
 

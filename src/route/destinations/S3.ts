@@ -13,9 +13,11 @@ import { Upload } from "@aws-sdk/lib-storage"
 import { Effect, type Scope } from "effect"
 import { DestinationError } from "../../domain/Errors.js"
 import { type S3Target, targetName } from "../../domain/Tenant.js"
+import { inc } from "../../shared/Metrics.js"
 import { allDelivered, type DeliveryBatch, type Destination, subBatch } from "./Delivery.js"
 import { classifyS3Error, lastOffsetOfKey, ndjson, objectKey, rangePrefix } from "./S3Object.js"
 import { envValue, iniProfile, readSmallFile } from "./Secrets.js"
+import { s3LinesAlreadyStored, s3ObjectBytes, s3Objects } from "./StoreMetrics.js"
 
 const gzipAsync = promisify(gzipCallback)
 
@@ -189,6 +191,8 @@ const writeObject = (ctx: Ctx, batch: DeliveryBatch) =>
       try: (signal) => uploadObject(ctx.client, t, key, body, signal),
       catch: ctx.failed,
     }).pipe(noAnswer(ctx, t.timeoutMs * Math.max(1, parts)))
+    yield* inc(s3Objects, 1, { destination: ctx.name })
+    yield* inc(s3ObjectBytes, body.length, { destination: ctx.name })
   })
 
 /**
@@ -226,6 +230,7 @@ export const makeS3Destination = (
       const last = BigInt(batch.lastOffset)
       const check = state === undefined || state.next !== BigInt(batch.firstOffset) || state.storedUntil !== undefined
       const { from, until } = check ? yield* alreadyStored(ctx, batch, state) : { from: 0, until: undefined }
+      if (from > 0) yield* inc(s3LinesAlreadyStored, from, { destination: name })
       if (from < batch.lines.length)
         yield* writeObject(ctx, from === 0 ? batch : subBatch(batch, batch.lines.map((_, i) => i).slice(from)))
       partitions.delete(tp)

@@ -28,6 +28,7 @@ import {
   validIndexName,
 } from "../../../src/route/destinations/OpenSearchBulk.js"
 import { resolveSecret } from "../../../src/route/destinations/Secrets.js"
+import { openSearchItems } from "../../../src/route/destinations/StoreMetrics.js"
 
 const decode = Schema.decodeUnknownEither(OpenSearchTarget)
 const ts = Date.UTC(2026, 11, 1, 10, 30)
@@ -298,6 +299,11 @@ describe("opensearch over HTTP (stand-in server)", () => {
       const r = yield* d.deliver(batch(5))
       assert.deepStrictEqual(sizes, [2, 2, 1])
       assert.deepStrictEqual(r.failures, [{ index: 4, retryable: false, reason: "400 mapper_parsing_exception: r" }])
+      const items = yield* Effect.promise(() => openSearchItems.get())
+      const count = (result: string) =>
+        items.values.find((v) => v.labels.destination === d.name && v.labels.result === result)?.value ?? 0
+      assert.isAtLeast(count("written"), 4)
+      assert.isAtLeast(count("permanent"), 1)
     }),
   )
 })

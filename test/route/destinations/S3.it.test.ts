@@ -16,6 +16,7 @@ import { Effect, Either, Schema, type Scope } from "effect"
 import { S3Target } from "../../../src/domain/Tenant.js"
 import { type Destination, subBatch } from "../../../src/route/destinations/Delivery.js"
 import { makeS3Destination } from "../../../src/route/destinations/S3.js"
+import { s3LinesAlreadyStored } from "../../../src/route/destinations/StoreMetrics.js"
 import { makeBatch, paddedMessage, reportThroughput, restart, runId, stopServer, useServer } from "./support.js"
 
 const env = { SPILLWAY_IT_KEY: "test", SPILLWAY_IT_SECRET: "test" }
@@ -155,6 +156,9 @@ describe("s3 target (real S3-compatible server)", () => {
         ])
         const lines = (yield* Effect.forEach(keys, linesOf)).flat()
         assert.deepStrictEqual(lines, [...all.lines])
+        const skipped = yield* Effect.promise(() => s3LinesAlreadyStored.get())
+        const mine = skipped.values.find((v) => v.labels.destination === `s3:${bucket}/resume`)
+        assert.strictEqual(mine?.value, 200 + 50 + 100 + 100) // run 2: 0-199; run 3: 0-49, 50-149, 150-249
       }),
   )
 
