@@ -50,7 +50,8 @@ const alive = (pid, marker) => {
     process.kill(pid, 0)
     const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, "utf8")
     const state = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.[0]
-    return cmd.includes(marker) && state !== "Z"
+    // The command line is empty for a moment while a launcher (the pyenv shim) execs the real program.
+    return (cmd === "" || cmd.includes(marker)) && state !== "Z"
   } catch {
     return false
   }
