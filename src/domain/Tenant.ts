@@ -85,9 +85,6 @@ export const HttpTarget = Schema.Struct({
 })
 export type HttpTarget = typeof HttpTarget.Type
 
-export const Target = Schema.Union(FileTarget, HttpTarget)
-export type Target = typeof Target.Type
-
 // ---------------------------------------------------------------------------------------------
 // Object stores and search engines (docs/destinations.md)
 
@@ -208,13 +205,11 @@ export const OpenSearchTarget = Schema.Struct({
 })
 export type OpenSearchTarget = typeof OpenSearchTarget.Type
 
-/**
- * Every target kind including `s3` and `opensearch`. Not yet `Target`: the router's Destinations and Router
- * (being refactored elsewhere) dispatch on `Target` and must handle the new kinds first; wiring is then
- * `export const Target = TargetWithStores`.
- */
+/** Every target kind: `file`, `http`, `s3`, `opensearch`. */
 export const TargetWithStores = Schema.Union(FileTarget, HttpTarget, S3Target, OpenSearchTarget)
 export type TargetWithStores = typeof TargetWithStores.Type
+export const Target = TargetWithStores
+export type Target = TargetWithStores
 
 /** The kind of a target: with its position in the tenant's `targets`, what metrics are labelled by. */
 export const targetKind = (t: TargetWithStores): "file" | "http" | "s3" | "opensearch" =>

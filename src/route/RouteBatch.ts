@@ -18,6 +18,7 @@ import type { Crypto } from "../shared/Crypto.js"
 import type { DeadLetter, DeadLetterReason, DeadLetters } from "../shared/DeadLetter.js"
 import * as Metrics from "../shared/Metrics.js"
 import type { Destinations } from "./Destinations.js"
+import type { LineFailure } from "./destinations/Delivery.js"
 import type { RecordBatch, SourceRecord } from "./EventStream.js"
 import type { Pauses } from "./Pauses.js"
 import { type KeyEntry, type PreparedRecords, prepareRecords, reasonCodes } from "./RouterLines.js"
@@ -52,7 +53,8 @@ export interface Group {
 }
 
 export type Outcome =
-  | { readonly _tag: "Delivered"; readonly group: Group }
+  /** `refused`: lines the target refused one by one (indexes into the group's lines), for the dead-letter topic. */
+  | { readonly _tag: "Delivered"; readonly group: Group; readonly refused: ReadonlyArray<LineFailure> }
   | { readonly _tag: "Refused"; readonly group: Group; readonly error: DestinationError }
   | { readonly _tag: "Exhausted"; readonly group: Group; readonly error: DestinationError }
 
@@ -60,7 +62,8 @@ export type Outcome =
 export type Settled = "committed" | "rewound" | "left"
 
 /** A key per distinct target (not for display: http urls may carry tokens). */
-const targetKey = (t: Target): string => ("file" in t ? `file\u0000${t.file}` : `http\u0000${t.http.url}`)
+const targetKey = (t: Target): string =>
+  "file" in t ? `file\u0000${t.file}` : "http" in t ? `http\u0000${t.http.url}` : JSON.stringify(t)
 
 /** The keys of the current tenants file, parsed once per version of the file (not per batch or event). */
 export const tenantKeys = (ctx: RouterContext, tenants: TenantsFile): Effect.Effect<TenantKeys> =>
@@ -154,11 +157,12 @@ export const publishLetters = (ctx: RouterContext, letters: ReadonlyArray<DeadLe
       })
 
 /** Delivers one target's lines, retrying what is retryable within the budget (not once the router is stopping). */
-export const deliverGroup = (ctx: RouterContext, group: Group): Effect.Effect<Outcome> => {
+export const deliverGroup = (ctx: RouterContext, batch: RecordBatch, group: Group): Effect.Effect<Outcome> => {
   let attempts = 0
+  const origin = { topic: batch.topic, partition: batch.partition, offsets: group.records.map((r) => r.offset) }
   return Effect.suspend(() => {
     attempts++
-    return ctx.destinations.deliver(group.target, group.lines)
+    return ctx.destinations.deliver(group.target, group.lines, origin)
   }).pipe(
     Effect.tapError((e) =>
       Effect.zipRight(
@@ -175,9 +179,9 @@ export const deliverGroup = (ctx: RouterContext, group: Group): Effect.Effect<Ou
       ),
     ),
     Effect.matchEffect({
-      onSuccess: () =>
-        Metrics.inc(M.eventsOut, group.lines.length, group.labels).pipe(
-          Effect.as<Outcome>({ _tag: "Delivered", group }),
+      onSuccess: (refused) =>
+        Metrics.inc(M.eventsOut, group.lines.length - refused.length, group.labels).pipe(
+          Effect.as<Outcome>({ _tag: "Delivered", group, refused }),
         ),
       onFailure: (error) =>
         Effect.succeed<Outcome>(
@@ -237,13 +241,17 @@ export const processBatch = (ctx: RouterContext, batch: RecordBatch): Effect.Eff
     if (targetless > 0) yield* Metrics.inc(M.withoutTargets, targetless)
 
     if (!(yield* publishLetters(ctx, letters))) return "left"
-    const outcomes = yield* Effect.forEach(groups, (g) => deliverGroup(ctx, g), { concurrency: 4 })
+    const outcomes = yield* Effect.forEach(groups, (g) => deliverGroup(ctx, batch, g), { concurrency: 4 })
     const refused = outcomes.flatMap((o) =>
       o._tag === "Refused"
         ? o.group.records.map((r) =>
             letterOf(batch, r, "destination_rejected", o.error.detail, targetName(o.group.target)),
           )
-        : [],
+        : o._tag === "Delivered"
+          ? o.refused.map((f) =>
+              letterOf(batch, o.group.records[f.index]!, "destination_rejected", f.reason, targetName(o.group.target)),
+            )
+          : [],
     )
     if (!(yield* publishLetters(ctx, refused))) return "left"
     return yield* settle(ctx, batch, outcomes)

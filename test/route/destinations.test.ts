@@ -44,9 +44,9 @@ const http = (url: string): Target => ({
   http: { url, headers: { authorization: Redacted.make("Bearer t0k") }, timeoutMs: 2_000 },
 })
 const deliver = (target: Target, lines: ReadonlyArray<string>, io: FileIo = nodeFileIo, root = dir) =>
-  Effect.flatMap(Destinations, (d) => Effect.either(d.deliver(target, lines))).pipe(
-    Effect.provide(Destinations.layer(root, io)),
-  )
+  Effect.flatMap(Destinations, (d) =>
+    Effect.either(d.deliver(target, lines, { topic: "t", partition: 0, offsets: lines.map((_, i) => String(i)) })),
+  ).pipe(Effect.provide(Destinations.layer(root, io)))
 
 const listen = (server: Server) =>
   new Promise<number>((resolve) =>
