@@ -135,87 +135,103 @@ const usage = (message: string) =>
     ),
   )
 
-const consumer = Command.make(
-  "consumer",
-  { printEvents, decryptEvents, outputDir, tenants, brokers, topic, group, metricsPort, metricsHost },
-  (opts) =>
-    Effect.gen(function* () {
-      const brokerList = opts.brokers
-        .split(",")
-        .map((b) => b.trim())
-        .filter((b) => b.length > 0)
-      const badBroker = brokerList.find((b) => !HOSTPORT.test(b))
-      if (brokerList.length === 0 || badBroker !== undefined)
-        return yield* usage(
-          `--brokers (SPILLWAY_KAFKA_BROKERS) must list host:port pairs${badBroker ? `, not ${JSON.stringify(badBroker)}` : ""}`,
-        )
-      if (!TOPIC.test(opts.topic))
-        return yield* usage(
-          `--topic (SPILLWAY_KAFKA_TOPIC) ${JSON.stringify(opts.topic)} is not a valid Kafka topic name`,
-        )
-      if (opts.group.trim() === "") return yield* usage("--group (SPILLWAY_ROUTER_GROUP) must not be empty")
-      if (!Number.isInteger(opts.metricsPort) || opts.metricsPort < 0 || opts.metricsPort > 65535)
-        return yield* usage(`--metrics-port (SPILLWAY_ROUTER_METRICS_PORT) must be 0 to 65535, not ${opts.metricsPort}`)
-      try {
-        mkdirSync(opts.outputDir, { recursive: true })
-      } catch (e) {
-        return yield* usage(
-          `--output-dir (SPILLWAY_OUTPUT_DIR) ${opts.outputDir}: cannot create it: ${e instanceof Error ? e.message : e}`,
-        )
-      }
-      // Refuse a bad tenants file before touching Kafka (the ConfigStore layer checks it again and watches it).
-      let tenantsText: string
-      try {
-        tenantsText = readFileSync(opts.tenants, "utf8")
-      } catch (e) {
-        return yield* usage(
-          `--tenants (SPILLWAY_TENANTS_FILE) ${opts.tenants}: cannot read it: ${e instanceof Error ? e.message : e}`,
-        )
-      }
-      const parsed = parseTenantsFile(opts.tenants, tenantsText)
-      if (Either.isLeft(parsed)) return yield* usage(`tenants file refused: ${parsed.left.message}`)
+const consumerOptions = {
+  printEvents,
+  decryptEvents,
+  outputDir,
+  tenants,
+  brokers,
+  topic,
+  group,
+  metricsPort,
+  metricsHost,
+}
+type ConsumerOptions = Command.Command.ParseConfig<typeof consumerOptions>
 
-      const tune = yield* tuning
-      const settings = { ...(yield* kafkaSettingsConfig("spillway-router")), brokers: brokerList }
-      const routerOptions = {
-        ...tune,
-        decrypt: opts.decryptEvents,
-        printEvents: opts.printEvents,
-      }
-      const services = Layer.mergeAll(
-        EventStream.layerKafka({
-          topic: opts.topic,
-          groupId: opts.group,
-          partitionsConcurrently: tune.concurrency,
-          sessionTimeoutMs: tune.sessionTimeoutMs,
-          maxBytesPerPartition: tune.maxBytesPerPartition,
-          drainTimeout: tune.drainTimeout,
-        }),
-        DeadLetters.layerKafka(dlqTopic(opts.topic), { onTruncated: () => deadLettersTruncated.inc() }),
-        Destinations.layer(opts.outputDir),
-        ConfigStore.layerFile(opts.tenants),
-        Crypto.Default,
-      ).pipe(Layer.provide(KafkaClient.layer(settings)))
-      yield* Effect.logInfo("router starting").pipe(
-        Effect.annotateLogs({
-          topic: opts.topic,
-          deadLetterTopic: dlqTopic(opts.topic),
-          group: opts.group,
-          brokers: brokerList.join(","),
-          outputDir: opts.outputDir,
-          tenants: opts.tenants,
-          metricsPort: opts.metricsPort,
-          retryBudgetMs: Duration.toMillis(tune.retryBudget),
-        }),
+/** Checks the command line and the files it names: the broker list, or undefined once a usage error was printed. */
+const checkCommandLine = (opts: ConsumerOptions): Effect.Effect<ReadonlyArray<string> | undefined> =>
+  Effect.gen(function* () {
+    const brokerList = opts.brokers
+      .split(",")
+      .map((b) => b.trim())
+      .filter((b) => b.length > 0)
+    const badBroker = brokerList.find((b) => !HOSTPORT.test(b))
+    const refuse = (message: string) => usage(message).pipe(Effect.as(undefined))
+    if (brokerList.length === 0 || badBroker !== undefined)
+      return yield* refuse(
+        `--brokers (SPILLWAY_KAFKA_BROKERS) must list host:port pairs${badBroker ? `, not ${JSON.stringify(badBroker)}` : ""}`,
       )
-      const ops = OpsServerLive({ host: opts.metricsHost, port: opts.metricsPort })
-      return yield* Effect.scoped(Effect.zipRight(Layer.build(ops), runRouter(routerOptions))).pipe(
-        Effect.provide(Layer.merge(services, Health.Default)),
-        Effect.catchTag("ConfigFileError", (e) => usage(`tenants file refused: ${e.message}`)),
-        // A consumer that crashed for good fails the program (exit code 1) so that it gets restarted.
-        Effect.catchAllCause(fatal),
+    if (!TOPIC.test(opts.topic))
+      return yield* refuse(
+        `--topic (SPILLWAY_KAFKA_TOPIC) ${JSON.stringify(opts.topic)} is not a valid Kafka topic name`,
       )
-    }),
+    if (opts.group.trim() === "") return yield* refuse("--group (SPILLWAY_ROUTER_GROUP) must not be empty")
+    if (!Number.isInteger(opts.metricsPort) || opts.metricsPort < 0 || opts.metricsPort > 65535)
+      return yield* refuse(`--metrics-port (SPILLWAY_ROUTER_METRICS_PORT) must be 0 to 65535, not ${opts.metricsPort}`)
+    const made = yield* Effect.try(() => mkdirSync(opts.outputDir, { recursive: true })).pipe(Effect.either)
+    if (Either.isLeft(made))
+      return yield* refuse(
+        `--output-dir (SPILLWAY_OUTPUT_DIR) ${opts.outputDir}: cannot create it: ${errorText(made.left.error)}`,
+      )
+    // Refuse a bad tenants file before touching Kafka (the ConfigStore layer checks it again and watches it).
+    const text = yield* Effect.try(() => readFileSync(opts.tenants, "utf8")).pipe(Effect.either)
+    if (Either.isLeft(text))
+      return yield* refuse(
+        `--tenants (SPILLWAY_TENANTS_FILE) ${opts.tenants}: cannot read it: ${errorText(text.left.error)}`,
+      )
+    const parsed = parseTenantsFile(opts.tenants, text.right)
+    if (Either.isLeft(parsed)) return yield* refuse(`tenants file refused: ${parsed.left.message}`)
+    return brokerList
+  })
+
+const errorText = (e: unknown) => (e instanceof Error ? e.message : String(e))
+
+/** Builds the router's layers and runs it until SIGTERM (or a fatal error: exit code 1). */
+const launch = (opts: ConsumerOptions, brokerList: ReadonlyArray<string>) =>
+  Effect.gen(function* () {
+    const tune = yield* tuning
+    const settings = { ...(yield* kafkaSettingsConfig("spillway-router")), brokers: brokerList }
+    const routerOptions = { ...tune, decrypt: opts.decryptEvents, printEvents: opts.printEvents }
+    const services = Layer.mergeAll(
+      EventStream.layerKafka({
+        topic: opts.topic,
+        groupId: opts.group,
+        partitionsConcurrently: tune.concurrency,
+        sessionTimeoutMs: tune.sessionTimeoutMs,
+        maxBytesPerPartition: tune.maxBytesPerPartition,
+        drainTimeout: tune.drainTimeout,
+      }),
+      DeadLetters.layerKafka(dlqTopic(opts.topic), { onTruncated: () => deadLettersTruncated.inc() }),
+      Destinations.layer(opts.outputDir),
+      ConfigStore.layerFile(opts.tenants),
+      Crypto.Default,
+    ).pipe(Layer.provide(KafkaClient.layer(settings)))
+    yield* Effect.logInfo("router starting").pipe(
+      Effect.annotateLogs({
+        topic: opts.topic,
+        deadLetterTopic: dlqTopic(opts.topic),
+        group: opts.group,
+        brokers: brokerList.join(","),
+        outputDir: opts.outputDir,
+        tenants: opts.tenants,
+        metricsPort: opts.metricsPort,
+        retryBudgetMs: Duration.toMillis(tune.retryBudget),
+      }),
+    )
+    const ops = OpsServerLive({ host: opts.metricsHost, port: opts.metricsPort })
+    return yield* Effect.scoped(Effect.zipRight(Layer.build(ops), runRouter(routerOptions))).pipe(
+      Effect.provide(Layer.merge(services, Health.Default)),
+      Effect.catchTag("ConfigFileError", (e) => usage(`tenants file refused: ${e.message}`)),
+      // A consumer that crashed for good fails the program (exit code 1) so that it gets restarted.
+      Effect.catchAllCause(fatal),
+    )
+  })
+
+const consumer = Command.make("consumer", consumerOptions, (opts) =>
+  Effect.gen(function* () {
+    const brokerList = yield* checkCommandLine(opts)
+    if (brokerList !== undefined) yield* launch(opts, brokerList)
+  }),
 ).pipe(Command.withDescription("Consume the topic and route each tenant's events to its targets"))
 
 const router = Command.make("router").pipe(

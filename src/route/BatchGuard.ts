@@ -46,6 +46,29 @@ const recordCount = (compressed: Buffer): number | undefined => {
   return count > 0 && count <= maxStandInRecords ? count : undefined
 }
 
+/**
+ * Pure: whether `records` holds `count` length-prefixed records within its bytes: the framing kafkajs reads (a
+ * decompressed garbage buffer would make it read out of bounds and throw), not each record's content.
+ */
+export const framed = (records: Buffer, count: number): boolean => {
+  let at = 0
+  for (let i = 0; i < count; i++) {
+    let z = 0
+    let shift = 0
+    let b: number
+    do {
+      if (at >= records.length || shift > 28) return false
+      b = records[at++]!
+      z |= (b & 0x7f) << shift
+      shift += 7
+    } while (b & 0x80)
+    const length = (z >>> 1) ^ -(z & 1)
+    if (length <= 0 || at + length > records.length) return false
+    at += length
+  }
+  return true
+}
+
 /** Writes a zigzag varint (Kafka's record lengths and deltas) at `at`; returns the next position. */
 const varint = (n: number, out: Buffer, at: number): number => {
   let z = n >= 0 ? n * 2 : -n * 2 - 1
@@ -99,14 +122,18 @@ const guard = (type: number, inner: CodecFactory | undefined): CodecFactory => {
           ? Promise.reject(new Error(`compression type ${type}: ${lookup}`))
           : codec.compress(encoder),
       decompress: async (buffer) => {
+        const count = recordCount(buffer)
         let why: string
         try {
-          if (codec !== undefined) return await codec.decompress(buffer)
-          why = `compression type ${type}: ${lookup}`
+          if (codec === undefined) why = `compression type ${type}: ${lookup}`
+          else {
+            const records = await codec.decompress(buffer)
+            if (count === undefined || framed(records, count)) return records
+            why = `compression type ${type}: the decompressed records are corrupt`
+          }
         } catch (e) {
           why = `compression type ${type}: ${e instanceof Error ? e.message : "cannot decompress"}`
         }
-        const count = recordCount(buffer)
         if (count === undefined) throw new Error(why)
         return standIn(count, why)
       },

@@ -93,6 +93,20 @@ describe("BatchGuard", () => {
     assert.match(undecodableReason(corrupt.records[0]!.value) ?? "", /^compression type 4: /)
   })
 
+  it("a codec that returns garbage (no records in it) is caught as well, not left to throw in kafkajs", async () => {
+    const bytes = await encode(CompressionTypes.ZSTD, 3)
+    replace(CompressionTypes.ZSTD, () => ({
+      compress: async () => Buffer.alloc(0),
+      decompress: async () => Buffer.from([0x7f, 1, 2, 3]),
+    }))
+    installBatchGuard()
+    const { records } = await decode(bytes)
+    assert.deepStrictEqual(
+      records.map((r) => [r.offset, undecodableReason(r.value)]),
+      [0, 1, 2].map((i) => [String(1000 + i), "compression type 4: the decompressed records are corrupt"]),
+    )
+  })
+
   it("fills the compression types Kafka does not define", async () => {
     installBatchGuard()
     const bytes = await encode(CompressionTypes.GZIP, 2)
