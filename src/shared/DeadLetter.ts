@@ -10,7 +10,7 @@
  * large is permanent, so its value is cut (halved until Kafka takes it, then dropped), the headers kept and a
  * `truncated` header added with the original value's size: a poison record never wedges its partition.
  */
-import { Context, Effect, Layer, Metric } from "effect"
+import { Context, Effect, Layer } from "effect"
 import { CompressionTypes, Partitioners, type Producer } from "kafkajs"
 import { SinkUnavailable } from "../domain/Errors.js"
 import { KafkaClient } from "./Kafka.js"
@@ -30,12 +30,6 @@ export interface DeadLetter {
   /** Set when the value was cut because Kafka refused the letter as too large: the original value's size. */
   readonly truncatedFrom?: number
 }
-
-/** @deprecated the router counts dead letters as `spillway_router_dead_letters_total` (src/route/RouterMetrics.ts). */
-export const deadLettersTotal = Metric.counter("router_dead_letters_total", {
-  description: "Records sent to the dead-letter topic, by reason",
-  incremental: true,
-})
 
 export interface DeadLetterOptions {
   /** Largest produce request of letters, in bytes of keys, values and headers (default 512 KiB). */
