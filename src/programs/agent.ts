@@ -6,10 +6,11 @@
  */
 import { Command, Options } from "@effect/cli"
 import { NodeRuntime } from "@effect/platform-node"
-import { Config, Effect, Layer, Option } from "effect"
+import { Config, Effect, Either, Layer, Option } from "effect"
 import { CollectLive } from "../agent/CollectLive.js"
 import { resolveSettings } from "../agent/Settings.js"
 import { runnable } from "../shared/ProgramRuntime.js"
+import { checkCertificate, checkReadable, checkWritableDir, finding, report } from "../shared/Validate.js"
 
 const text = (name: string, env: string, description: string) =>
   Options.text(name).pipe(
@@ -92,6 +93,33 @@ const agent = Command.make("agent", options, (cli) =>
   ),
 )
 
-const cli = Command.run(agent, { name: "spillway-agent", version: "0.1.0" })
+/** `agent validate [options]`: the settings, files and certificate the agent would load; nothing is contacted. */
+const validate = Command.make("validate", options, (cli) =>
+  Effect.gen(function* () {
+    const resolved = yield* Effect.either(resolveSettings(cli))
+    if (Either.isLeft(resolved)) {
+      const e = resolved.left
+      return yield* report("spillway-agent", [
+        finding(false, "settings", e._tag === "ConfigFileError" ? e.message : e.detail),
+      ])
+    }
+    const s = resolved.right
+    yield* report("spillway-agent", [
+      finding(true, "settings", `${s.inputs.length} inputs, ingester ${s.address}`),
+      ...(s.caCertPath === undefined || s.insecure
+        ? []
+        : [checkCertificate("--ca-cert (SPILLWAY_CA_CERT)", s.caCertPath)]),
+      ...(s.token._tag === "file" ? [checkReadable("--token-file (ACCESS_TOKEN_FILE)", s.token.path)] : []),
+      checkWritableDir("--buffer-dir (SPILLWAY_BUFFER_DIR)", s.bufferDir),
+      finding(s.inputs.length > 0, "inputs", s.inputs.length > 0 ? s.inputs.map((i) => i.type).join(", ") : "none"),
+    ])
+  }),
+).pipe(
+  Command.withDescription(
+    "Check the settings and files the agent would use, without connecting anywhere; exit 1 when any is wrong",
+  ),
+)
+
+const cli = Command.run(agent.pipe(Command.withSubcommands([validate])), { name: "spillway-agent", version: "0.1.0" })
 
 runnable(cli(process.argv)).pipe(NodeRuntime.runMain({ disablePrettyLogger: true }))

@@ -27,6 +27,7 @@ import { Health } from "../shared/Health.js"
 import { KafkaClient, kafkaSettingsConfig } from "../shared/Kafka.js"
 import { OpsServerLive } from "../shared/Ops.js"
 import { runnable } from "../shared/ProgramRuntime.js"
+import { checkBrokers, checkTenants, checkWritableDir, finding, report } from "../shared/Validate.js"
 
 const bool = (name: string, env: string, description: string) =>
   Options.boolean(name).pipe(
@@ -234,9 +235,45 @@ const consumer = Command.make("consumer", consumerOptions, (opts) =>
   }),
 ).pipe(Command.withDescription("Consume the topic and route each tenant's events to its targets"))
 
+/** `validate`: every setting and file `consumer` would load, checked without connecting anywhere. */
+const validate = Command.make("validate", consumerOptions, (opts) =>
+  Effect.gen(function* () {
+    const tune = yield* Effect.either(tuning)
+    const ports = Number.isInteger(opts.metricsPort) && opts.metricsPort >= 0 && opts.metricsPort <= 65535
+    yield* report("spillway-router", [
+      checkBrokers("--brokers (SPILLWAY_KAFKA_BROKERS)", opts.brokers),
+      finding(
+        TOPIC.test(opts.topic),
+        `--topic (SPILLWAY_KAFKA_TOPIC) ${opts.topic}`,
+        TOPIC.test(opts.topic) ? "a valid topic name" : "not a valid Kafka topic name",
+      ),
+      finding(
+        opts.group.trim() !== "",
+        "--group (SPILLWAY_ROUTER_GROUP)",
+        opts.group.trim() !== "" ? opts.group : "must not be empty",
+      ),
+      finding(
+        ports,
+        "--metrics-port (SPILLWAY_ROUTER_METRICS_PORT)",
+        ports ? String(opts.metricsPort) : "must be 0 to 65535",
+      ),
+      checkTenants("--tenants (SPILLWAY_TENANTS_FILE)", opts.tenants),
+      checkWritableDir("--output-dir (SPILLWAY_OUTPUT_DIR)", opts.outputDir),
+      Either.match(tune, {
+        onLeft: (e) => finding(false, "tuning (SPILLWAY_ROUTER_*)", String(e)),
+        onRight: () => finding(true, "tuning (SPILLWAY_ROUTER_*)", "valid"),
+      }),
+    ])
+  }),
+).pipe(
+  Command.withDescription(
+    "Check the settings and files `consumer` would use, without connecting anywhere; exit 1 when any is wrong",
+  ),
+)
+
 const router = Command.make("router").pipe(
   Command.withDescription("Spillway router: Kafka -> each tenant's destinations"),
-  Command.withSubcommands([consumer]),
+  Command.withSubcommands([consumer, validate]),
 )
 
 const cli = Command.run(router, { name: "spillway-router", version: "0.1.0" })

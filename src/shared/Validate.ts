@@ -5,7 +5,8 @@
  * code. Pure functions over the file system, no network.
  */
 import { createPrivateKey, X509Certificate } from "node:crypto"
-import { readFileSync, statSync } from "node:fs"
+import { accessSync, constants, readFileSync, statSync } from "node:fs"
+import path from "node:path"
 import { Console, Effect, Either } from "effect"
 import { parseTenantsFile } from "./ConfigStore.js"
 
@@ -18,6 +19,8 @@ export interface Finding {
 
 const ok = (what: string, detail: string): Finding => ({ ok: true, what, detail })
 const bad = (what: string, detail: string): Finding => ({ ok: false, what, detail })
+/** A finding from a check made elsewhere. */
+export const finding = (passed: boolean, what: string, detail: string): Finding => (passed ? ok : bad)(what, detail)
 const errno = (e: unknown) =>
   e instanceof Error && "code" in e ? String((e as { code: unknown }).code) : "cannot be read"
 
@@ -40,6 +43,24 @@ export const checkReadable = (what: string, path: string): Finding =>
     onLeft: (why) => bad(`${what} ${path}`, why),
     onRight: (b) => ok(`${what} ${path}`, `${b.length} bytes`),
   })
+
+/** A folder the program will write in: it exists and is writable, or the nearest existing parent is (it is made). */
+export const checkWritableDir = (what: string, dir: string): Finding => {
+  let at = path.resolve(dir)
+  for (;;) {
+    try {
+      if (!statSync(at).isDirectory()) return bad(`${what} ${dir}`, `${at} is not a folder`)
+      accessSync(at, constants.W_OK)
+      return ok(`${what} ${dir}`, at === path.resolve(dir) ? "writable" : `will be made (${at} is writable)`)
+    } catch (e) {
+      const code = errno(e)
+      if (code !== "ENOENT") return bad(`${what} ${dir}`, `${at}: ${code}`)
+      const up = path.dirname(at)
+      if (up === at) return bad(`${what} ${dir}`, "no existing parent folder")
+      at = up
+    }
+  }
+}
 
 /** A PEM certificate (chain): parses, and is valid now. */
 export const checkCertificate = (what: string, path: string, now: Date = new Date()): Finding => {

@@ -1,0 +1,51 @@
+/**
+ * `validate` of the built programs: every setting and file checked, the file or flag named, exit 1 when one is
+ * wrong, and nothing contacted (the brokers and ingester named here do not exist).
+ */
+import { spawnSync } from "node:child_process"
+import { mkdtempSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { describe, expect, it } from "@effect/vitest"
+import { testCerts } from "../support/certs.js"
+
+const program = (name: string) => join(import.meta.dirname, "..", "..", "dist", "programs", `${name}.js`)
+const fixture = join(import.meta.dirname, "..", "fixtures", "access-tokens-db.json")
+const run = (name: string, args: ReadonlyArray<string>, env: Record<string, string> = {}) => {
+  const r = spawnSync(process.execPath, [program(name), "validate", ...args], {
+    encoding: "utf8",
+    env: { PATH: process.env.PATH ?? "", ...env },
+    timeout: 20_000,
+  })
+  return { code: r.status, out: `${r.stdout}${r.stderr}` }
+}
+const dir = mkdtempSync(join(tmpdir(), "spillway-validate-"))
+
+describe("validate", () => {
+  it("router: a good configuration passes; a bad broker list and a missing tenants file fail by name", () => {
+    const good = run("router", ["--tenants", fixture, "--output-dir", join(dir, "out"), "--brokers", "kafka-x:9092"])
+    expect(good.out).toContain("spillway-router: configuration is valid")
+    expect(good.code).toBe(0)
+    const bad = run("router", ["--tenants", join(dir, "none.json"), "--brokers", "nohostport"])
+    expect(bad.code).toBe(1)
+    expect(bad.out).toContain("FAIL --brokers (SPILLWAY_KAFKA_BROKERS): must list host:port pairs")
+    expect(bad.out).toContain(`FAIL --tenants (SPILLWAY_TENANTS_FILE) ${join(dir, "none.json")}: ENOENT`)
+  })
+
+  it("agent: a good configuration passes; a CA file that is no certificate fails by name", async () => {
+    const certs = await testCerts()
+    const token = join(dir, "token")
+    writeFileSync(token, "x.y.z")
+    const common = ["--token-file", token, "--buffer-dir", join(dir, "buffer"), "--tail", join(dir, "*.log")]
+    const good = run("agent", ["--ca-cert", certs.caCert, "--ingester", "ingester-x:7777", ...common], {
+      ACCESS_KEY: "k",
+    })
+    expect(good.out).toContain("spillway-agent: configuration is valid")
+    expect(good.code).toBe(0)
+    const notPem = join(dir, "ca.pem")
+    writeFileSync(notPem, "not a certificate")
+    const bad = run("agent", ["--ca-cert", notPem, ...common], { ACCESS_KEY: "k" })
+    expect(bad.code).toBe(1)
+    expect(bad.out).toMatch(/FAIL .*ca\.pem/)
+  })
+})
