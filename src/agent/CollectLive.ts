@@ -5,12 +5,13 @@
  * buffered, then the connection closes and the rest stays in the buffer for the next start.
  */
 import { readFileSync } from "node:fs"
-import { Cause, Effect, Fiber, Layer } from "effect"
+import { Cause, Effect, Fiber, Layer, Ref } from "effect"
 import { Crypto } from "../shared/Crypto.js"
 import { Health } from "../shared/Health.js"
 import * as Metrics from "../shared/Metrics.js"
 import { OpsServerLive } from "../shared/Ops.js"
 import { backoffWithReset } from "../shared/Retry.js"
+import { onSighup } from "../shared/Sighup.js"
 import * as M from "./AgentMetrics.js"
 import { DiskBuffer } from "./buffer/DiskBuffer.js"
 import { runMetrics } from "./inputs/MetricsInput.js"
@@ -18,6 +19,7 @@ import { criJoiner, dockerParser, kubernetesParser, MAX_LINE_BYTES, tailParser }
 import { runStdin } from "./inputs/StdinInput.js"
 import { runTail } from "./inputs/Tail.js"
 import { type AgentSettings, describeSettings, type InputConfig } from "./Settings.js"
+import { readToken } from "./sender/Connection.js"
 import { makeSender } from "./sender/Sender.js"
 
 /**
@@ -131,6 +133,20 @@ export const CollectLive = (s: AgentSettings) => {
         Effect.forkDaemon(Effect.interruptible(sender.drain)).pipe(Effect.flatMap(Fiber.join)),
       )
       for (const [index, i] of s.inputs.entries()) yield* Effect.forkScoped(runInput(s, i, index))
+      // SIGHUP: the token file is read again now (and at every connection); a bad one is logged, the old stays.
+      const token = s.token
+      if (token._tag === "file")
+        yield* onSighup(
+          "token file",
+          readToken(token, yield* Ref.make("")).pipe(
+            Effect.zipRight(Effect.logInfo("token file read; new connections use it")),
+            Effect.catchAll((e) =>
+              Effect.logError("token file refused; the connection in use keeps its token", e.detail),
+            ),
+            Effect.annotateLogs({ file: token.path }),
+          ),
+        )
+      else yield* onSighup("nothing", Effect.logInfo("no token file to reload (the token came from ACCESS_TOKEN)"))
       yield* Effect.logInfo("agent started").pipe(Effect.annotateLogs(describeSettings(s)))
     }),
   )
