@@ -21,23 +21,20 @@
  * producer and a broker that answered the last probe.
  */
 import { Clock, Context, Deferred, Duration, Effect, Layer, Option, Queue, Ref, Schedule } from "effect"
-import {
-  type ICustomPartitioner,
-  type Kafka,
-  type Message,
-  Partitioners,
-  type Producer,
-  type TopicMessages,
-} from "kafkajs"
+import type { Kafka, Producer } from "kafkajs"
 import { SinkUnavailable } from "../domain/Errors.js"
-import { type Event, toWireEvent } from "../domain/Event.js"
+import type { Event } from "../domain/Event.js"
 import { type CompressionName, compressionTypes } from "../shared/Codecs.js"
 import { dlqTopic } from "../shared/DeadLetter.js"
 import { KafkaClient } from "../shared/Kafka.js"
 import { inc, observe, set } from "../shared/Metrics.js"
 import { backoff } from "../shared/Retry.js"
-import { EventCodec } from "../wire/Wire.js"
 import * as M from "./IngesterMetrics.js"
+import { encodeRecord, memoDefaultPartitioner, toTopicMessages } from "./KafkaRecords.js"
+import { MemorySink, makeMemory } from "./MemorySink.js"
+
+export { checkTimeouts, encodeRecord, memoDefaultPartitioner } from "./KafkaRecords.js"
+export { MemorySink, type MemorySinkControl, makeMemory } from "./MemorySink.js"
 
 /** Why the ingester dead-letters an event: it can never be accepted as it is. */
 export type IngestDeadLetterReason = "invalid_event" | "event_too_large"
@@ -51,21 +48,6 @@ export interface SinkRecord {
   readonly value: Buffer
   readonly deadLetter?: { readonly reason: IngestDeadLetterReason; readonly detail: string }
 }
-
-/**
- * The produce timeout must be longer than kafkajs's request timeout: else a send is given up while its request is
- * still in flight. (A send that timed out drops its producer all the same, so it is never reused; see `produce`.)
- */
-export const checkTimeouts = (produceTimeoutMs: number, requestTimeoutMs: number): string | undefined =>
-  produceTimeoutMs > requestTimeoutMs
-    ? undefined
-    : `the produce timeout (${produceTimeoutMs} ms) must be longer than the Kafka request timeout (${requestTimeoutMs} ms)`
-
-/** Pure: the Kafka record of an event (see the module comment). `toWireEvent` is the Schema encoding of `Event`. */
-export const encodeRecord = (event: Event): SinkRecord => ({
-  key: event.accessKey,
-  value: Buffer.from(EventCodec.encode(toWireEvent(event))),
-})
 
 export class KafkaSink extends Context.Tag("spillway/KafkaSink")<
   KafkaSink,
@@ -96,50 +78,6 @@ export class KafkaSink extends Context.Tag("spillway/KafkaSink")<
 }
 
 // ---------------------------------------------------------------------------------------------
-// In memory
-
-export interface MemorySinkControl {
-  readonly sink: KafkaSink["Type"]
-  readonly records: () => ReadonlyArray<SinkRecord>
-  /** false: every publish fails with SinkUnavailable (and readiness is false). */
-  readonly setAvailable: (available: boolean) => void
-  /** Each publish waits this long before it succeeds. */
-  readonly setDelay: (delay: Duration.DurationInput) => void
-  readonly publishes: () => number
-}
-
-export class MemorySink extends Context.Tag("spillway/MemorySink")<MemorySink, MemorySinkControl>() {}
-
-export const makeMemory = (): MemorySinkControl => {
-  const records: Array<SinkRecord> = []
-  let available = true
-  let delay = Duration.zero
-  let publishes = 0
-  const publishRecords = (batch: ReadonlyArray<SinkRecord>) =>
-    Effect.gen(function* () {
-      if (Duration.greaterThan(delay, Duration.zero)) yield* Effect.sleep(delay)
-      if (!available) return yield* new SinkUnavailable({ detail: "the in-memory sink is unavailable" })
-      publishes++
-      for (const r of batch) records.push(r)
-    })
-  return {
-    sink: {
-      publish: (events) => publishRecords(events.map(encodeRecord)),
-      publishRecords,
-      ready: Effect.sync(() => available),
-    },
-    records: () => [...records],
-    setAvailable: (a) => {
-      available = a
-    },
-    setDelay: (d) => {
-      delay = Duration.decode(d)
-    },
-    publishes: () => publishes,
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Kafka
 
 export interface KafkaSinkOptions {
@@ -161,46 +99,6 @@ export interface KafkaSinkOptions {
 interface Pending {
   readonly records: ReadonlyArray<SinkRecord>
   readonly done: Deferred.Deferred<void, SinkUnavailable>
-}
-
-/**
- * kafkajs' DefaultPartitioner with its answer for a string key remembered: for a keyed record it is
- * murmur2(key) mod the partition count, whatever the leaders, so the memo changes no placement. kafkajs calls the
- * partitioner for every record (hashing the key and filtering the partition list each time), and all the records
- * of a tenant share one key.
- */
-export const memoDefaultPartitioner: ICustomPartitioner = () => {
-  const inner = Partitioners.DefaultPartitioner()
-  const memo = new Map<string, { readonly partitions: number; readonly partition: number }>()
-  return (args) => {
-    const { key, partition } = args.message
-    if (typeof key !== "string" || (partition !== undefined && partition !== null)) return inner(args)
-    const partitions = args.partitionMetadata.length
-    const hit = memo.get(key)
-    if (hit !== undefined && hit.partitions === partitions) return hit.partition
-    const computed = inner(args)
-    if (memo.size >= 10_000) memo.clear() // keys are tenants' access keys: few; bounded all the same
-    if (partitions > 0) memo.set(key, { partitions, partition: computed })
-    return computed
-  }
-}
-
-/** The records of one send by topic: events to the topic, dead letters (with their headers) to `<topic>-dlq`. */
-const toTopicMessages = (topic: string, deadLetterTopic: string, records: ReadonlyArray<SinkRecord>) => {
-  const events: Array<Message> = []
-  const letters: Array<Message> = []
-  for (const r of records)
-    if (r.deadLetter === undefined) events.push({ key: r.key, value: r.value })
-    else
-      letters.push({
-        key: r.key,
-        value: r.value,
-        headers: { reason: r.deadLetter.reason, detail: r.deadLetter.detail.slice(0, 1000), source: "ingester" },
-      })
-  const out: Array<TopicMessages> = []
-  if (events.length > 0) out.push({ topic, messages: events })
-  if (letters.length > 0) out.push({ topic: deadLetterTopic, messages: letters })
-  return out
 }
 
 const causeText = (e: unknown) => (e instanceof Error ? `${e.name}: ${e.message}` : String(e))

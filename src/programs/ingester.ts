@@ -7,13 +7,8 @@
  *   certs          makes a development CA, server and client certificate into a folder (openssl)
  *
  * Every option of `api` can also come from the environment (named in --help) or from the JSON file
- * named by SPILLWAY_CONFIG (keys are the environment names). Tuning without flags (environment or
- * config file): SPILLWAY_INGESTER_MAX_MESSAGE_BYTES (8 MiB), SPILLWAY_INGESTER_MAX_EVENT_BYTES
- * (1000000), SPILLWAY_INGESTER_STREAM_BUDGET_BYTES (16 MiB), SPILLWAY_INGESTER_PROCESS_BUDGET_BYTES
- * (256 MiB), SPILLWAY_INGESTER_BUDGET_WAIT_MS (5000), SPILLWAY_KAFKA_PRODUCE_TIMEOUT_MS (15000; must be longer
- * than SPILLWAY_KAFKA_REQUEST_TIMEOUT_MS, 10000 for the ingester), SPILLWAY_INGESTER_IDLE_TIMEOUT_MS (120000),
- * SPILLWAY_INGESTER_SHUTDOWN_TIMEOUT_MS (20000), SPILLWAY_JWT_MAX_LIFETIME_SECONDS (2592000),
- * SPILLWAY_KAFKA_CLIENT_ID, SPILLWAY_LOG_LEVEL.
+ * named by SPILLWAY_CONFIG (keys are the environment names). Tuning without flags: `tuningConfig` below
+ * (each variable with its default is listed in the README section "The ingester").
  */
 import { accessSync, constants } from "node:fs"
 import { Command, Options } from "@effect/cli"

@@ -5,6 +5,7 @@
  */
 import { spawnSync } from "node:child_process"
 import { randomBytes } from "node:crypto"
+import { createConnection } from "node:net"
 import * as grpc from "@grpc/grpc-js"
 import type { Kafka } from "kafkajs"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
@@ -80,6 +81,25 @@ const readTopic = async (kafka: Kafka, topic: string, n: number, timeoutMs = 30_
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+/** Resolves once nothing accepts connections on `hostPort` (fails after 30 s). */
+const brokerGone = async (hostPort: string): Promise<void> => {
+  const [host, port] = hostPort.split(":")
+  const deadline = Date.now() + 30_000
+  while (Date.now() < deadline) {
+    const open = await new Promise<boolean>((resolve) => {
+      const s = createConnection({ host: host!, port: Number(port) })
+      s.once("connect", () => {
+        s.destroy()
+        resolve(true)
+      })
+      s.once("error", () => resolve(false))
+    })
+    if (!open) return
+    await sleep(100)
+  }
+  throw new Error(`the broker on ${hostPort} still accepts connections 30 s after SIGKILL`)
+}
 
 describe("the built program's command line", () => {
   const run = (args: Array<string>, env: Record<string, string> = {}) =>
@@ -417,14 +437,14 @@ describe("Kafka stopped mid-stream (private broker)", () => {
     const ing = await startIngester({
       topic,
       brokers: pb.brokers,
-      env: { SPILLWAY_KAFKA_PRODUCE_TIMEOUT_MS: "5000" },
+      env: { SPILLWAY_KAFKA_PRODUCE_TIMEOUT_MS: "5000", SPILLWAY_KAFKA_REQUEST_TIMEOUT_MS: "3000" },
     })
     const client = ing.client()
     try {
       const token = await ing.tokenFor(tenantA)
       const all = events(tenantA, 1500, 0, "outage")
       // First half, then Kafka goes away while the stream is open, then the rest.
-      const result = await new Promise<{ value?: WireEResponse; error?: grpc.ServiceError }>((resolve) => {
+      const result = await new Promise<{ value?: WireEResponse; error?: grpc.ServiceError }>((resolve, reject) => {
         const call = (
           client as unknown as {
             SendEvent: (
@@ -438,9 +458,11 @@ describe("Kafka stopped mid-stream (private broker)", () => {
           for (const e of all.slice(0, 750)) call.write(e)
           await sleep(1000)
           await pb.stop("SIGKILL")
+          // The rest is written only once the broker really refuses connections.
+          await brokerGone(pb.brokers[0]!)
           for (const e of all.slice(750)) if (!call.write(e)) await new Promise((r) => call.once("drain", r))
           call.end()
-        })()
+        })().catch(reject)
       })
       // The call must end with an error (an empty answer is neither SUCCESS nor a refusal): UNAVAILABLE.
       expect(result.value).toBeUndefined()

@@ -19,6 +19,7 @@ import { ConfigStore } from "../../src/shared/ConfigStore.js"
 import { EventBatchCodec, EventCodec, EventServiceDefinition, type WireBatchAck } from "../../src/wire/Wire.js"
 import { testCerts } from "../support/certs.js"
 import {
+  bearer,
   connect,
   exchangeConfig,
   fixtureTenantsFile,
@@ -99,6 +100,38 @@ describe("SendEvent", () => {
         .sort(),
     )
     expect(decoded.every((d) => d.AccessKey === tenantA)).toBe(true)
+  })
+
+  it("answers only after the client's half-close, with every event written before and after a pause", async () => {
+    const before = memory.records().length
+    const token = await tokenA()
+    let answeredAt = 0
+    let endedAt = 0
+    const result = await new Promise<{ value?: unknown; error?: grpc.ServiceError }>((resolve) => {
+      const call = (
+        client as unknown as {
+          SendEvent: (
+            m: grpc.Metadata,
+            cb: (e: grpc.ServiceError | null, v?: unknown) => void,
+          ) => grpc.ClientWritableStream<unknown>
+        }
+      ).SendEvent(bearer(token), (error, value) => {
+        answeredAt = Date.now()
+        resolve(error ? { error } : { value })
+      })
+      call.on("error", () => undefined)
+      void (async () => {
+        for (const e of events(tenantA, 750)) call.write(e)
+        await new Promise((r) => setTimeout(r, 1000))
+        for (const e of events(tenantA, 750, 750)) if (!call.write(e)) await new Promise((r) => call.once("drain", r))
+        endedAt = Date.now()
+        call.end()
+      })()
+    })
+    expect(result.value).toEqual({ status: "SUCCESS" })
+    expect(endedAt).toBeGreaterThan(0)
+    expect(answeredAt).toBeGreaterThanOrEqual(endedAt)
+    expect(memory.records().length - before).toBe(1500)
   })
 
   it("repairs the proof of concept's nanoseconds-in-seconds timestamps", async () => {
