@@ -17,11 +17,24 @@
  * by grpc-js with RESOURCE_EXHAUSTED before they are decoded; open event streams are capped in the process and per
  * tenant, so what the process holds is at most the process budget plus open streams × one message being read.
  */
-import { readFile } from "node:fs/promises"
 import * as grpc from "@grpc/grpc-js"
-import { Cause, Context, Data, Deferred, Duration, Effect, Exit, type Fiber, FiberSet, Layer, Option } from "effect"
+import {
+  Cause,
+  Context,
+  Data,
+  Deferred,
+  Duration,
+  Effect,
+  Either,
+  Exit,
+  type Fiber,
+  FiberSet,
+  Layer,
+  Option,
+} from "effect"
 import { Limits } from "../domain/Event.js"
 import { ConfigStore } from "../shared/ConfigStore.js"
+import { onSighup } from "../shared/Sighup.js"
 import type { WireBatchAck, WireConfig, WireEResponse } from "../wire/Wire.js"
 import { Auth } from "./Auth.js"
 import { Budget } from "./Budget.js"
@@ -32,15 +45,12 @@ import { type Incoming, ServerDefinition } from "./Messages.js"
 import { ack, exchangeConfig, type RpcDeps, reject } from "./RpcContext.js"
 import { sendEvent } from "./SendEvent.js"
 import { sendEventBatches } from "./SendEventBatches.js"
+import { ReloadingCertificates, type TlsFiles } from "./TlsReload.js"
 
 export { toStatus } from "./GrpcStatus.js"
 
-export interface TlsFiles {
-  readonly certFile: string
-  readonly keyFile: string
-  /** With a client CA, clients must present a certificate it signed (mutual TLS). */
-  readonly clientCaFile?: string | undefined
-}
+/** With a client CA, clients must present a certificate it signed (mutual TLS). */
+export type { TlsFiles } from "./TlsReload.js"
 
 export interface IngesterServerOptions {
   readonly host: string
@@ -82,17 +92,27 @@ export class IngesterServer extends Context.Tag("spillway/IngesterServer")<
     Layer.scoped(IngesterServer, make(options))
 }
 
-const readTls = (tls: TlsFiles) =>
-  Effect.tryPromise({
-    try: async () => ({
-      cert: await readFile(tls.certFile),
-      key: await readFile(tls.keyFile),
-      ca: tls.clientCaFile === undefined ? null : await readFile(tls.clientCaFile),
-    }),
-    catch: (e) =>
-      new IngesterStartError({
-        detail: `cannot read the TLS files: ${e instanceof Error ? e.message : String(e)}`,
-      }),
+/** The TLS material, reloaded on SIGHUP (an invalid new version is refused and logged; the one in force stays). */
+const reloadingTls = (tls: TlsFiles) =>
+  Effect.gen(function* () {
+    const certs = yield* Either.match(ReloadingCertificates.load(tls), {
+      onLeft: (detail) => Effect.fail(new IngesterStartError({ detail: `cannot use the TLS files: ${detail}` })),
+      onRight: Effect.succeed,
+    })
+    yield* onSighup(
+      "TLS certificate",
+      // Read the files at each signal, not once here.
+      Effect.suspend(() =>
+        Either.match(certs.reload(), {
+          onLeft: (detail) => Effect.logError(`TLS files refused, keeping the certificate in force: ${detail}`),
+          onRight: (validTo) =>
+            Effect.logInfo("TLS certificate reloaded; new connections get it").pipe(
+              Effect.annotateLogs({ validTo: validTo.toISOString() }),
+            ),
+        }),
+      ),
+    )
+    return certs.credentials()
   })
 
 const logFailure = (rpc: string, cause: Cause.Cause<RpcError>) => {
@@ -185,11 +205,7 @@ const make = (options: IngesterServerOptions) =>
 
     // --- the server ----------------------------------------------------------------------------
     const credentials =
-      options.tls === undefined
-        ? grpc.ServerCredentials.createInsecure()
-        : yield* Effect.map(readTls(options.tls), (t) =>
-            grpc.ServerCredentials.createSsl(t.ca, [{ private_key: t.key, cert_chain: t.cert }], t.ca !== null),
-          )
+      options.tls === undefined ? grpc.ServerCredentials.createInsecure() : yield* reloadingTls(options.tls)
     if (options.tls === undefined)
       yield* Effect.logWarning("--insecure: serving gRPC WITHOUT TLS; tokens and events travel in plaintext")
 

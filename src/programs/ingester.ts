@@ -19,6 +19,7 @@ import { Auth } from "../ingest/Auth.js"
 import { Budget } from "../ingest/Budget.js"
 import { IngesterServer, IngesterStartError } from "../ingest/IngesterServer.js"
 import { checkTimeouts, KafkaSink } from "../ingest/KafkaSink.js"
+import { validateIngester } from "../ingest/ValidateIngester.js"
 import { compressionNames } from "../shared/Codecs.js"
 import { ConfigStore } from "../shared/ConfigStore.js"
 import { makeDevCerts } from "../shared/DevCerts.js"
@@ -26,6 +27,7 @@ import { Health } from "../shared/Health.js"
 import { KafkaClient, kafkaSettingsConfig } from "../shared/Kafka.js"
 import { OpsServerLive } from "../shared/Ops.js"
 import { runnable } from "../shared/ProgramRuntime.js"
+import { report } from "../shared/Validate.js"
 
 // ---------------------------------------------------------------------------------------------
 // Options of `api`
@@ -342,11 +344,26 @@ const certs = Command.make(
   ),
 )
 
+const validate = Command.make("validate", apiOptions, (opts) =>
+  Effect.gen(function* () {
+    const tuning = yield* Effect.either(tuningConfig)
+    const timeouts = Either.match(tuning, {
+      onLeft: (e) => String(e),
+      onRight: (t) => checkTimeouts(t.produceTimeoutMs, t.requestTimeoutMs),
+    })
+    yield* report("spillway-ingester", yield* validateIngester({ ...opts, timeouts }))
+  }),
+).pipe(
+  Command.withDescription(
+    "Check the settings, files and certificates `api` would use, without listening or connecting",
+  ),
+)
+
 const ingester = Command.make("ingester").pipe(
   Command.withDescription(
     "Spillway ingester: authenticated gRPC over TLS -> Kafka, acknowledged once Kafka has the events",
   ),
-  Command.withSubcommands([api, accessToken, certs]),
+  Command.withSubcommands([api, validate, accessToken, certs]),
 )
 
 const cli = Command.run(ingester, { name: "spillway-ingester", version: "0.1.0" })

@@ -48,4 +48,21 @@ describe("validate", () => {
     expect(bad.code).toBe(1)
     expect(bad.out).toMatch(/FAIL .*ca\.pem/)
   })
+
+  it("ingester: a good configuration passes; a key of another certificate and a missing secret fail by name", async () => {
+    const certs = await testCerts()
+    const secret = join(dir, "jwt.secret")
+    writeFileSync(secret, "a-test-secret-that-is-long-enough-0123456789")
+    const base = ["--tenants", fixture, "--brokers", "kafka-x:9092", "--tls-cert", certs.serverCert]
+    const good = run("ingester", [...base, "--tls-key", certs.serverKey], { SPILLWAY_JWT_SECRET_FILE: secret })
+    expect(good.out).toContain("spillway-ingester: configuration is valid")
+    expect(good.code).toBe(0)
+    const bad = run("ingester", [...base, "--tls-key", certs.clientKey])
+    expect(bad.code).toBe(1)
+    expect(bad.out).toContain(
+      `FAIL --tls-key (SPILLWAY_TLS_KEY) ${certs.clientKey}: does not belong to the certificate`,
+    )
+    expect(bad.out).toMatch(/FAIL JWT secret \(SPILLWAY_JWT_SECRET or SPILLWAY_JWT_SECRET_FILE\)/)
+    expect(bad.out).not.toContain("a-test-secret")
+  })
 })

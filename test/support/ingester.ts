@@ -63,6 +63,8 @@ export interface StartIngesterOptions {
   readonly secret?: string
   /** Require client certificates signed by the test CA (use `certs.clientCert`/`clientKey`). */
   readonly mtls?: boolean
+  /** Own certificate and key files (default: the shared test certificates). */
+  readonly tlsFiles?: { readonly cert: string; readonly key: string }
   /** Serve plaintext (`--insecure`) instead of TLS. */
   readonly insecure?: boolean
   readonly printEvents?: boolean
@@ -97,6 +99,8 @@ export interface RunningIngester {
   readonly metrics: () => Promise<string>
   /** Sends `signal` (default SIGTERM) and resolves with the exit code (or the signal name). */
   readonly kill: (signal?: NodeJS.Signals) => Promise<number | string | null>
+  /** Sends `signal` without waiting (e.g. SIGHUP). */
+  readonly signal: (signal: NodeJS.Signals) => void
   /** Stops (SIGTERM) if running and starts again on the same ports, with the same secret and files. */
   readonly restart: () => Promise<void>
   /** SIGTERM, wait for exit, remove the temporary files. */
@@ -140,7 +144,9 @@ export async function startIngester(opts: StartIngesterOptions): Promise<Running
     brokers.join(","),
     "--topic",
     opts.topic,
-    ...(opts.insecure ? ["--insecure"] : ["--tls-cert", certs.serverCert, "--tls-key", certs.serverKey]),
+    ...(opts.insecure
+      ? ["--insecure"]
+      : ["--tls-cert", opts.tlsFiles?.cert ?? certs.serverCert, "--tls-key", opts.tlsFiles?.key ?? certs.serverKey]),
     ...(opts.mtls ? ["--tls-client-ca", certs.caCert] : []),
     ...(opts.printEvents ? ["--print-events"] : []),
   ]
@@ -213,6 +219,9 @@ export async function startIngester(opts: StartIngesterOptions): Promise<Running
     readyz: () => httpGet(`http://127.0.0.1:${metricsPort}/readyz`),
     metrics: async () => (await httpGet(`http://127.0.0.1:${metricsPort}/metrics`)).body,
     kill,
+    signal: (signal) => {
+      child?.kill(signal)
+    },
     restart: async () => {
       await kill("SIGTERM")
       await launch()
