@@ -1,0 +1,231 @@
+/**
+ * OTLP/HTTP: `POST /v1/logs` with an `application/x-protobuf` or `application/json` body (optionally
+ * `Content-Encoding: gzip`), on its own port, over TLS when certificate files are given. The body is read up to
+ * `maxRequestBytes` (more: 413, also after gzip), then decoded; the answer (200 with an ExportLogsServiceResponse,
+ * in the request's encoding) is sent once Kafka acknowledged every record. 503 with `Retry-After` when Kafka or the
+ * in-flight budget cannot take the records now (OTLP exporters retry it); 400, 401, 403, 404, 405, 413, 415
+ * otherwise, each with a `google.rpc.Status` body.
+ */
+import * as http from "node:http"
+import * as https from "node:https"
+import type * as net from "node:net"
+import * as zlib from "node:zlib"
+import { Cause, Effect, Either, Exit, FiberSet } from "effect"
+import { receiverConnections } from "../receivers/TenantRecords.js"
+import {
+  type DecodedBody,
+  decodeJson,
+  decodeProtobuf,
+  type ExportResult,
+  encodeResponse,
+  encodeStatus,
+  responseJson,
+} from "./OtlpCodec.js"
+import type { ExportError, Exporter } from "./OtlpExport.js"
+
+export interface HttpOptions {
+  readonly host: string
+  readonly port: number
+  readonly tls: { readonly cert: Buffer; readonly key: Buffer; readonly ca: Buffer | undefined } | undefined
+  readonly maxRequestBytes: number
+  readonly maxConnections: number
+  readonly idleTimeoutMs: number
+  /** The whole request must arrive within this (slow senders are cut). */
+  readonly requestTimeoutMs: number
+  readonly retryAfterSeconds: number
+  readonly shutdownTimeoutMs: number
+}
+
+type Encoding = "protobuf" | "json"
+
+const encodingOf = (contentType: string | undefined): Encoding | undefined => {
+  const base = (contentType ?? "").split(";")[0]!.trim().toLowerCase()
+  return base === "application/x-protobuf" || base === "application/protobuf"
+    ? "protobuf"
+    : base === "application/json"
+      ? "json"
+      : undefined
+}
+
+const statusOf = (e: ExportError): { status: number; message: string } => {
+  switch (e._tag) {
+    case "AuthError":
+      return { status: 401, message: `unauthenticated: ${e.reason}` }
+    case "TenantNotFound":
+      return { status: 403, message: "the token's access key is not a known tenant" }
+    case "InvalidEvent":
+      return { status: 400, message: e.detail }
+    case "Overloaded":
+      return { status: 503, message: e.detail }
+    case "SinkUnavailable":
+      return { status: 503, message: "log records not stored, retry later" }
+  }
+}
+
+const GRPC_CODE: Record<number, number> = { 400: 3, 401: 16, 403: 7, 404: 5, 405: 12, 413: 8, 415: 3, 500: 13, 503: 14 }
+
+class TooLarge {
+  readonly _tag = "TooLarge"
+}
+
+/** Reads the body, at most `max` bytes (TooLarge beyond), gunzipping when asked (bounded the same). */
+const readBody = (req: http.IncomingMessage, max: number) =>
+  Effect.async<Buffer, TooLarge | Error>((resume) => {
+    const declared = Number(req.headers["content-length"] ?? "0")
+    if (Number.isFinite(declared) && declared > max) return resume(Effect.fail(new TooLarge()))
+    const chunks: Array<Buffer> = []
+    let size = 0
+    let done = false
+    const finish = (e: Effect.Effect<Buffer, TooLarge | Error>) => {
+      if (done) return
+      done = true
+      req.off("data", onData)
+      resume(e)
+    }
+    const onData = (chunk: Buffer) => {
+      size += chunk.length
+      if (size > max) {
+        req.pause()
+        finish(Effect.fail(new TooLarge()))
+      } else chunks.push(chunk)
+    }
+    req.on("data", onData)
+    req.on("end", () => finish(Effect.succeed(Buffer.concat(chunks, size))))
+    req.on("error", () => finish(Effect.fail(new Error("request stream failed"))))
+    req.on("close", () => finish(Effect.fail(new Error("request closed"))))
+  }).pipe(
+    Effect.flatMap((raw) => {
+      const ce = String(req.headers["content-encoding"] ?? "identity").toLowerCase()
+      if (ce === "identity" || ce === "") return Effect.succeed(raw)
+      if (ce !== "gzip") return Effect.fail(new Error("unsupported content-encoding"))
+      return Effect.try({
+        try: () => zlib.gunzipSync(raw, { maxOutputLength: max }),
+        catch: (e) => (e instanceof RangeError ? new TooLarge() : new Error("the gzip body is corrupt")),
+      })
+    }),
+  )
+
+export const serveHttp = (exporter: Exporter, options: HttpOptions) =>
+  Effect.gen(function* () {
+    const run = yield* FiberSet.makeRuntime<never>()
+
+    const reply = (res: http.ServerResponse, enc: Encoding, status: number, message: string) => {
+      if (res.headersSent || res.destroyed) return
+      const headers: http.OutgoingHttpHeaders = {}
+      if (status === 503) headers["retry-after"] = String(options.retryAfterSeconds)
+      if (status === 413) headers.connection = "close"
+      if (enc === "json") {
+        headers["content-type"] = "application/json"
+        res.writeHead(status, headers).end(JSON.stringify({ code: GRPC_CODE[status] ?? 2, message }))
+      } else {
+        headers["content-type"] = "application/x-protobuf"
+        res.writeHead(status, headers).end(Buffer.from(encodeStatus(GRPC_CODE[status] ?? 2, message)))
+      }
+    }
+
+    const handle = (req: http.IncomingMessage, res: http.ServerResponse) => {
+      const url = (req.url ?? "").split("?")[0]
+      const enc = encodingOf(req.headers["content-type"])
+      if (url !== "/v1/logs") return reply(res, enc ?? "json", 404, "not found: OTLP logs are POSTed to /v1/logs")
+      if (req.method !== "POST") return reply(res, enc ?? "json", 405, "method not allowed: use POST")
+      if (enc === undefined)
+        return reply(res, "json", 415, "unsupported content-type: use application/x-protobuf or application/json")
+      const header = req.headers.authorization
+      const program = readBody(req, options.maxRequestBytes).pipe(
+        Effect.either,
+        Effect.flatMap((read) => {
+          if (Either.isLeft(read))
+            return Effect.succeed<Either.Either<ExportResult, { status: number; message: string }>>(
+              Either.left(
+                read.left instanceof TooLarge
+                  ? { status: 413, message: `the request body exceeds ${options.maxRequestBytes} bytes` }
+                  : { status: 400, message: read.left.message },
+              ),
+            )
+          const body: Either.Either<DecodedBody, string> =
+            enc === "json" ? decodeJson(read.right) : decodeProtobuf(read.right)
+          return exporter("otlp_http", header, body, read.right.length).pipe(
+            Effect.map((r) => Either.right(r)),
+            Effect.catchAll((e) => Effect.succeed(Either.left(statusOf(e)))),
+          )
+        }),
+      )
+      const fiber = run(program)
+      res.on("close", () => {
+        if (!res.writableFinished) fiber.unsafeInterruptAsFork(fiber.id())
+      })
+      fiber.addObserver(
+        Exit.match({
+          onSuccess: (outcome) =>
+            Either.match(outcome, {
+              onLeft: (s) => reply(res, enc, s.status, s.message),
+              onRight: (r) => {
+                if (res.destroyed) return
+                if (enc === "json") res.writeHead(200, { "content-type": "application/json" }).end(responseJson(r))
+                else
+                  res.writeHead(200, { "content-type": "application/x-protobuf" }).end(Buffer.from(encodeResponse(r)))
+              },
+            }),
+          onFailure: (cause) =>
+            reply(
+              res,
+              enc,
+              Cause.isInterruptedOnly(cause) ? 503 : 500,
+              Cause.isInterruptedOnly(cause) ? "shutting down" : "internal error",
+            ),
+        }),
+      )
+    }
+
+    const server: http.Server = options.tls
+      ? https.createServer(
+          {
+            cert: options.tls.cert,
+            key: options.tls.key,
+            ...(options.tls.ca ? { ca: options.tls.ca, requestCert: true, rejectUnauthorized: true } : {}),
+          },
+          handle,
+        )
+      : http.createServer(handle)
+    server.maxConnections = options.maxConnections
+    server.keepAliveTimeout = options.idleTimeoutMs
+    server.headersTimeout = Math.min(options.requestTimeoutMs, 60_000)
+    server.requestTimeout = options.requestTimeoutMs
+    server.maxHeadersCount = 100
+    server.timeout = options.idleTimeoutMs
+    const sockets = new Set<net.Socket>()
+    server.on("connection", (socket: net.Socket) => {
+      sockets.add(socket)
+      receiverConnections.inc({ receiver: "otlp_http" })
+      socket.on("close", () => {
+        sockets.delete(socket)
+        receiverConnections.dec({ receiver: "otlp_http" })
+      })
+    })
+
+    const port = yield* Effect.acquireRelease(
+      Effect.async<number, Error>((resume) => {
+        const onError = (e: Error) => resume(Effect.fail(e))
+        server.once("error", onError)
+        server.listen(options.port, options.host, () => {
+          server.off("error", onError)
+          const addr = server.address()
+          resume(Effect.succeed(typeof addr === "object" && addr !== null ? addr.port : options.port))
+        })
+      }),
+      () =>
+        Effect.async<void>((resume) => {
+          server.close(() => resume(Effect.void))
+          server.closeIdleConnections()
+        }).pipe(
+          Effect.timeoutTo({
+            duration: options.shutdownTimeoutMs,
+            onTimeout: () => {
+              for (const s of sockets) s.destroy()
+            },
+            onSuccess: () => undefined,
+          }),
+        ),
+    )
+    return port
+  })
