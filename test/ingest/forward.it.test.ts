@@ -212,6 +212,49 @@ describe("Forward receiver without auth: raw protocol, limits", () => {
   })
 })
 
+describe("Forward receiver without auth: connection limits", () => {
+  const topic = uniqueTopic("forward-limits")
+  let h: Harness
+
+  beforeAll(async () => {
+    h = await startHarness({
+      topic,
+      brokers,
+      forward: {
+        host: "127.0.0.1",
+        port: 0,
+        anonymousTenant: tenants.C.AccessKey,
+        maxConnections: 2,
+        idleTimeout: "1 second",
+      },
+    })
+  })
+  afterAll(async () => {
+    await h?.close()
+  })
+
+  const connect = async () => {
+    const socket = net.connect(h.forwardPort!, "127.0.0.1")
+    const closed = new Promise<number>((r) => socket.once("close", () => r(Date.now())))
+    socket.on("error", () => undefined)
+    await new Promise((r) => socket.once("connect", r))
+    return { socket, closed }
+  }
+
+  it("connections over the limit are closed at accept; idle ones are closed after the timeout", async () => {
+    const t0 = Date.now()
+    const a = await connect()
+    const b = await connect()
+    const c = await connect()
+    // The third is over the limit of 2: closed at once, long before the idle timeout.
+    expect((await c.closed) - t0).toBeLessThan(900)
+    // The first two are idle: closed after about a second.
+    const closedA = await a.closed
+    await b.closed
+    expect(closedA - t0).toBeGreaterThanOrEqual(900)
+  })
+})
+
 describe("Forward receiver with Kafka stopped (private broker 17)", () => {
   mkdirSync(join(CACHE_DIR, "..", "kafka-private", "slot-17"), { recursive: true })
   const broker = privateBroker(17)

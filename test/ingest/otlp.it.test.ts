@@ -4,6 +4,7 @@
  */
 import { mkdirSync, readFileSync } from "node:fs"
 import * as https from "node:https"
+import * as net from "node:net"
 import { join } from "node:path"
 import * as grpc from "@grpc/grpc-js"
 import { ROOT_CONTEXT, SeverityNumber, trace } from "@opentelemetry/api"
@@ -421,4 +422,47 @@ describe("OTLP receiver with Kafka stopped (private broker 16)", () => {
       expect(new Set(got.map((r) => (r.plain as { body: string }).body)).size).toBe(40)
     })
   }
+})
+
+describe("OTLP receiver: connection limits", () => {
+  let h: Harness
+
+  beforeAll(async () => {
+    h = await startHarness({
+      topic: uniqueTopic("otlp-limits"),
+      brokers,
+      otlp: { host: "127.0.0.1", grpcPort: 0, httpPort: 0, maxConnections: 1, idleTimeout: "1 second" },
+    })
+  })
+  afterAll(async () => {
+    await h?.close()
+  })
+
+  const connect = async (port: number) => {
+    const socket = net.connect(port, "127.0.0.1")
+    const closed = new Promise<number>((r) => socket.once("close", () => r(Date.now())))
+    socket.on("error", () => undefined)
+    await new Promise((r) => socket.once("connect", r))
+    return { socket, closed }
+  }
+
+  for (const which of ["grpc", "http"] as const) {
+    it(`${which}: a connection over the limit is closed at accept`, async () => {
+      const port = which === "grpc" ? h.grpcPort! : h.httpPort!
+      const first = await connect(port)
+      const t0 = Date.now()
+      const second = await connect(port)
+      expect((await second.closed) - t0).toBeLessThan(900)
+      first.socket.destroy()
+      await first.closed
+    })
+  }
+
+  it("http: an idle connection is closed after the idle timeout", async () => {
+    const t0 = Date.now()
+    const c = await connect(h.httpPort!)
+    const closedAt = await c.closed
+    expect(closedAt - t0).toBeGreaterThanOrEqual(900)
+    expect(closedAt - t0).toBeLessThan(5000)
+  })
 })
