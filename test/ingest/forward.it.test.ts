@@ -2,7 +2,7 @@
  * The Fluent Forward receiver with a client written by others (@fluent-org/logger, acks on), against the real
  * broker; raw sockets for the malformed and oversized cases. The Kafka-outage test uses a private broker (slot 17).
  */
-import { mkdirSync } from "node:fs"
+import { mkdirSync, readFileSync } from "node:fs"
 import * as net from "node:net"
 import { join } from "node:path"
 import { type EventModes, FluentClient, FluentSocketEvent } from "@fluent-org/logger"
@@ -10,6 +10,7 @@ import { unpack } from "msgpackr"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { CACHE_DIR } from "../../scripts/kafka.mjs"
 import { encode } from "../../src/ingest/forward/ForwardProtocol.js"
+import { testCerts } from "../support/certs.js"
 import { brokers, createTopic, makeKafka, privateBroker, uniqueTopic } from "../support/kafka.js"
 import {
   decryptFor,
@@ -147,6 +148,59 @@ describe("Forward receiver with auth (shared broker)", () => {
     socket.write(encode(["early", [[1_700_000_000, { a: 1 }]], { chunk: "c1" }]))
     await new Promise((r) => socket.once("close", r))
     expect(received.map((m) => (Array.isArray(m) ? m[0] : m))).toEqual(["HELO"])
+  })
+})
+
+describe("Forward receiver over TLS with auth", () => {
+  const topic = uniqueTopic("forward-tls")
+  let h: Harness
+  let ca: Buffer
+
+  beforeAll(async () => {
+    await createTopic(topic, 1)
+    const certs = await testCerts()
+    ca = readFileSync(certs.caCert)
+    h = await startHarness({
+      topic,
+      brokers,
+      forward: {
+        host: "127.0.0.1",
+        port: 0,
+        sharedKey: SHARED_KEY,
+        tls: { certFile: certs.serverCert, keyFile: certs.serverKey },
+      },
+    })
+  })
+  afterAll(async () => {
+    await h?.close()
+  })
+
+  it("records sent over TLS are acked after Kafka; a plaintext client gets nothing", async () => {
+    const c = new FluentClient("tls", {
+      eventMode: "PackedForward",
+      socket: { host: "localhost", port: h.forwardPort!, tls: { ca, servername: "localhost" } },
+      security: {
+        clientHostname: "tls-host",
+        sharedKey: SHARED_KEY,
+        username: tenants.A.AccessKey,
+        password: await h.forwardPassword("A"),
+      },
+      ack: { ackTimeout: 20_000 },
+    })
+    await Promise.all(Array.from({ length: 20 }, (_, i) => c.emit("x", { i })))
+    await c.disconnect()
+    const plain = client({
+      port: h.forwardPort!,
+      mode: "Message",
+      sharedKey: SHARED_KEY,
+      username: tenants.A.AccessKey,
+      password: await h.forwardPassword("A"),
+    })
+    plain.socketOn(FluentSocketEvent.ERROR, () => undefined)
+    expect(await settlesWithin(plain.emit("plain", { p: 1 }), 2000)).not.toBe("resolved")
+    await plain.disconnect().catch(() => undefined)
+    const got = await readTopic(brokers, topic, 21, 5000)
+    expect(got.map((r) => r.event.tag)).toEqual(Array.from({ length: 20 }, () => "tls.x"))
   })
 })
 

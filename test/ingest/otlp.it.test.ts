@@ -6,6 +6,7 @@ import { mkdirSync, readFileSync } from "node:fs"
 import * as https from "node:https"
 import * as net from "node:net"
 import { join } from "node:path"
+import { gzipSync } from "node:zlib"
 import * as grpc from "@grpc/grpc-js"
 import { ROOT_CONTEXT, SeverityNumber, trace } from "@opentelemetry/api"
 import { OTLPLogExporter as GrpcLogExporter } from "@opentelemetry/exporter-logs-otlp-grpc"
@@ -356,6 +357,21 @@ describe("OTLP receiver (plaintext): JSON bodies, partial success, limits", () =
     const deep = `${'{"arrayValue":{"values":['.repeat(200)}${"]}}".repeat(200)}`
     const deepReq = `{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":${deep}}]}]}]}`
     expect((await post(deepReq, token)).status).toBe(400)
+    // gzip bodies are read, bounded after decompression too.
+    const gz = await fetch(`http://127.0.0.1:${h.httpPort}/v1/logs`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "content-encoding": "gzip", authorization: `Bearer ${token}` },
+      body: gzipSync(
+        JSON.stringify({ resourceLogs: [{ scopeLogs: [{ logRecords: [{ body: { stringValue: "gz" } }] }] }] }),
+      ),
+    })
+    expect(gz.status).toBe(200)
+    const bomb = await fetch(`http://127.0.0.1:${h.httpPort}/v1/logs`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "content-encoding": "gzip", authorization: `Bearer ${token}` },
+      body: gzipSync(Buffer.alloc(10 * 1024 * 1024, 0x20)),
+    })
+    expect(bomb.status).toBe(413)
     // Protobuf path, raw: the response is an ExportLogsServiceResponse.
     const ok = await post(
       encodeRequest({ resourceLogs: [{ scopeLogs: [{ logRecords: [{ body: { stringValue: "via protobuf" } }] }] }] }),
