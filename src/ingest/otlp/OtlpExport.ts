@@ -20,6 +20,7 @@ import {
   countRequest,
   type ReceiverName,
   type RequestResult,
+  type TenantKey,
   tenantOfBearer,
 } from "../receivers/TenantRecords.js"
 import type { DecodedBody, ExportResult } from "./OtlpCodec.js"
@@ -80,8 +81,8 @@ const resultOf = (e: ExportError): RequestResult => {
 export type Exporter = (
   receiver: ReceiverName,
   authorization: string | undefined,
-  /** The decoded body, or why it could not be decoded (refused after authentication). */
-  body: Either.Either<DecodedBody, string>,
+  /** Decodes the body (called after authentication, holding the budget); Left: why it cannot be decoded. */
+  decode: () => Either.Either<DecodedBody, string>,
   size: number,
 ) => Effect.Effect<ExportResult, ExportError>
 
@@ -106,38 +107,41 @@ export const makeExporter = (
         }),
       )
 
-    const exportLogs: Exporter = (receiver, authorization, body, size) =>
+    /** Decodes and checks the body, then converts and publishes it (run holding the budget). */
+    const store_ = (receiver: ReceiverName, tk: TenantKey, decode: () => Either.Either<DecodedBody, string>) =>
       Effect.gen(function* () {
-        const tk = yield* tenantOfBearer(auth, store, authorization)
+        const body = decode()
         if (Either.isLeft(body)) return yield* new InvalidEvent({ detail: body.left })
         const decoded = decodeExportRequest(body.right.value)
-        if (decoded._tag === "Left") return yield* new InvalidEvent({ detail: decoded.left })
+        if (Either.isLeft(decoded)) return yield* new InvalidEvent({ detail: decoded.left })
         const request = decoded.right
-        const count = countLogRecords(request)
-        if (count > limits.maxRecordsPerRequest)
+        if (countLogRecords(request) > limits.maxRecordsPerRequest)
           return yield* new InvalidEvent({
             detail: `a request may hold at most ${limits.maxRecordsPerRequest} log records`,
           })
-        return yield* withBudget(
-          size,
-          Effect.gen(function* () {
-            const now = BigInt(Date.now()) * 1_000_000n
-            const { records, rejected } = toRecords(request, body.right.ids, tk, now, limits.maxEventBytes)
-            yield* sink.publishRecords(records)
-            yield* countRecords(receiver, records.length, rejected)
-            if (rejected > 0)
-              yield* Effect.logWarning("OTLP log records rejected").pipe(
-                Effect.annotateLogs({ receiver, rejected, tenant: tk.tenant.UserID }),
-              )
-            return {
-              rejected,
-              errorMessage:
-                rejected === 0
-                  ? ""
-                  : `${rejected} log record(s) exceed the event size limit of ${limits.maxEventBytes} bytes`,
-            }
-          }),
-        )
+        const now = BigInt(Date.now()) * 1_000_000n
+        const { records, rejected } = toRecords(request, body.right.ids, tk, now, limits.maxEventBytes)
+        yield* sink.publishRecords(records)
+        yield* countRecords(receiver, records.length, rejected)
+        if (rejected > 0)
+          yield* Effect.logWarning("OTLP log records rejected").pipe(
+            Effect.annotateLogs({ receiver, rejected, tenant: tk.tenant.UserID }),
+          )
+        return {
+          rejected,
+          errorMessage:
+            rejected === 0
+              ? ""
+              : `${rejected} log record(s) exceed the event size limit of ${limits.maxEventBytes} bytes`,
+        } satisfies ExportResult
+      })
+
+    // Authenticate first; decode only once the request holds its share of the budget (decoded objects are several
+    // times the size of their bytes, so at most the budget's worth of requests is decoded at a time).
+    const exportLogs: Exporter = (receiver, authorization, decode, size) =>
+      Effect.gen(function* () {
+        const tk = yield* tenantOfBearer(auth, store, authorization)
+        return yield* withBudget(size, store_(receiver, tk, decode))
       }).pipe(
         Effect.tap((r) => countRequest(receiver, r.rejected === 0 ? "ok" : "partial")),
         Effect.tapError((e) => countRequest(receiver, resultOf(e))),

@@ -7,11 +7,11 @@
  */
 import type * as net from "node:net"
 import * as grpc from "@grpc/grpc-js"
-import { Cause, Effect, type Either, Exit, FiberSet, Match, Option } from "effect"
-import { type DecodedBody, decodeProtobuf, EXPORT_PATH, type ExportResult, encodeResponse } from "./OtlpCodec.js"
+import { Cause, Effect, Exit, FiberSet, Match, Option } from "effect"
+import { decodeProtobuf, EXPORT_PATH, type ExportResult, encodeResponse } from "./OtlpCodec.js"
 import type { ExportError, Exporter } from "./OtlpExport.js"
 
-type Incoming = { readonly size: number; readonly body: Either.Either<DecodedBody, string> }
+type Incoming = { readonly bytes: Buffer }
 
 const definition = {
   Export: {
@@ -21,7 +21,7 @@ const definition = {
     requestSerialize: () => {
       throw new Error("server-side definition")
     },
-    requestDeserialize: (bytes: Buffer): Incoming => ({ size: bytes.length, body: decodeProtobuf(bytes) }),
+    requestDeserialize: (bytes: Buffer): Incoming => ({ bytes }),
     responseSerialize: (r: ExportResult) => Buffer.from(encodeResponse(r)),
     responseDeserialize: () => {
       throw new Error("server-side definition")
@@ -91,7 +91,7 @@ export const serveGrpc = (exporter: Exporter, options: GrpcOptions) =>
       const header =
         values.length === 1 && typeof values[0] === "string" ? values[0] : values.length > 1 ? "" : undefined
       const req = call.request
-      const fiber = run(exporter("otlp_grpc", header, req.body, req.size))
+      const fiber = run(exporter("otlp_grpc", header, () => decodeProtobuf(req.bytes), req.bytes.length))
       call.on("cancelled", () => fiber.unsafeInterruptAsFork(fiber.id()))
       fiber.addObserver(
         Exit.match({

@@ -13,7 +13,6 @@ import * as zlib from "node:zlib"
 import { Cause, Effect, Either, Exit, FiberSet } from "effect"
 import { receiverConnections } from "../receivers/TenantRecords.js"
 import {
-  type DecodedBody,
   decodeJson,
   decodeProtobuf,
   type ExportResult,
@@ -142,9 +141,9 @@ export const serveHttp = (exporter: Exporter, options: HttpOptions) =>
                   : { status: 400, message: read.left.message },
               ),
             )
-          const body: Either.Either<DecodedBody, string> =
-            enc === "json" ? decodeJson(read.right) : decodeProtobuf(read.right)
-          return exporter("otlp_http", header, body, read.right.length).pipe(
+          const bytes = read.right
+          const decode = () => (enc === "json" ? decodeJson(bytes) : decodeProtobuf(bytes))
+          return exporter("otlp_http", header, decode, bytes.length).pipe(
             Effect.map((r) => Either.right(r)),
             Effect.catchAll((e) => Effect.succeed(Either.left(statusOf(e)))),
           )
