@@ -363,3 +363,25 @@ describe("Forward receiver with Kafka stopped (private broker 17)", () => {
     expect(got.map((r) => r.event.tag).sort()).toEqual(["outage.during", "outage.warm"].sort())
   })
 })
+
+describe("Forward receiver shutdown", () => {
+  it("closes connections between messages at once (no wait for the shutdown timeout)", async () => {
+    const h = await startHarness({
+      topic: uniqueTopic("forward-shutdown"),
+      brokers,
+      forward: { host: "127.0.0.1", port: 0, anonymousTenant: tenants.C.AccessKey, shutdownTimeout: "20 seconds" },
+    })
+    const socket = net.connect(h.forwardPort!, "127.0.0.1")
+    socket.on("error", () => undefined)
+    const acks: Array<unknown> = []
+    socket.on("data", (d) => acks.push(unpack(d)))
+    await new Promise((r) => socket.once("connect", r))
+    socket.write(encode(["shut", 1_700_000_000, { a: 1 }, { chunk: "s1" }]))
+    await waitFor("the ack", () => acks.length === 1)
+    const closed = new Promise((r) => socket.once("close", r))
+    const t0 = Date.now()
+    await h.close()
+    await closed
+    expect(Date.now() - t0).toBeLessThan(10_000)
+  })
+})

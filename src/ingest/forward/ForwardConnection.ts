@@ -36,6 +36,10 @@ export interface ConnectionContext {
   readonly limits: EventLimits
   readonly maxEventBytes: number
   readonly handshakeTimeout: Duration.Duration
+  /** Sockets handling a message now (the others can be closed at once on shutdown). */
+  readonly busy: Set<net.Socket>
+  /** True once the receiver shuts down: connections end after the message in hand. */
+  readonly draining: () => boolean
 }
 
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: "bigint" })
@@ -174,6 +178,7 @@ export const handleConnection = (ctx: ConnectionContext, socket: net.Socket) =>
       if (next === "malformed") return yield* closeWith("malformed msgpack")
       if (next === "too_large") return yield* closeWith(`a message exceeds ${ctx.maxMessageBytes} bytes`)
       if (next === "more") {
+        if (ctx.draining() && framer.buffered === 0) return
         const more =
           accessKey === undefined
             ? yield* readMore(socket).pipe(
@@ -195,7 +200,9 @@ export const handleConnection = (ctx: ConnectionContext, socket: net.Socket) =>
         continue
       }
       // The message's bytes are a view into the framer: it is fully handled before the next push.
-      if ((yield* message(next, accessKey)) === "close") return
+      ctx.busy.add(socket)
+      const outcome = yield* message(next, accessKey).pipe(Effect.ensuring(Effect.sync(() => ctx.busy.delete(socket))))
+      if (outcome === "close") return
     }
   })
 

@@ -84,6 +84,7 @@ const make = (options: ForwardReceiverOptions) =>
         })
       anonymous = decoded.right
     }
+    let draining = false
     const ctx: ConnectionContext = {
       auth: yield* Auth,
       store: yield* ConfigStore,
@@ -98,6 +99,8 @@ const make = (options: ForwardReceiverOptions) =>
       },
       maxEventBytes: options.maxEventBytes ?? 1_000_000,
       handshakeTimeout: Duration.decode(options.handshakeTimeout ?? "10 seconds"),
+      busy: new Set(),
+      draining: () => draining,
     }
     const idleMs = Duration.toMillis(options.idleTimeout ?? "2 minutes")
     const shutdownMs = Duration.toMillis(options.shutdownTimeout ?? "20 seconds")
@@ -147,9 +150,10 @@ const make = (options: ForwardReceiverOptions) =>
       }),
       () =>
         Effect.async<void>((resume) => {
+          draining = true
           server.close(() => resume(Effect.void))
-          // Connections idle between messages go now; one waiting for Kafka finishes (bounded below).
-          for (const s of sockets) if (s.readableLength === 0 && s.writableLength === 0) s.end()
+          // Connections between messages go now; one waiting for Kafka finishes its message (bounded below).
+          for (const s of sockets) if (!ctx.busy.has(s)) s.destroy()
         }).pipe(
           Effect.timeoutTo({
             duration: shutdownMs,

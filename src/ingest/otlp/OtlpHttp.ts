@@ -108,9 +108,10 @@ export const serveHttp = (exporter: Exporter, options: HttpOptions) =>
   Effect.gen(function* () {
     const run = yield* FiberSet.makeRuntime<never>()
 
+    let draining = false
     const reply = (res: http.ServerResponse, enc: Encoding, status: number, message: string) => {
       if (res.headersSent || res.destroyed) return
-      const headers: http.OutgoingHttpHeaders = {}
+      const headers: http.OutgoingHttpHeaders = draining ? { connection: "close" } : {}
       if (status === 503) headers["retry-after"] = String(options.retryAfterSeconds)
       if (status === 413) headers.connection = "close"
       if (enc === "json") {
@@ -160,6 +161,7 @@ export const serveHttp = (exporter: Exporter, options: HttpOptions) =>
               onLeft: (s) => reply(res, enc, s.status, s.message),
               onRight: (r) => {
                 if (res.destroyed) return
+                if (draining) res.setHeader("connection", "close")
                 if (enc === "json") res.writeHead(200, { "content-type": "application/json" }).end(responseJson(r))
                 else
                   res.writeHead(200, { "content-type": "application/x-protobuf" }).end(Buffer.from(encodeResponse(r)))
@@ -214,6 +216,7 @@ export const serveHttp = (exporter: Exporter, options: HttpOptions) =>
       }),
       () =>
         Effect.async<void>((resume) => {
+          draining = true
           server.close(() => resume(Effect.void))
           server.closeIdleConnections()
         }).pipe(
