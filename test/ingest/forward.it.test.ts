@@ -72,7 +72,13 @@ describe("Forward receiver with auth (shared broker)", () => {
     h = await startHarness({
       topic,
       brokers,
-      forward: { host: "127.0.0.1", port: 0, sharedKey: SHARED_KEY, serverHostname: "spillway-test" },
+      forward: {
+        host: "127.0.0.1",
+        port: 0,
+        sharedKey: SHARED_KEY,
+        serverHostname: "spillway-test",
+        handshakeTimeout: "1 second",
+      },
     })
   })
   afterAll(async () => {
@@ -148,6 +154,15 @@ describe("Forward receiver with auth (shared broker)", () => {
     socket.write(encode(["early", [[1_700_000_000, { a: 1 }]], { chunk: "c1" }]))
     await new Promise((r) => socket.once("close", r))
     expect(received.map((m) => (Array.isArray(m) ? m[0] : m))).toEqual(["HELO"])
+  })
+
+  it("a connection that never completes the handshake is closed after the handshake timeout", async () => {
+    const t0 = Date.now()
+    const socket = net.connect(h.forwardPort!, "127.0.0.1")
+    socket.on("data", () => undefined)
+    await new Promise((r) => socket.once("close", r))
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(900)
+    expect(Date.now() - t0).toBeLessThan(5000)
   })
 })
 

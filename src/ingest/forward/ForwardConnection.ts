@@ -87,91 +87,106 @@ const closeWith = (reason: string) =>
 
 type Outcome = "continue" | "close"
 
+/** Who a connection writes as, once known. */
+interface Peer {
+  readonly accessKey: AccessKey
+  readonly agentId: string
+}
+
+/** The PING of the handshake: PONG true and the peer, or PONG false and None (the caller closes). */
+const handshake = (ctx: ConnectionContext, socket: net.Socket, value: unknown, h: Handshake, sharedKey: string) =>
+  Effect.gen(function* () {
+    if (!isPing(value)) {
+      yield* closeWith("a message arrived before the handshake")
+      return Option.none<Peer>()
+    }
+    const refuse = (reason: string) =>
+      Effect.gen(function* () {
+        yield* write(socket, pong(value, h, false, reason, ctx.serverHostname, sharedKey))
+        yield* countRequest("forward", "unauthenticated")
+        yield* Effect.logWarning("Forward handshake refused").pipe(Effect.annotateLogs({ reason }))
+        return Option.none<Peer>()
+      })
+    if (!sharedKeyMatches(value, h, sharedKey)) return yield* refuse("shared key mismatch")
+    const key = decodeAccessKey(value[4])
+    const tenant = Either.isRight(key) ? yield* Effect.option(ctx.store.get(key.right)) : Option.none()
+    // Unknown user and wrong password give the same answer.
+    if (Either.isLeft(key) || Option.isNone(tenant)) return yield* refuse("username/password mismatch")
+    const password = yield* forwardPassword(ctx.auth, key.right)
+    if (!passwordMatches(value, h, password)) return yield* refuse("username/password mismatch")
+    yield* write(socket, pong(value, h, true, "", ctx.serverHostname, sharedKey))
+    return Option.some<Peer>({ accessKey: key.right, agentId: value[1] })
+  })
+
+/** One message: its records to Kafka, then the ack ("close": the connection must end, no ack sent). */
+const handleMessage = (ctx: ConnectionContext, socket: net.Socket, bytes: Uint8Array, peer: Peer) =>
+  Effect.gen(function* () {
+    let value: unknown
+    try {
+      value = unpackr.unpack(bytes)
+    } catch {
+      yield* closeWith("undecodable msgpack")
+      return "close" satisfies Outcome
+    }
+    const events = decodeEvents(value, ctx.limits)
+    if (Either.isLeft(events)) {
+      yield* closeWith(events.left)
+      return "close" satisfies Outcome
+    }
+    const tenant = yield* Effect.option(ctx.store.get(peer.accessKey))
+    if (Option.isNone(tenant)) {
+      yield* closeWith("the connection's tenant is no longer in the tenants file")
+      return "close" satisfies Outcome
+    }
+    const tk = tenantKey(tenant.value)
+    const now = BigInt(Date.now()) * 1_000_000n
+    const records: Array<SinkRecord> = []
+    let rejected = 0
+    for (const e of events.right.entries) {
+      const record = makeRecord(
+        tk,
+        "forward",
+        { timestamp: e.time ?? now, agentId: peer.agentId, tag: events.right.tag, json: toJson(e.record) },
+        ctx.maxEventBytes,
+      )
+      if (record === undefined) rejected++
+      else records.push(record)
+    }
+    const published = yield* Effect.either(ctx.sink.publishRecords(records))
+    if (Either.isLeft(published)) {
+      yield* countRequest("forward", "unavailable")
+      yield* Effect.logWarning("Forward message not stored: Kafka unavailable; closing without ack")
+      return "close" satisfies Outcome
+    }
+    yield* countRecords("forward", records.length, rejected)
+    if (rejected > 0)
+      yield* Effect.logWarning("Forward records dropped: over the event size limit").pipe(
+        Effect.annotateLogs({ dropped: rejected, tenant: tk.tenant.UserID }),
+      )
+    yield* countRequest("forward", rejected === 0 ? "ok" : "partial")
+    if (events.right.chunk !== undefined) yield* write(socket, ack(events.right.chunk))
+    return "continue" satisfies Outcome
+  })
+
 export const handleConnection = (ctx: ConnectionContext, socket: net.Socket) =>
   Effect.gen(function* () {
     const framer = new MsgpackFramer(ctx.maxMessageBytes)
     const hs: Handshake | undefined = ctx.sharedKey === undefined ? undefined : newHandshake()
-    let accessKey: AccessKey | undefined = ctx.anonymous
-    let agentId = ""
+    let peer: Option.Option<Peer> =
+      ctx.anonymous === undefined ? Option.none() : Option.some({ accessKey: ctx.anonymous, agentId: "" })
     if (hs !== undefined) yield* write(socket, helo(hs))
     const deadline = Date.now() + Duration.toMillis(ctx.handshakeTimeout)
-
-    /** The PING of the handshake: PONG true and the tenant, or PONG false (the caller closes). */
-    const handshake = (value: unknown, h: Handshake, sharedKey: string) =>
-      Effect.gen(function* () {
-        if (!isPing(value)) {
-          yield* closeWith("a message arrived before the handshake")
-          return false
-        }
-        const refuse = (reason: string) =>
-          Effect.gen(function* () {
-            yield* write(socket, pong(value, h, false, reason, ctx.serverHostname, sharedKey))
-            yield* countRequest("forward", "unauthenticated")
-            yield* Effect.logWarning("Forward handshake refused").pipe(Effect.annotateLogs({ reason }))
-            return false
-          })
-        if (!sharedKeyMatches(value, h, sharedKey)) return yield* refuse("shared key mismatch")
-        const key = decodeAccessKey(value[4])
-        const tenant = Either.isRight(key) ? yield* Effect.option(ctx.store.get(key.right)) : Option.none()
-        // Unknown user and wrong password give the same answer.
-        if (Either.isLeft(key) || Option.isNone(tenant)) return yield* refuse("username/password mismatch")
-        const password = yield* forwardPassword(ctx.auth, key.right)
-        if (!passwordMatches(value, h, password)) return yield* refuse("username/password mismatch")
-        yield* write(socket, pong(value, h, true, "", ctx.serverHostname, sharedKey))
-        accessKey = key.right
-        agentId = value[1]
-        return true
-      })
-
-    /** One message: its records to Kafka, then the ack. */
-    const message = (bytes: Uint8Array, key: AccessKey) =>
-      Effect.gen(function* () {
-        let value: unknown
-        try {
-          value = unpackr.unpack(bytes)
-        } catch {
-          yield* closeWith("undecodable msgpack")
-          return "close" satisfies Outcome
-        }
-        const events = decodeEvents(value, ctx.limits)
-        if (Either.isLeft(events)) {
-          yield* closeWith(events.left)
-          return "close" satisfies Outcome
-        }
-        const tenant = yield* Effect.option(ctx.store.get(key))
-        if (Option.isNone(tenant)) {
-          yield* closeWith("the connection's tenant is no longer in the tenants file")
-          return "close" satisfies Outcome
-        }
-        const tk = tenantKey(tenant.value)
-        const now = BigInt(Date.now()) * 1_000_000n
-        const records: Array<SinkRecord> = []
-        let rejected = 0
-        for (const e of events.right.entries) {
-          const record = makeRecord(
-            tk,
-            "forward",
-            { timestamp: e.time ?? now, agentId, tag: events.right.tag, json: toJson(e.record) },
-            ctx.maxEventBytes,
+    // Before the handshake, reading is bounded by its deadline.
+    const read = () =>
+      Option.isSome(peer)
+        ? readMore(socket)
+        : readMore(socket).pipe(
+            Effect.timeoutTo({
+              duration: Math.max(0, deadline - Date.now()),
+              onTimeout: () => Option.none<Buffer>(),
+              onSuccess: (o) => o,
+            }),
           )
-          if (record === undefined) rejected++
-          else records.push(record)
-        }
-        const published = yield* Effect.either(ctx.sink.publishRecords(records))
-        if (Either.isLeft(published)) {
-          yield* countRequest("forward", "unavailable")
-          yield* Effect.logWarning("Forward message not stored: Kafka unavailable; closing without ack")
-          return "close" satisfies Outcome
-        }
-        yield* countRecords("forward", records.length, rejected)
-        if (rejected > 0)
-          yield* Effect.logWarning("Forward records dropped: over the event size limit").pipe(
-            Effect.annotateLogs({ dropped: rejected, tenant: tk.tenant.UserID }),
-          )
-        yield* countRequest("forward", rejected === 0 ? "ok" : "partial")
-        if (events.right.chunk !== undefined) yield* write(socket, ack(events.right.chunk))
-        return "continue" satisfies Outcome
-      })
 
     while (true) {
       const next = framer.next()
@@ -179,29 +194,22 @@ export const handleConnection = (ctx: ConnectionContext, socket: net.Socket) =>
       if (next === "too_large") return yield* closeWith(`a message exceeds ${ctx.maxMessageBytes} bytes`)
       if (next === "more") {
         if (ctx.draining() && framer.buffered === 0) return
-        const more =
-          accessKey === undefined
-            ? yield* readMore(socket).pipe(
-                Effect.timeoutTo({
-                  duration: Math.max(0, deadline - Date.now()),
-                  onTimeout: () => Option.none<Buffer>(),
-                  onSuccess: (o) => o,
-                }),
-              )
-            : yield* readMore(socket)
+        const more = yield* read()
         if (Option.isNone(more)) return
         framer.push(more.value)
         continue
       }
-      if (accessKey === undefined) {
+      if (Option.isNone(peer)) {
         if (hs === undefined || ctx.sharedKey === undefined) return
-        const ok = yield* handshake(unpackOrUndefined(next), hs, ctx.sharedKey)
-        if (!ok) return
+        peer = yield* handshake(ctx, socket, unpackOrUndefined(next), hs, ctx.sharedKey)
+        if (Option.isNone(peer)) return
         continue
       }
       // The message's bytes are a view into the framer: it is fully handled before the next push.
       ctx.busy.add(socket)
-      const outcome = yield* message(next, accessKey).pipe(Effect.ensuring(Effect.sync(() => ctx.busy.delete(socket))))
+      const outcome = yield* handleMessage(ctx, socket, next, peer.value).pipe(
+        Effect.ensuring(Effect.sync(() => ctx.busy.delete(socket))),
+      )
       if (outcome === "close") return
     }
   })
