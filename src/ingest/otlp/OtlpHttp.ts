@@ -104,76 +104,97 @@ const readBody = (req: http.IncomingMessage, max: number) =>
     }),
   )
 
+type Outcome = Either.Either<ExportResult, { readonly status: number; readonly message: string }>
+
+/** Reads, decodes and exports one request; the outcome is the answer to give. */
+const exportRequest = (exporter: Exporter, req: http.IncomingMessage, enc: Encoding, maxBytes: number) =>
+  readBody(req, maxBytes).pipe(
+    Effect.either,
+    Effect.flatMap((read): Effect.Effect<Outcome> => {
+      if (Either.isLeft(read))
+        return Effect.succeed(
+          Either.left(
+            read.left instanceof TooLarge
+              ? { status: 413, message: `the request body exceeds ${maxBytes} bytes` }
+              : { status: 400, message: read.left.message },
+          ),
+        )
+      const bytes = read.right
+      const decode = () => (enc === "json" ? decodeJson(bytes) : decodeProtobuf(bytes))
+      return exporter("otlp_http", req.headers.authorization, decode, bytes.length).pipe(
+        Effect.map((r) => Either.right(r)),
+        Effect.catchAll((e) => Effect.succeed(Either.left(statusOf(e)))),
+      )
+    }),
+  )
+
+/** An error answer: a google.rpc.Status in the request's encoding. */
+const replyError = (
+  res: http.ServerResponse,
+  enc: Encoding,
+  status: number,
+  message: string,
+  retryAfterSeconds: number,
+  draining: boolean,
+) => {
+  if (res.headersSent || res.destroyed) return
+  const headers: http.OutgoingHttpHeaders = draining || status === 413 ? { connection: "close" } : {}
+  if (status === 503) headers["retry-after"] = String(retryAfterSeconds)
+  const code = GRPC_CODE[status] ?? 2
+  if (enc === "json")
+    res.writeHead(status, { ...headers, "content-type": "application/json" }).end(JSON.stringify({ code, message }))
+  else
+    res
+      .writeHead(status, { ...headers, "content-type": "application/x-protobuf" })
+      .end(Buffer.from(encodeStatus(code, message)))
+}
+
+const replyOk = (res: http.ServerResponse, enc: Encoding, r: ExportResult, draining: boolean) => {
+  if (res.destroyed) return
+  const headers: http.OutgoingHttpHeaders = draining ? { connection: "close" } : {}
+  if (enc === "json") res.writeHead(200, { ...headers, "content-type": "application/json" }).end(responseJson(r))
+  else res.writeHead(200, { ...headers, "content-type": "application/x-protobuf" }).end(Buffer.from(encodeResponse(r)))
+}
+
+const listen = (server: http.Server, port: number, host: string) =>
+  Effect.async<number, Error>((resume) => {
+    const onError = (e: Error) => resume(Effect.fail(e))
+    server.once("error", onError)
+    server.listen(port, host, () => {
+      server.off("error", onError)
+      const addr = server.address()
+      resume(Effect.succeed(typeof addr === "object" && addr !== null ? addr.port : port))
+    })
+  })
+
 export const serveHttp = (exporter: Exporter, options: HttpOptions) =>
   Effect.gen(function* () {
     const run = yield* FiberSet.makeRuntime<never>()
-
     let draining = false
-    const reply = (res: http.ServerResponse, enc: Encoding, status: number, message: string) => {
-      if (res.headersSent || res.destroyed) return
-      const headers: http.OutgoingHttpHeaders = draining ? { connection: "close" } : {}
-      if (status === 503) headers["retry-after"] = String(options.retryAfterSeconds)
-      if (status === 413) headers.connection = "close"
-      if (enc === "json") {
-        headers["content-type"] = "application/json"
-        res.writeHead(status, headers).end(JSON.stringify({ code: GRPC_CODE[status] ?? 2, message }))
-      } else {
-        headers["content-type"] = "application/x-protobuf"
-        res.writeHead(status, headers).end(Buffer.from(encodeStatus(GRPC_CODE[status] ?? 2, message)))
-      }
-    }
+    const fail = (res: http.ServerResponse, enc: Encoding, status: number, message: string) =>
+      replyError(res, enc, status, message, options.retryAfterSeconds, draining)
 
     const handle = (req: http.IncomingMessage, res: http.ServerResponse) => {
       const url = (req.url ?? "").split("?")[0]
       const enc = encodingOf(req.headers["content-type"])
-      if (url !== "/v1/logs") return reply(res, enc ?? "json", 404, "not found: OTLP logs are POSTed to /v1/logs")
-      if (req.method !== "POST") return reply(res, enc ?? "json", 405, "method not allowed: use POST")
+      if (url !== "/v1/logs") return fail(res, enc ?? "json", 404, "not found: OTLP logs are POSTed to /v1/logs")
+      if (req.method !== "POST") return fail(res, enc ?? "json", 405, "method not allowed: use POST")
       if (enc === undefined)
-        return reply(res, "json", 415, "unsupported content-type: use application/x-protobuf or application/json")
-      const header = req.headers.authorization
-      const program = readBody(req, options.maxRequestBytes).pipe(
-        Effect.either,
-        Effect.flatMap((read) => {
-          if (Either.isLeft(read))
-            return Effect.succeed<Either.Either<ExportResult, { status: number; message: string }>>(
-              Either.left(
-                read.left instanceof TooLarge
-                  ? { status: 413, message: `the request body exceeds ${options.maxRequestBytes} bytes` }
-                  : { status: 400, message: read.left.message },
-              ),
-            )
-          const bytes = read.right
-          const decode = () => (enc === "json" ? decodeJson(bytes) : decodeProtobuf(bytes))
-          return exporter("otlp_http", header, decode, bytes.length).pipe(
-            Effect.map((r) => Either.right(r)),
-            Effect.catchAll((e) => Effect.succeed(Either.left(statusOf(e)))),
-          )
-        }),
-      )
-      const fiber = run(program)
+        return fail(res, "json", 415, "unsupported content-type: use application/x-protobuf or application/json")
+      const fiber = run(exportRequest(exporter, req, enc, options.maxRequestBytes))
       res.on("close", () => {
         if (!res.writableFinished) fiber.unsafeInterruptAsFork(fiber.id())
       })
       fiber.addObserver(
         Exit.match({
-          onSuccess: (outcome) =>
-            Either.match(outcome, {
-              onLeft: (s) => reply(res, enc, s.status, s.message),
-              onRight: (r) => {
-                if (res.destroyed) return
-                if (draining) res.setHeader("connection", "close")
-                if (enc === "json") res.writeHead(200, { "content-type": "application/json" }).end(responseJson(r))
-                else
-                  res.writeHead(200, { "content-type": "application/x-protobuf" }).end(Buffer.from(encodeResponse(r)))
-              },
-            }),
+          onSuccess: Either.match({
+            onLeft: (s) => fail(res, enc, s.status, s.message),
+            onRight: (r) => replyOk(res, enc, r, draining),
+          }),
           onFailure: (cause) =>
-            reply(
-              res,
-              enc,
-              Cause.isInterruptedOnly(cause) ? 503 : 500,
-              Cause.isInterruptedOnly(cause) ? "shutting down" : "internal error",
-            ),
+            Cause.isInterruptedOnly(cause)
+              ? fail(res, enc, 503, "shutting down")
+              : fail(res, enc, 500, "internal error"),
         }),
       )
     }
@@ -204,30 +225,19 @@ export const serveHttp = (exporter: Exporter, options: HttpOptions) =>
       })
     })
 
-    const port = yield* Effect.acquireRelease(
-      Effect.async<number, Error>((resume) => {
-        const onError = (e: Error) => resume(Effect.fail(e))
-        server.once("error", onError)
-        server.listen(options.port, options.host, () => {
-          server.off("error", onError)
-          const addr = server.address()
-          resume(Effect.succeed(typeof addr === "object" && addr !== null ? addr.port : options.port))
-        })
-      }),
-      () =>
-        Effect.async<void>((resume) => {
-          draining = true
-          server.close(() => resume(Effect.void))
-          server.closeIdleConnections()
-        }).pipe(
-          Effect.timeoutTo({
-            duration: options.shutdownTimeoutMs,
-            onTimeout: () => {
-              for (const s of sockets) s.destroy()
-            },
-            onSuccess: () => undefined,
-          }),
-        ),
+    return yield* Effect.acquireRelease(listen(server, options.port, options.host), () =>
+      Effect.async<void>((resume) => {
+        draining = true
+        server.close(() => resume(Effect.void))
+        server.closeIdleConnections()
+      }).pipe(
+        Effect.timeoutTo({
+          duration: options.shutdownTimeoutMs,
+          onTimeout: () => {
+            for (const s of sockets) s.destroy()
+          },
+          onSuccess: () => undefined,
+        }),
+      ),
     )
-    return port
   })
