@@ -68,6 +68,35 @@ export class ForwardReceiver extends Context.Tag("spillway/ForwardReceiver")<
     Layer.scoped(ForwardReceiver, make(options))
 }
 
+const createServer = (
+  tlsFiles: { readonly cert: Buffer; readonly key: Buffer; readonly ca: Buffer | undefined } | undefined,
+  handshakeTimeoutMs: number,
+  onSocket: (socket: net.Socket) => void,
+): net.Server =>
+  tlsFiles === undefined
+    ? net.createServer({ pauseOnConnect: false }, onSocket)
+    : tls.createServer(
+        {
+          cert: tlsFiles.cert,
+          key: tlsFiles.key,
+          ...(tlsFiles.ca ? { ca: tlsFiles.ca, requestCert: true, rejectUnauthorized: true } : {}),
+          handshakeTimeout: handshakeTimeoutMs,
+        },
+        onSocket,
+      )
+
+const listen = (server: net.Server, port: number, host: string) =>
+  Effect.async<number, ReceiverStartError>((resume) => {
+    const onError = () =>
+      resume(Effect.fail(new ReceiverStartError({ detail: `the Forward receiver cannot listen on ${host}` })))
+    server.once("error", onError)
+    server.listen(port, host, () => {
+      server.off("error", onError)
+      const addr = server.address()
+      resume(Effect.succeed(typeof addr === "object" && addr !== null ? addr.port : port))
+    })
+  })
+
 const make = (options: ForwardReceiverOptions) =>
   Effect.gen(function* () {
     const host = options.host ?? "0.0.0.0"
@@ -121,48 +150,26 @@ const make = (options: ForwardReceiverOptions) =>
       const fiber = run(handleConnection(ctx, socket).pipe(Effect.ensuring(Effect.sync(() => socket.destroy()))))
       socket.on("close", () => fiber.unsafeInterruptAsFork(fiber.id()))
     }
-    const server: net.Server =
-      tlsFiles === undefined
-        ? net.createServer({ pauseOnConnect: false }, onSocket)
-        : tls.createServer(
-            {
-              cert: tlsFiles.cert,
-              key: tlsFiles.key,
-              ...(tlsFiles.ca ? { ca: tlsFiles.ca, requestCert: true, rejectUnauthorized: true } : {}),
-              handshakeTimeout: Duration.toMillis(ctx.handshakeTimeout),
-            },
-            onSocket,
-          )
+    const server = createServer(tlsFiles, Duration.toMillis(ctx.handshakeTimeout), onSocket)
     server.maxConnections = options.maxConnections ?? 1024
     // A failed TLS handshake is the client's problem: logged by nobody, it only closes that connection.
     server.on("tlsClientError", (_e, socket) => socket.destroy())
 
-    const port = yield* Effect.acquireRelease(
-      Effect.async<number, ReceiverStartError>((resume) => {
-        const onError = () =>
-          resume(Effect.fail(new ReceiverStartError({ detail: `the Forward receiver cannot listen on ${host}` })))
-        server.once("error", onError)
-        server.listen(options.port, host, () => {
-          server.off("error", onError)
-          const addr = server.address()
-          resume(Effect.succeed(typeof addr === "object" && addr !== null ? addr.port : options.port))
-        })
-      }),
-      () =>
-        Effect.async<void>((resume) => {
-          draining = true
-          server.close(() => resume(Effect.void))
-          // Connections between messages go now; one waiting for Kafka finishes its message (bounded below).
-          for (const s of sockets) if (!ctx.busy.has(s)) s.destroy()
-        }).pipe(
-          Effect.timeoutTo({
-            duration: shutdownMs,
-            onTimeout: () => {
-              for (const s of sockets) s.destroy()
-            },
-            onSuccess: () => undefined,
-          }),
-        ),
+    const port = yield* Effect.acquireRelease(listen(server, options.port, host), () =>
+      Effect.async<void>((resume) => {
+        draining = true
+        server.close(() => resume(Effect.void))
+        // Connections between messages go now; one waiting for Kafka finishes its message (bounded below).
+        for (const s of sockets) if (!ctx.busy.has(s)) s.destroy()
+      }).pipe(
+        Effect.timeoutTo({
+          duration: shutdownMs,
+          onTimeout: () => {
+            for (const s of sockets) s.destroy()
+          },
+          onSuccess: () => undefined,
+        }),
+      ),
     )
     yield* Effect.logInfo("Fluent Forward receiver listening").pipe(
       Effect.annotateLogs({ host, port, tls: tlsFiles ? "on" : "off", auth: sharedKey === undefined ? "off" : "on" }),
