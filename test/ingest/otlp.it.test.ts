@@ -116,7 +116,10 @@ const emit = async (
   return { rec, provider }
 }
 
-const grpcExporter = (port: number, token: string, ca?: Buffer) => {
+type Compression = NonNullable<NonNullable<ConstructorParameters<typeof GrpcLogExporter>[0]>["compression"]>
+const GZIP = "gzip" as Compression
+
+const grpcExporter = (port: number, token: string, ca?: Buffer, compression?: Compression) => {
   const metadata = new grpc.Metadata()
   metadata.set("authorization", `Bearer ${token}`)
   return new GrpcLogExporter({
@@ -124,11 +127,13 @@ const grpcExporter = (port: number, token: string, ca?: Buffer) => {
     credentials: ca ? grpc.credentials.createSsl(ca) : grpc.credentials.createInsecure(),
     metadata,
     timeoutMillis: 60_000,
+    ...(compression ? { compression } : {}),
   })
 }
 
-const protoExporter = (port: number, token: string, ca?: Buffer) =>
+const protoExporter = (port: number, token: string, ca?: Buffer, compression?: Compression) =>
   new ProtoLogExporter({
+    ...(compression ? { compression } : {}),
     url: `${ca ? "https" : "http"}://localhost:${port}/v1/logs`,
     headers: { authorization: `Bearer ${token}` },
     timeoutMillis: 60_000,
@@ -254,6 +259,20 @@ describe("OTLP receiver (shared broker, TLS)", () => {
     expect(raw.body).toContain("bad_signature")
     expect(raw.body).not.toContain(forged.slice(-20))
     expect((await readTopic(brokers, topic, before + 1, 3000)).length).toBe(before)
+  })
+
+  it("gzip-compressed exports (gRPC and HTTP) are stored like the others", async () => {
+    const g = await emit(grpcExporter(h.grpcPort!, await h.token("A"), ca, GZIP), 30, "svc-gzip-grpc", "gz")
+    await waitFor("30 exported (gRPC gzip)", () => g.rec.exported() === 30 || g.rec.failed().length > 0)
+    expect(g.rec.failed()).toEqual([])
+    await g.provider.shutdown()
+    const p = await emit(protoExporter(h.httpPort!, await h.token("A"), ca, GZIP), 30, "svc-gzip-http", "gz")
+    await waitFor("30 exported (HTTP gzip)", () => p.rec.exported() === 30 || p.rec.failed().length > 0)
+    expect(p.rec.failed()).toEqual([])
+    await p.provider.shutdown()
+    const all = await readTopic(brokers, topic, 430 + 60)
+    checkRecords(all, "A", "svc-gzip-grpc", "gz", 30)
+    checkRecords(all, "A", "svc-gzip-http", "gz", 30)
   })
 })
 
