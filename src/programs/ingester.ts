@@ -17,8 +17,11 @@ import { Config, ConfigError, Console, Effect, Either, Layer, Option, Schema } f
 import { AccessKey } from "../domain/Event.js"
 import { Auth } from "../ingest/Auth.js"
 import { Budget } from "../ingest/Budget.js"
+import { forwardPassword } from "../ingest/forward/ForwardPassword.js"
 import { IngesterServer, IngesterStartError } from "../ingest/IngesterServer.js"
 import { checkTimeouts, KafkaSink } from "../ingest/KafkaSink.js"
+import { anyReceiver, receiverFlags, receiversOptionsOf } from "../ingest/receivers/ReceiverFlags.js"
+import { receiversLayer } from "../ingest/receivers/ReceiversLive.js"
 import { validateIngester } from "../ingest/ValidateIngester.js"
 import { compressionNames } from "../shared/Codecs.js"
 import { ConfigStore } from "../shared/ConfigStore.js"
@@ -117,6 +120,7 @@ const apiOptions = {
     "Event streams open at once per access key; more get RESOURCE_EXHAUSTED",
     64,
   ),
+  ...receiverFlags,
 }
 
 const tuningConfig = Config.all({
@@ -152,23 +156,7 @@ const failCleanly = <A, E, R>(self: Effect.Effect<A, E, R>) =>
     ),
   )
 
-interface ApiOptions {
-  readonly printEvents: boolean
-  readonly host: string
-  readonly port: number
-  readonly tlsCert: Option.Option<string>
-  readonly tlsKey: Option.Option<string>
-  readonly tlsClientCa: Option.Option<string>
-  readonly insecure: boolean
-  readonly tenants: string
-  readonly brokers: string
-  readonly topic: string
-  readonly metricsHost: string
-  readonly metricsPort: number
-  readonly compression: string
-  readonly maxStreams: number
-  readonly maxStreamsPerTenant: number
-}
+type ApiOptions = Command.Command.ParseConfig<typeof apiOptions>
 
 const apiLayer = (opts: ApiOptions) =>
   Effect.gen(function* () {
@@ -243,8 +231,10 @@ const apiLayer = (opts: ApiOptions) =>
 
     // Built in this order: secret, tenants and budget (fail fast), then Kafka, then the servers.
     // The operations port opens once the gRPC server listens, so /readyz never answers 200 before it does.
+    // The OTLP and Forward receivers (off unless a port is given) share the auth, tenants and Kafka producer.
+    const Receivers = anyReceiver(opts) ? receiversLayer(receiversOptionsOf(opts, opts.host, tls)) : Layer.empty
     return OpsServerLive({ host: opts.metricsHost, port: opts.metricsPort }).pipe(
-      Layer.provideMerge(Readiness.pipe(Layer.provideMerge(Server))),
+      Layer.provideMerge(Readiness.pipe(Layer.provideMerge(Layer.merge(Server, Receivers)))),
       Layer.provide(Sink),
       Layer.provide(
         Layer.mergeAll(
@@ -359,11 +349,30 @@ const validate = Command.make("validate", apiOptions, (opts) =>
   ),
 )
 
+const forwardPasswordCommand = Command.make(
+  "forward-password",
+  {
+    accessKey: Options.text("access-key").pipe(
+      Options.withDescription("The tenant's access key (the Forward username)"),
+    ),
+  },
+  (opts) =>
+    Effect.gen(function* () {
+      const key = Schema.decodeUnknownEither(AccessKey)(opts.accessKey)
+      if (Either.isLeft(key)) return yield* new IngesterStartError({ detail: "--access-key is not a valid access key" })
+      yield* Console.log(yield* forwardPassword(yield* Auth, key.right))
+    }).pipe(Effect.provide(Auth.Default), failCleanly),
+).pipe(
+  Command.withDescription(
+    "Print the Fluent Forward password of an access key (derived from the server's secret; not a bearer token)",
+  ),
+)
+
 const ingester = Command.make("ingester").pipe(
   Command.withDescription(
     "Spillway ingester: authenticated gRPC over TLS -> Kafka, acknowledged once Kafka has the events",
   ),
-  Command.withSubcommands([api, validate, accessToken, certs]),
+  Command.withSubcommands([api, validate, accessToken, forwardPasswordCommand, certs]),
 )
 
 const cli = Command.run(ingester, { name: "spillway-ingester", version: "0.1.0" })

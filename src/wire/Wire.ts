@@ -9,8 +9,12 @@ import * as grpc from "@grpc/grpc-js"
 import protobuf from "protobufjs"
 import type { WireEvent } from "../domain/Event.js"
 
-/** `proto/` resolves the same from `src/services` and `dist/services`. */
-export const protoPath = fileURLToPath(new URL("../../proto/spillway.proto", import.meta.url))
+/**
+ * The `proto/` folder. Resolved from this module, two levels below the repository (src/wire, dist/wire, and
+ * dist/programs for the bundled programs): every module that reads a .proto file takes the path from here.
+ */
+export const protoDir = fileURLToPath(new URL("../../proto/", import.meta.url))
+export const protoPath = `${protoDir}spillway.proto`
 
 // keepCase: field names as in the .proto (agent_id, event_id, batch_id), which the domain schemas expect;
 // protobufjs would otherwise camelCase them and silently drop snake_case fields in fromObject.

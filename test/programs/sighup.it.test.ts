@@ -49,7 +49,11 @@ describe("SIGHUP: certificate rotation on the built ingester", () => {
 
       writeFileSync(key, "not a key")
       ing.signal("SIGHUP")
-      await waitFor(() => /TLS files refused, keeping the certificate in force/.test(ing.output()), 10_000, "refusal").catch((e) => {
+      await waitFor(
+        () => /TLS files refused, keeping the certificate in force/.test(ing.output()),
+        10_000,
+        "refusal",
+      ).catch((e) => {
         console.log(ing.output().slice(-3000))
         throw e
       })

@@ -63,6 +63,8 @@ export interface StartIngesterOptions {
   readonly secret?: string
   /** Require client certificates signed by the test CA (use `certs.clientCert`/`clientKey`). */
   readonly mtls?: boolean
+  /** More `api` arguments (e.g. receivers' ports). */
+  readonly extraArgs?: ReadonlyArray<string>
   /** Own certificate and key files (default: the shared test certificates). */
   readonly tlsFiles?: { readonly cert: string; readonly key: string }
   /** Serve plaintext (`--insecure`) instead of TLS. */
@@ -148,6 +150,7 @@ export async function startIngester(opts: StartIngesterOptions): Promise<Running
       ? ["--insecure"]
       : ["--tls-cert", opts.tlsFiles?.cert ?? certs.serverCert, "--tls-key", opts.tlsFiles?.key ?? certs.serverKey]),
     ...(opts.mtls ? ["--tls-client-ca", certs.caCert] : []),
+    ...(opts.extraArgs ?? []),
     ...(opts.printEvents ? ["--print-events"] : []),
   ]
   const env: NodeJS.ProcessEnv = {

@@ -7,6 +7,10 @@ import { rmSync } from "node:fs"
 import { join } from "node:path"
 import { type IHeaders, Kafka, type KafkaConfig, logLevel } from "kafkajs"
 import * as broker from "../../scripts/kafka.mjs"
+import { registerCodecs } from "../../src/shared/Codecs.js"
+
+// Test consumers read what the programs write: snappy (the ingester's default), lz4, zstd as well as gzip.
+registerCodecs()
 
 export const brokers: ReadonlyArray<string> = broker.BROKERS
 

@@ -4,11 +4,9 @@
  * span ids as hex). Both decoders give the same plain shape, still untrusted; `OtlpLogs` decodes it with
  * effect/Schema. Nothing here formats a received value into an error.
  */
-import { fileURLToPath } from "node:url"
 import { Either } from "effect"
 import protobuf from "protobufjs"
-
-const protoRoot = fileURLToPath(new URL("../../../proto/", import.meta.url))
+import { protoDir as protoRoot } from "../../wire/Wire.js"
 
 const root = new protobuf.Root()
 root.resolvePath = (_origin, target) => (target.startsWith("/") ? target : `${protoRoot}${target}`)
