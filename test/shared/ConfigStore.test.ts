@@ -139,9 +139,9 @@ describe("ConfigStore.layerFile", () => {
       },
       {
         name: "unknown target kind",
-        content: { k1: tenant("k1", { targets: [{ s3: { bucket: "b" } }] }) },
+        content: { k1: tenant("k1", { targets: [{ kafka: { topic: "b" } }] }) },
         expect:
-          '["k1"].targets[0]: unknown target kind: a target is an object with exactly one of "file", "http" (it has "s3")',
+          '["k1"].targets[0]: unknown target kind: a target is an object with exactly one of "file", "http", "s3", "opensearch" (it has "kafka")',
       },
       {
         name: "http target with a non-http url",
