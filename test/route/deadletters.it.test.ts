@@ -2,31 +2,20 @@
  * The dead-letter path cannot wedge a partition nor the shutdown (issue 12 item 4), and a fatal error says what it
  * is (issue 11 item 4). The built router against the real local Kafka.
  */
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { writeFileSync } from "node:fs"
 import { createServer, type Server } from "node:net"
-import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { afterAll, assert, describe, it } from "@effect/vitest"
+import { assert, describe, it } from "@effect/vitest"
 import type { Message } from "kafkajs"
 import { sealHex } from "../../src/shared/Crypto.js"
 import { EventCodec } from "../../src/wire/Wire.js"
 import { consumeAll, headerText, makeKafka, uniqueTopic } from "../support/kafka.js"
-import { freePort, type RouterProcess, readNdjson, runRouterOnce, startRouter, waitFor } from "../support/router.js"
+import { freePort, readNdjson, runRouterOnce, startRouter, testScratch, waitFor } from "../support/router.js"
 
 const KEY = "883EC28EBA9A36A386FA351FBC482B34"
 const A = "9c60f26f-5b6c-4c80-b5f5-625bf965b6a6"
 
-const scratch: Array<string> = []
-const tempDir = (prefix: string) => {
-  const d = mkdtempSync(join(tmpdir(), `spillway-${prefix}-`))
-  scratch.push(d)
-  return d
-}
-const routers: Array<RouterProcess> = []
-afterAll(async () => {
-  for (const r of routers) await r.kill("SIGKILL")
-  for (const d of scratch) rmSync(d, { recursive: true, force: true })
-})
+const { tempDir, routers } = testScratch()
 
 const tenantsFile = (dir: string) => {
   const file = join(dir, "tenants.json")

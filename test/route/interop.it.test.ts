@@ -5,10 +5,9 @@
  * logged with topic, partition and offset, counted, turns readiness red and its partition is retried on a growing
  * pause until it can be read.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
-import { tmpdir } from "node:os"
+import { readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
-import { afterAll, assert, describe, it } from "@effect/vitest"
+import { assert, describe, it } from "@effect/vitest"
 import { Effect, Fiber, HashMap, Layer, Logger, Schema } from "effect"
 import { CompressionCodecs, CompressionTypes } from "kafkajs"
 import { TenantsFile } from "../../src/domain/Tenant.js"
@@ -25,23 +24,13 @@ import { KafkaClient } from "../../src/shared/Kafka.js"
 import { registry } from "../../src/shared/Metrics.js"
 import { EventCodec } from "../../src/wire/Wire.js"
 import { brokers, createTopic, uniqueTopic } from "../support/kafka.js"
-import { type RouterProcess, readNdjson, startRouter, waitFor } from "../support/router.js"
+import { readNdjson, startRouter, testScratch, waitFor } from "../support/router.js"
 import { type JavaCodec, type JavaRecord, produceWithJava } from "./interop/javaProducer.js"
 
 const KEY = "883EC28EBA9A36A386FA351FBC482B34"
 const A = "9c60f26f-5b6c-4c80-b5f5-625bf965b6a6"
 
-const scratch: Array<string> = []
-const tempDir = (prefix: string) => {
-  const d = mkdtempSync(join(tmpdir(), `spillway-${prefix}-`))
-  scratch.push(d)
-  return d
-}
-const routers: Array<RouterProcess> = []
-afterAll(async () => {
-  for (const r of routers) await r.kill("SIGKILL")
-  for (const d of scratch) rmSync(d, { recursive: true, force: true })
-})
+const { tempDir, routers } = testScratch()
 
 const tenants = { [A]: { AccessKey: A, EncryptionKey: KEY, UserID: "user-b6a6", targets: [{ file: "a.log" }] } }
 

@@ -2,32 +2,21 @@
  * The built router against the real local Kafka, real files and a real local HTTP server.
  * Needs `npm run build` (the router runs as a child process: test/support/router.ts).
  */
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { writeFileSync } from "node:fs"
 import { createServer, type Server } from "node:http"
-import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { afterAll, assert, describe, it } from "@effect/vitest"
+import { assert, describe, it } from "@effect/vitest"
 import type { Message } from "kafkajs"
 import { sealHex } from "../../src/shared/Crypto.js"
 import { EventCodec } from "../../src/wire/Wire.js"
 import { consumeAll, createTopic, headerText, makeKafka, uniqueTopic } from "../support/kafka.js"
-import { type RouterProcess, readNdjson, runRouterOnce, sleep, startRouter, waitFor } from "../support/router.js"
+import { readNdjson, runRouterOnce, sleep, startRouter, testScratch, waitFor } from "../support/router.js"
 
 const KEY = "883EC28EBA9A36A386FA351FBC482B34"
 const A = "9c60f26f-5b6c-4c80-b5f5-625bf965b6a6"
 const B = "9c60f26f-5b6c-4c80-b5f5-611bf965c6a8"
 
-const scratch: Array<string> = []
-const tempDir = (prefix: string) => {
-  const d = mkdtempSync(join(tmpdir(), `spillway-${prefix}-`))
-  scratch.push(d)
-  return d
-}
-const routers: Array<RouterProcess> = []
-afterAll(async () => {
-  for (const r of routers) await r.kill("SIGKILL")
-  for (const d of scratch) rmSync(d, { recursive: true, force: true })
-})
+const { tempDir, routers } = testScratch()
 
 const writeTenants = (dir: string, tenants: Record<string, unknown>) => {
   const file = join(dir, "tenants.json")

@@ -9,11 +9,12 @@
  * ```
  */
 import { type ChildProcess, spawn } from "node:child_process"
-import { existsSync, mkdtempSync, readFileSync } from "node:fs"
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
+import { afterAll } from "vitest"
 import { brokers as sharedBrokers } from "./kafka.js"
 
 export const routerBin = fileURLToPath(new URL("../../dist/programs/router.js", import.meta.url))
@@ -67,6 +68,25 @@ export const freePort = (): Promise<number> =>
       server.close(() => resolve(port))
     })
   })
+
+/**
+ * Temporary folders and routers of one test file: folders removed and routers SIGKILLed after the file's tests.
+ * Call it at the file's top level.
+ */
+export const testScratch = () => {
+  const scratch: Array<string> = []
+  const routers: Array<RouterProcess> = []
+  afterAll(async () => {
+    for (const r of routers) await r.kill("SIGKILL")
+    for (const d of scratch) rmSync(d, { recursive: true, force: true })
+  })
+  const tempDir = (prefix: string) => {
+    const d = mkdtempSync(join(tmpdir(), `spillway-${prefix}-`))
+    scratch.push(d)
+    return d
+  }
+  return { tempDir, routers }
+}
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 
