@@ -1,18 +1,37 @@
 /**
- * The agent's settings: the `--config` JSON file (decoded with Schema; errors name the file and
- * the field), command-line flags and environment variables (flags win, then the environment,
- * then the file, then the defaults). Tuning knobs without a flag come from SPILLWAY_* variables.
+ * The agent's settings, read through the programs' one configuration layer (src/shared/ProgramOptions.ts): flags
+ * win, then the environment (and SPILLWAY_CONFIG), then the agent's `--config` JSON file (decoded with Schema;
+ * errors name the file and the field), then the defaults. Tuning knobs without a flag come from SPILLWAY_*
+ * variables. Each number has one range (`ranges`), the same in the file and the environment.
  */
 import { readFileSync } from "node:fs"
 import { hostname } from "node:os"
 import { join } from "node:path"
 import { Config, Duration, Effect, Option, ParseResult, Schema } from "effect"
 import { ConfigFileError } from "../domain/Errors.js"
+import { optionalIntSetting, optionalNumberSetting, PORT, type Range } from "../shared/ProgramOptions.js"
 import type { TokenSource } from "./sender/Connection.js"
 
 const opt = <S extends Schema.Schema.All>(s: S) => Schema.optionalWith(s, { exact: true })
-const PositiveInt = Schema.Int.pipe(Schema.positive())
-const Port = Schema.Int.pipe(Schema.between(0, 65535))
+const Port = Schema.Int.pipe(Schema.between(PORT.min, PORT.max))
+
+/** The range of every numeric setting, in the config file and in its environment variable alike. */
+export const ranges = {
+  bufferMaxBytes: { min: 4096, max: 1024 ** 4 },
+  maxEvents: { min: 1, max: 10_000 },
+  maxBytes: { min: 1024, max: 64 * 1024 * 1024 },
+  lingerMs: { min: 0, max: 60_000 },
+  inflight: { min: 1, max: 64 },
+  maxMessageBytes: { min: 1024, max: 64 * 1024 * 1024 },
+  configRefreshSeconds: { min: 0.001, max: 86_400 },
+  ackTimeoutSeconds: { min: 0.001, max: 3_600 },
+  shutdownGraceSeconds: { min: 0, max: 3_600 },
+  pollMs: { min: 1, max: 60_000 },
+  retryMs: { min: 1, max: 3_600_000 },
+  authMs: { min: 0, max: 86_400_000 },
+} as const satisfies Record<string, Range>
+const int = (r: Range) => Schema.Int.pipe(Schema.between(r.min, r.max))
+const num = (r: Range) => Schema.Number.pipe(Schema.between(r.min, r.max))
 const Str = Schema.String.pipe(Schema.minLength(1))
 
 export const TailInputConfig = Schema.Struct({
@@ -48,27 +67,27 @@ export const AgentFile = Schema.Struct({
   tokenFile: opt(Str),
   agentId: opt(Str),
   bufferDir: opt(Str),
-  bufferMaxBytes: opt(PositiveInt),
+  bufferMaxBytes: opt(int(ranges.bufferMaxBytes)),
   metricsPort: opt(Port),
   metricsHost: opt(Str),
   batch: opt(
     Schema.Struct({
-      maxEvents: opt(PositiveInt),
-      maxBytes: opt(PositiveInt),
-      lingerMs: opt(Schema.Int.pipe(Schema.nonNegative())),
+      maxEvents: opt(int(ranges.maxEvents)),
+      maxBytes: opt(int(ranges.maxBytes)),
+      lingerMs: opt(int(ranges.lingerMs)),
     }),
   ),
-  inflight: opt(PositiveInt),
-  maxMessageBytes: opt(PositiveInt),
-  configRefreshSeconds: opt(Schema.Number.pipe(Schema.positive())),
-  ackTimeoutSeconds: opt(Schema.Number.pipe(Schema.positive())),
-  shutdownGraceSeconds: opt(Schema.Number.pipe(Schema.nonNegative())),
-  pollMs: opt(PositiveInt),
+  inflight: opt(int(ranges.inflight)),
+  maxMessageBytes: opt(int(ranges.maxMessageBytes)),
+  configRefreshSeconds: opt(num(ranges.configRefreshSeconds)),
+  ackTimeoutSeconds: opt(num(ranges.ackTimeoutSeconds)),
+  shutdownGraceSeconds: opt(num(ranges.shutdownGraceSeconds)),
+  pollMs: opt(int(ranges.pollMs)),
   retry: opt(
     Schema.Struct({
-      baseMs: opt(PositiveInt),
-      capMs: opt(PositiveInt),
-      authMs: opt(Schema.Int.pipe(Schema.nonNegative())),
+      baseMs: opt(int(ranges.retryMs)),
+      capMs: opt(int(ranges.retryMs)),
+      authMs: opt(int(ranges.authMs)),
     }),
   ),
   inputs: opt(Schema.Array(InputConfig)),
@@ -155,8 +174,6 @@ export interface AgentSettings {
 
 export class SettingsError extends Schema.TaggedError<SettingsError>()("SettingsError", { detail: Schema.String }) {}
 
-const envInt = (name: string) => Config.option(Config.integer(name))
-const envNum = (name: string) => Config.option(Config.number(name))
 const envStr = (name: string) => Config.option(Config.string(name))
 
 const pick = <A>(...xs: ReadonlyArray<Option.Option<A> | A | undefined>): A | undefined => {
@@ -176,18 +193,18 @@ const envSettings = Config.all({
   accessToken: Config.option(Config.redacted("ACCESS_TOKEN")),
   agentId: envStr("SPILLWAY_AGENT_ID"),
   metricsHost: envStr("SPILLWAY_AGENT_METRICS_HOST"),
-  maxEvents: envInt("SPILLWAY_BATCH_MAX_EVENTS"),
-  maxBytes: envInt("SPILLWAY_BATCH_MAX_BYTES"),
-  lingerMs: envInt("SPILLWAY_BATCH_LINGER_MS"),
-  inflight: envInt("SPILLWAY_INFLIGHT"),
-  maxMessageBytes: envInt("SPILLWAY_MAX_MESSAGE_BYTES"),
-  configRefresh: envNum("SPILLWAY_CONFIG_REFRESH_SECONDS"),
-  ackTimeout: envNum("SPILLWAY_ACK_TIMEOUT_SECONDS"),
-  grace: envNum("SPILLWAY_SHUTDOWN_GRACE_SECONDS"),
-  pollMs: envInt("SPILLWAY_POLL_MS"),
-  retryBase: envInt("SPILLWAY_RETRY_BASE_MS"),
-  retryCap: envInt("SPILLWAY_RETRY_CAP_MS"),
-  authRetry: envInt("SPILLWAY_AUTH_RETRY_MS"),
+  maxEvents: optionalIntSetting("SPILLWAY_BATCH_MAX_EVENTS", ranges.maxEvents),
+  maxBytes: optionalIntSetting("SPILLWAY_BATCH_MAX_BYTES", ranges.maxBytes),
+  lingerMs: optionalIntSetting("SPILLWAY_BATCH_LINGER_MS", ranges.lingerMs),
+  inflight: optionalIntSetting("SPILLWAY_INFLIGHT", ranges.inflight),
+  maxMessageBytes: optionalIntSetting("SPILLWAY_MAX_MESSAGE_BYTES", ranges.maxMessageBytes),
+  configRefresh: optionalNumberSetting("SPILLWAY_CONFIG_REFRESH_SECONDS", ranges.configRefreshSeconds),
+  ackTimeout: optionalNumberSetting("SPILLWAY_ACK_TIMEOUT_SECONDS", ranges.ackTimeoutSeconds),
+  grace: optionalNumberSetting("SPILLWAY_SHUTDOWN_GRACE_SECONDS", ranges.shutdownGraceSeconds),
+  pollMs: optionalIntSetting("SPILLWAY_POLL_MS", ranges.pollMs),
+  retryBase: optionalIntSetting("SPILLWAY_RETRY_BASE_MS", ranges.retryMs),
+  retryCap: optionalIntSetting("SPILLWAY_RETRY_CAP_MS", ranges.retryMs),
+  authRetry: optionalIntSetting("SPILLWAY_AUTH_RETRY_MS", ranges.authMs),
 })
 type EnvSettings = Config.Config.Success<typeof envSettings>
 

@@ -6,59 +6,60 @@
  */
 import { Command, Options } from "@effect/cli"
 import { NodeRuntime } from "@effect/platform-node"
-import { Config, Effect, Either, Layer, Option } from "effect"
+import { Effect, Either, Layer, Option } from "effect"
 import { CollectLive } from "../agent/CollectLive.js"
 import { resolveSettings } from "../agent/Settings.js"
+import { boolFlag, optionalIntFlag, optionalTextFlag, PORT } from "../shared/ProgramOptions.js"
 import { runnable } from "../shared/ProgramRuntime.js"
 import { checkCertificate, checkReadable, checkWritableDir, finding, report } from "../shared/Validate.js"
 
-const text = (name: string, env: string, description: string) =>
-  Options.text(name).pipe(
-    Options.withDescription(`${description} (env ${env})`),
-    Options.withFallbackConfig(Config.string(env)),
-    Options.optional,
-  )
-const int = (name: string, env: string, description: string) =>
-  Options.integer(name).pipe(
-    Options.withDescription(`${description} (env ${env})`),
-    Options.withFallbackConfig(Config.integer(env)),
-    Options.optional,
-  )
-const flag = (name: string, env: string, description: string) =>
-  Options.boolean(name).pipe(
-    Options.withDescription(`${description} (env ${env})`),
-    Options.withFallbackConfig(Config.boolean(env).pipe(Config.withDefault(false))),
-  )
-
 const options = {
-  ingester: text("ingester", "SPILLWAY_INGESTER", "Ingester address host:port (default localhost:7777)"),
-  caCert: text("ca-cert", "SPILLWAY_CA_CERT", "PEM file of the CA that signed the ingester's certificate"),
-  config: text("config", "SPILLWAY_AGENT_CONFIG", "Agent config file (JSON): inputs and settings"),
-  bufferDir: text("buffer-dir", "SPILLWAY_BUFFER_DIR", "Disk buffer folder (default ./spillway-agent-buffer)"),
-  bufferMaxBytes: int("buffer-max-bytes", "SPILLWAY_BUFFER_MAX_BYTES", "Disk buffer bound in bytes (default 256 MiB)"),
-  metricsPort: int(
+  ingester: optionalTextFlag("ingester", "SPILLWAY_INGESTER", "Ingester address host:port (default localhost:7777)"),
+  caCert: optionalTextFlag("ca-cert", "SPILLWAY_CA_CERT", "PEM file of the CA that signed the ingester's certificate"),
+  config: optionalTextFlag("config", "SPILLWAY_AGENT_CONFIG", "Agent config file (JSON): inputs and settings"),
+  bufferDir: optionalTextFlag(
+    "buffer-dir",
+    "SPILLWAY_BUFFER_DIR",
+    "Disk buffer folder (default ./spillway-agent-buffer)",
+  ),
+  bufferMaxBytes: optionalIntFlag(
+    "buffer-max-bytes",
+    "SPILLWAY_BUFFER_MAX_BYTES",
+    "Disk buffer bound in bytes",
+    "268435456 = 256 MiB",
+    { min: 4096, max: 1024 ** 4 },
+  ),
+  metricsPort: optionalIntFlag(
     "metrics-port",
     "SPILLWAY_AGENT_METRICS_PORT",
-    "Port of /healthz and /metrics (default 9465; 0 = off)",
+    "Port of /healthz, /readyz and /metrics; 0 disables it",
+    "9465",
+    PORT,
   ),
   tail: Options.text("tail").pipe(
     Options.withDescription("Tail files matching this glob (repeatable; config file: inputs[].type=tail)"),
     Options.repeated,
   ),
-  stdin: flag("stdin", "SPILLWAY_STDIN", "Read events from stdin, one per line"),
-  metricsInterval: Options.integer("metrics-interval").pipe(
-    Options.withDescription("Sample cpu, memory and netif every SECONDS (env SPILLWAY_METRICS_INTERVAL)"),
-    Options.withFallbackConfig(Config.integer("SPILLWAY_METRICS_INTERVAL")),
-    Options.optional,
+  stdin: boolFlag("stdin", "SPILLWAY_STDIN", "Read events from stdin, one per line"),
+  metricsInterval: optionalIntFlag(
+    "metrics-interval",
+    "SPILLWAY_METRICS_INTERVAL",
+    "Sample cpu, memory and netif every SECONDS",
+    undefined,
+    { min: 1, max: 86_400 },
   ),
-  tokenFile: text(
+  tokenFile: optionalTextFlag(
     "token-file",
     "ACCESS_TOKEN_FILE",
     "File holding the JWT, re-read when it changes (else env ACCESS_TOKEN)",
   ),
-  accessKey: text("access-key", "ACCESS_KEY", "The tenant's access key"),
-  insecure: flag("insecure", "SPILLWAY_INSECURE", "Plaintext gRPC, for development only"),
-  serverName: text("server-name", "SPILLWAY_SERVER_NAME", "TLS name expected on the ingester's certificate"),
+  accessKey: optionalTextFlag("access-key", "ACCESS_KEY", "The tenant's access key"),
+  insecure: boolFlag("insecure", "SPILLWAY_INSECURE", "Plaintext gRPC, for development only"),
+  serverName: optionalTextFlag(
+    "server-name",
+    "SPILLWAY_SERVER_NAME",
+    "TLS name expected on the ingester's certificate",
+  ),
 }
 
 const agent = Command.make("agent", options, (cli) =>

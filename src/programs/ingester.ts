@@ -29,113 +29,99 @@ import { makeDevCerts } from "../shared/DevCerts.js"
 import { Health } from "../shared/Health.js"
 import { KafkaClient, kafkaSettingsConfig } from "../shared/Kafka.js"
 import { OpsServerLive } from "../shared/Ops.js"
+import {
+  BYTES,
+  boolFlag,
+  intFlag,
+  intSetting,
+  MILLIS,
+  optionalTextFlag,
+  PORT,
+  textFlag,
+} from "../shared/ProgramOptions.js"
 import { runnable } from "../shared/ProgramRuntime.js"
 import { report } from "../shared/Validate.js"
 
 // ---------------------------------------------------------------------------------------------
 // Options of `api`
 
-const text = (name: string, env: string, description: string, fallback?: string) =>
-  Options.text(name).pipe(
-    Options.withDescription(`${description} (env ${env}${fallback === undefined ? "" : `, default ${fallback}`})`),
-    Options.withFallbackConfig(
-      fallback === undefined ? Config.string(env) : Config.string(env).pipe(Config.withDefault(fallback)),
-    ),
-  )
-
-const optionalText = (name: string, env: string, description: string) =>
-  Options.text(name).pipe(
-    Options.withDescription(`${description} (env ${env})`),
-    Options.withFallbackConfig(Config.string(env)),
-    Options.optional,
-  )
-
-const integer = (name: string, env: string, description: string, fallback: number) =>
-  Options.integer(name).pipe(
-    Options.withDescription(`${description} (env ${env}, default ${fallback})`),
-    Options.withFallbackConfig(Config.integer(env).pipe(Config.withDefault(fallback))),
-  )
-
-const flag = (name: string, env: string, description: string) =>
-  Options.boolean(name).pipe(
-    Options.withDescription(`${description} (env ${env})`),
-    Options.withFallbackConfig(Config.boolean(env).pipe(Config.withDefault(false))),
-  )
-
 const apiOptions = {
-  printEvents: flag(
+  printEvents: boolFlag(
     "print-events",
     "SPILLWAY_PRINT_EVENTS",
     "Print each accepted event on stdout (never keys or tokens)",
   ),
-  host: text("host", "SPILLWAY_INGESTER_HOST", "Address the gRPC server listens on", "0.0.0.0"),
-  port: integer("port", "SPILLWAY_INGESTER_PORT", "gRPC port (0 picks a free one)", 7777),
-  tlsCert: optionalText("tls-cert", "SPILLWAY_TLS_CERT", "Server certificate chain (PEM) for TLS"),
-  tlsKey: optionalText("tls-key", "SPILLWAY_TLS_KEY", "Private key (PEM) of the server certificate"),
-  tlsClientCa: optionalText(
+  host: textFlag("host", "SPILLWAY_INGESTER_HOST", "Address the gRPC server listens on", "0.0.0.0"),
+  port: intFlag("port", "SPILLWAY_INGESTER_PORT", "gRPC port (0 picks a free one)", 7777, PORT),
+  tlsCert: optionalTextFlag("tls-cert", "SPILLWAY_TLS_CERT", "Server certificate chain (PEM) for TLS"),
+  tlsKey: optionalTextFlag("tls-key", "SPILLWAY_TLS_KEY", "Private key (PEM) of the server certificate"),
+  tlsClientCa: optionalTextFlag(
     "tls-client-ca",
     "SPILLWAY_TLS_CLIENT_CA",
     "CA (PEM) that signs client certificates; when given, clients must present one (mutual TLS)",
   ),
-  insecure: flag(
+  insecure: boolFlag(
     "insecure",
     "SPILLWAY_INSECURE",
     "Serve plaintext gRPC without TLS (development only; logs a warning)",
   ),
-  tenants: text(
+  tenants: textFlag(
     "tenants",
     "SPILLWAY_TENANTS_FILE",
     "Tenants file (JSON map of access key to {AccessKey, EncryptionKey, UserID, targets}); reloaded on change",
     "access-tokens-db.json",
   ),
-  brokers: text(
+  brokers: textFlag(
     "brokers",
     "SPILLWAY_KAFKA_BROKERS",
     "Kafka bootstrap brokers, comma-separated host:port",
     "127.0.0.1:9092",
   ),
-  topic: text("topic", "SPILLWAY_KAFKA_TOPIC", "Kafka topic the events are produced to", "fb-kafka"),
-  metricsHost: text(
+  topic: textFlag("topic", "SPILLWAY_KAFKA_TOPIC", "Kafka topic the events are produced to", "fb-kafka"),
+  metricsHost: textFlag(
     "metrics-host",
     "SPILLWAY_INGESTER_METRICS_HOST",
     "Address of the operations port (/healthz, /readyz, /metrics); loopback unless you expose it on purpose",
     "127.0.0.1",
   ),
-  metricsPort: integer("metrics-port", "SPILLWAY_INGESTER_METRICS_PORT", "Operations port; 0 disables it", 9464),
-  compression: text(
+  metricsPort: intFlag("metrics-port", "SPILLWAY_INGESTER_METRICS_PORT", "Operations port; 0 disables it", 9464, PORT),
+  compression: textFlag(
     "compression",
     "SPILLWAY_INGESTER_COMPRESSION",
     `Kafka record-batch compression: ${compressionNames.join(", ")}`,
     "snappy",
   ),
-  maxStreams: integer(
+  maxStreams: intFlag(
     "max-streams",
     "SPILLWAY_INGESTER_MAX_STREAMS",
     "Event streams open at once in the process; more get RESOURCE_EXHAUSTED",
     1024,
+    { min: 1, max: 100_000 },
   ),
-  maxStreamsPerTenant: integer(
+  maxStreamsPerTenant: intFlag(
     "max-streams-per-tenant",
     "SPILLWAY_INGESTER_MAX_STREAMS_PER_TENANT",
     "Event streams open at once per access key; more get RESOURCE_EXHAUSTED",
     64,
+    { min: 1, max: 100_000 },
   ),
   ...receiverFlags,
 }
 
 const tuningConfig = Config.all({
-  maxMessageBytes: Config.integer("SPILLWAY_INGESTER_MAX_MESSAGE_BYTES").pipe(Config.withDefault(8 * 1024 * 1024)),
-  maxEventBytes: Config.integer("SPILLWAY_INGESTER_MAX_EVENT_BYTES").pipe(Config.withDefault(1_000_000)),
-  streamBudgetBytes: Config.integer("SPILLWAY_INGESTER_STREAM_BUDGET_BYTES").pipe(Config.withDefault(16 * 1024 * 1024)),
-  processBudgetBytes: Config.integer("SPILLWAY_INGESTER_PROCESS_BUDGET_BYTES").pipe(
-    Config.withDefault(256 * 1024 * 1024),
-  ),
-  budgetWaitMs: Config.integer("SPILLWAY_INGESTER_BUDGET_WAIT_MS").pipe(Config.withDefault(5_000)),
-  produceTimeoutMs: Config.integer("SPILLWAY_KAFKA_PRODUCE_TIMEOUT_MS").pipe(Config.withDefault(15_000)),
+  maxMessageBytes: intSetting("SPILLWAY_INGESTER_MAX_MESSAGE_BYTES", 8 * 1024 * 1024, {
+    min: 1024,
+    max: 64 * 1024 * 1024,
+  }),
+  maxEventBytes: intSetting("SPILLWAY_INGESTER_MAX_EVENT_BYTES", 1_000_000, { min: 1024, max: 64 * 1024 * 1024 }),
+  streamBudgetBytes: intSetting("SPILLWAY_INGESTER_STREAM_BUDGET_BYTES", 16 * 1024 * 1024, BYTES),
+  processBudgetBytes: intSetting("SPILLWAY_INGESTER_PROCESS_BUDGET_BYTES", 256 * 1024 * 1024, BYTES),
+  budgetWaitMs: intSetting("SPILLWAY_INGESTER_BUDGET_WAIT_MS", 5_000, MILLIS),
+  produceTimeoutMs: intSetting("SPILLWAY_KAFKA_PRODUCE_TIMEOUT_MS", 15_000, MILLIS),
   // The ingester's own default for kafkajs's request timeout: shorter than the produce timeout (checkTimeouts).
-  requestTimeoutMs: Config.integer("SPILLWAY_KAFKA_REQUEST_TIMEOUT_MS").pipe(Config.withDefault(10_000)),
-  idleTimeoutMs: Config.integer("SPILLWAY_INGESTER_IDLE_TIMEOUT_MS").pipe(Config.withDefault(120_000)),
-  shutdownTimeoutMs: Config.integer("SPILLWAY_INGESTER_SHUTDOWN_TIMEOUT_MS").pipe(Config.withDefault(20_000)),
+  requestTimeoutMs: intSetting("SPILLWAY_KAFKA_REQUEST_TIMEOUT_MS", 10_000, MILLIS),
+  idleTimeoutMs: intSetting("SPILLWAY_INGESTER_IDLE_TIMEOUT_MS", 120_000, MILLIS),
+  shutdownTimeoutMs: intSetting("SPILLWAY_INGESTER_SHUTDOWN_TIMEOUT_MS", 20_000, MILLIS),
 })
 
 /** Startup problems are printed as one line on stderr with exit code 1, never as a stack trace. */

@@ -13,7 +13,7 @@
  * SPILLWAY_ROUTER_DRAIN_TIMEOUT (15 seconds: at SIGTERM, how long the batches in flight may take to finish).
  */
 import { mkdirSync, readFileSync } from "node:fs"
-import { Command, Options } from "@effect/cli"
+import { Command } from "@effect/cli"
 import { NodeRuntime } from "@effect/platform-node"
 import { Cause, Config, Console, Duration, Effect, Either, Layer } from "effect"
 import { Destinations } from "../route/Destinations.js"
@@ -26,76 +26,58 @@ import { DeadLetters, dlqTopic } from "../shared/DeadLetter.js"
 import { Health } from "../shared/Health.js"
 import { KafkaClient, kafkaSettingsConfig } from "../shared/Kafka.js"
 import { OpsServerLive } from "../shared/Ops.js"
+import { boolFlag, durationSetting, intFlag, intSetting, PORT, textFlag } from "../shared/ProgramOptions.js"
 import { runnable } from "../shared/ProgramRuntime.js"
 import { checkBrokers, checkTenants, checkWritableDir, finding, report } from "../shared/Validate.js"
 
-const bool = (name: string, env: string, description: string) =>
-  Options.boolean(name).pipe(
-    Options.withDescription(`${description} (env ${env})`),
-    Options.withFallbackConfig(Config.boolean(env).pipe(Config.withDefault(false))),
-  )
-const text = (name: string, env: string, fallback: string, description: string) =>
-  Options.text(name).pipe(
-    Options.withDescription(`${description} (env ${env}; default ${fallback})`),
-    Options.withFallbackConfig(Config.string(env).pipe(Config.withDefault(fallback))),
-  )
-
-const printEvents = bool("print-events", "SPILLWAY_PRINT_EVENTS", "Print events as received from Kafka")
-const decryptEvents = bool(
+const printEvents = boolFlag("print-events", "SPILLWAY_PRINT_EVENTS", "Print events as received from Kafka")
+const decryptEvents = boolFlag(
   "decrypt-events",
   "SPILLWAY_DECRYPT_EVENTS",
   "Decrypt events received from Kafka; events written to the targets are decrypted too",
 )
-const outputDir = text("output-dir", "SPILLWAY_OUTPUT_DIR", ".", "Folder the file targets are written under")
-const tenants = text(
+const outputDir = textFlag("output-dir", "SPILLWAY_OUTPUT_DIR", "Folder the file targets are written under", ".")
+const tenants = textFlag(
   "tenants",
   "SPILLWAY_TENANTS_FILE",
-  "access-tokens-db.json",
   "Tenants file (access key -> keys and targets); watched for changes",
+  "access-tokens-db.json",
 )
-const brokers = text("brokers", "SPILLWAY_KAFKA_BROKERS", "127.0.0.1:9092", "Kafka brokers, comma-separated host:port")
-const topic = text("topic", "SPILLWAY_KAFKA_TOPIC", "fb-kafka", "Topic to consume (dead letters go to <topic>-dlq)")
-const group = text("group", "SPILLWAY_ROUTER_GROUP", "spillway-router", "Kafka consumer group the routers share")
-const metricsPort = Options.integer("metrics-port").pipe(
-  Options.withDescription(
-    "Port of /healthz, /readyz and /metrics; 0 disables it (env SPILLWAY_ROUTER_METRICS_PORT; default 9466)",
-  ),
-  Options.withFallbackConfig(Config.integer("SPILLWAY_ROUTER_METRICS_PORT").pipe(Config.withDefault(9466))),
+const brokers = textFlag(
+  "brokers",
+  "SPILLWAY_KAFKA_BROKERS",
+  "Kafka brokers, comma-separated host:port",
+  "127.0.0.1:9092",
 )
-const metricsHost = text(
+const topic = textFlag("topic", "SPILLWAY_KAFKA_TOPIC", "Topic to consume (dead letters go to <topic>-dlq)", "fb-kafka")
+const group = textFlag("group", "SPILLWAY_ROUTER_GROUP", "Kafka consumer group the routers share", "spillway-router")
+const metricsPort = intFlag(
+  "metrics-port",
+  "SPILLWAY_ROUTER_METRICS_PORT",
+  "Port of /healthz, /readyz and /metrics; 0 disables it",
+  9466,
+  PORT,
+)
+const metricsHost = textFlag(
   "metrics-host",
   "SPILLWAY_ROUTER_METRICS_HOST",
-  "127.0.0.1",
   "Address the operations port binds (0.0.0.0 for every interface)",
+  "127.0.0.1",
 )
 
 const tuning = Config.all({
-  retryBase: Config.duration("SPILLWAY_ROUTER_RETRY_BASE").pipe(Config.withDefault(defaultRouterOptions.retryBase)),
-  retryCap: Config.duration("SPILLWAY_ROUTER_RETRY_CAP").pipe(Config.withDefault(defaultRouterOptions.retryCap)),
-  retryBudget: Config.duration("SPILLWAY_ROUTER_RETRY_BUDGET").pipe(
-    Config.withDefault(defaultRouterOptions.retryBudget),
-  ),
-  pauseBase: Config.duration("SPILLWAY_ROUTER_PAUSE_BASE").pipe(Config.withDefault(defaultRouterOptions.pauseBase)),
-  pauseMax: Config.duration("SPILLWAY_ROUTER_PAUSE_MAX").pipe(Config.withDefault(defaultRouterOptions.pauseMax)),
-  sessionTimeoutMs: Config.integer("SPILLWAY_ROUTER_SESSION_TIMEOUT_MS").pipe(
-    Config.withDefault(30_000),
-    Config.validate({
-      message: "SPILLWAY_ROUTER_SESSION_TIMEOUT_MS must be 6000 to 300000",
-      validation: (n) => n >= 6_000 && n <= 300_000,
-    }),
-  ),
-  maxBytesPerPartition: Config.integer("SPILLWAY_ROUTER_MAX_BYTES_PER_PARTITION").pipe(
-    Config.withDefault(defaultMaxBytesPerPartition),
-    Config.validate({
-      message: "SPILLWAY_ROUTER_MAX_BYTES_PER_PARTITION must be 1024 to 104857600",
-      validation: (n) => n >= 1024 && n <= 104_857_600,
-    }),
-  ),
-  drainTimeout: Config.duration("SPILLWAY_ROUTER_DRAIN_TIMEOUT").pipe(Config.withDefault(Duration.seconds(15))),
-  concurrency: Config.integer("SPILLWAY_ROUTER_CONCURRENCY").pipe(
-    Config.withDefault(defaultRouterOptions.concurrency),
-    Config.validate({ message: "SPILLWAY_ROUTER_CONCURRENCY must be 1 to 64", validation: (n) => n >= 1 && n <= 64 }),
-  ),
+  retryBase: durationSetting("SPILLWAY_ROUTER_RETRY_BASE", defaultRouterOptions.retryBase),
+  retryCap: durationSetting("SPILLWAY_ROUTER_RETRY_CAP", defaultRouterOptions.retryCap),
+  retryBudget: durationSetting("SPILLWAY_ROUTER_RETRY_BUDGET", defaultRouterOptions.retryBudget),
+  pauseBase: durationSetting("SPILLWAY_ROUTER_PAUSE_BASE", defaultRouterOptions.pauseBase),
+  pauseMax: durationSetting("SPILLWAY_ROUTER_PAUSE_MAX", defaultRouterOptions.pauseMax),
+  sessionTimeoutMs: intSetting("SPILLWAY_ROUTER_SESSION_TIMEOUT_MS", 30_000, { min: 6_000, max: 300_000 }),
+  maxBytesPerPartition: intSetting("SPILLWAY_ROUTER_MAX_BYTES_PER_PARTITION", defaultMaxBytesPerPartition, {
+    min: 1024,
+    max: 104_857_600,
+  }),
+  drainTimeout: durationSetting("SPILLWAY_ROUTER_DRAIN_TIMEOUT", Duration.seconds(15)),
+  concurrency: intSetting("SPILLWAY_ROUTER_CONCURRENCY", defaultRouterOptions.concurrency, { min: 1, max: 64 }),
 })
 
 /** The first non-empty message along an error's causes (a platform error wraps Node's, e.g. EADDRINUSE). */

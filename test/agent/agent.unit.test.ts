@@ -342,7 +342,7 @@ describe("agent settings and config file", () => {
       expect(msg).toMatch(/^agent\.json: /)
       expect(msg).toContain("inputs[0].paths")
       expect(msg).toContain("inputs[1].type")
-      expect(msg).toContain("batch.maxEvents: Expected a positive number, actual -1")
+      expect(msg).toContain("batch.maxEvents: Expected a number between 1 and 10000, actual -1")
       expect(msg).toContain("bogus: is unexpected")
       expect(Either.isLeft(yield* decode("{not json"))).toBe(true)
     }),

@@ -2,23 +2,13 @@
  * The ingester's command-line flags for the OTLP and Fluent Forward receivers (each off unless its port is given),
  * and the options of `receiversLayer` they make. Limits come from SPILLWAY_* settings (ReceiversLive.ts).
  */
-import { Options } from "@effect/cli"
-import { Config, Option } from "effect"
+import { Option } from "effect"
+import { boolFlag, optionalIntFlag, optionalTextFlag, PORT } from "../../shared/ProgramOptions.js"
 import type { ReceiverTls } from "../otlp/OtlpReceiver.js"
 import type { ReceiversOptions } from "./ReceiversLive.js"
 
 const port = (name: string, env: string, description: string) =>
-  Options.integer(name).pipe(
-    Options.withDescription(`${description} (env ${env}; off unless given)`),
-    Options.withFallbackConfig(Config.integer(env)),
-    Options.optional,
-  )
-const optionalText = (name: string, env: string, description: string) =>
-  Options.text(name).pipe(
-    Options.withDescription(`${description} (env ${env})`),
-    Options.withFallbackConfig(Config.string(env)),
-    Options.optional,
-  )
+  optionalIntFlag(name, env, `${description}; off unless given`, undefined, PORT)
 
 export const receiverFlags = {
   otlpGrpcPort: port(
@@ -28,20 +18,17 @@ export const receiverFlags = {
   ),
   otlpHttpPort: port("otlp-http-port", "SPILLWAY_OTLP_HTTP_PORT", "OTLP logs over HTTP (POST /v1/logs); usually 4318"),
   forwardPort: port("forward-port", "SPILLWAY_FORWARD_PORT", "Fluent Forward protocol over TCP; usually 24224"),
-  forwardSharedKeyFile: optionalText(
+  forwardSharedKeyFile: optionalTextFlag(
     "forward-shared-key-file",
     "SPILLWAY_FORWARD_SHARED_KEY_FILE",
     "File holding the Forward shared key: turns the handshake on (username = access key, password from `forward-password`)",
   ),
-  forwardAnonymousTenant: optionalText(
+  forwardAnonymousTenant: optionalTextFlag(
     "forward-anonymous-tenant",
     "SPILLWAY_FORWARD_ANONYMOUS_TENANT",
     "Without a shared key: the access key every Forward message is written as (trusted networks only)",
   ),
-  forwardTls: Options.boolean("forward-tls").pipe(
-    Options.withDescription("Serve Forward over TLS with the ingester's certificate (env SPILLWAY_FORWARD_TLS)"),
-    Options.withFallbackConfig(Config.boolean("SPILLWAY_FORWARD_TLS").pipe(Config.withDefault(false))),
-  ),
+  forwardTls: boolFlag("forward-tls", "SPILLWAY_FORWARD_TLS", "Serve Forward over TLS with the ingester's certificate"),
 }
 
 type Flags = {
