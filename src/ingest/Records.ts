@@ -12,10 +12,10 @@
  * neither stamped nor repaired, UserID already the tenant's); else the validated event is encoded again. No detail
  * ever holds a received value: field names come from the schema, limits from the configuration.
  */
-import { Either, ParseResult } from "effect"
+import { Either } from "effect"
 import type { Claims } from "../domain/Claims.js"
 import { PermissionDenied } from "../domain/Errors.js"
-import { type CheckedWireEvent, checkedToWire, Limits, type makeWireEventChecker } from "../domain/Event.js"
+import { type CheckedEvent, describeInvalidEvent, type makeWireEventChecker, toWireEvent } from "../domain/Event.js"
 import type { Tenant } from "../domain/Tenant.js"
 import type { EventFrame } from "../wire/EventFrames.js"
 import { EventCodec } from "../wire/Wire.js"
@@ -33,35 +33,14 @@ export interface Accepted {
   /** Per dead-letter reason, how many. */
   readonly deadLetters: ReadonlyArray<IngestDeadLetterReason>
   /** The accepted events, kept only to print them (--print-events). */
-  readonly checked: ReadonlyArray<CheckedWireEvent> | undefined
+  readonly checked: ReadonlyArray<CheckedEvent> | undefined
 }
 
 /** A dead letter keeps at most this much of the event's bytes (Kafka refuses records over about 1 MB). */
 export const DEAD_LETTER_MAX_VALUE = 64 * 1024
 
-const fieldLimits: Readonly<Record<string, string>> = {
-  timestamp: "a valid Unix time",
-  seconds: "a valid Unix time",
-  nanos: "a valid Unix time",
-  agent_id: `a string of at most ${Limits.agentId} characters`,
-  tag: `a string of at most ${Limits.tag} characters`,
-  message: `a string of at most ${Limits.message} characters`,
-  UserID: `a string of at most ${Limits.userId} characters`,
-  AccessKey: "a valid access key",
-  event_id: `a string of at most ${Limits.eventId} characters`,
-}
-
-/** Which field of an event is wrong, and its rule; never the value. */
-export const describeInvalid = (e: ParseResult.ParseError): string => {
-  const issue = ParseResult.ArrayFormatter.formatErrorSync(e)[0]
-  const field = issue?.path.map(String).find((k) => Object.hasOwn(fieldLimits, k))
-  return field === undefined
-    ? "invalid event: not an api.Event"
-    : `invalid event: field ${field} must be ${fieldLimits[field]}`
-}
-
-const eventSize = (e: CheckedWireEvent) =>
-  Buffer.byteLength(e.message) + e.tag.length + e.agent_id.length + e.UserID.length + e.AccessKey.length + 64
+const eventSize = (e: CheckedEvent) =>
+  Buffer.byteLength(e.message) + e.tag.length + e.agentId.length + e.userId.length + e.accessKey.length + 64
 
 const deadLetter = (key: string, frame: EventFrame, reason: IngestDeadLetterReason, detail: string): SinkRecord => ({
   key,
@@ -82,7 +61,7 @@ export const toRecords = (
   const userId = caller.tenant.UserID
   const records: Array<SinkRecord> = new Array(frames.length)
   const deadLetters: Array<IngestDeadLetterReason> = []
-  const checked: Array<CheckedWireEvent> | undefined = options.keepChecked ? [] : undefined
+  const checked: Array<CheckedEvent> | undefined = options.keepChecked ? [] : undefined
   for (let i = 0; i < frames.length; i++) {
     const frame = frames[i]!
     if ((frame.value as { readonly AccessKey?: unknown }).AccessKey !== key)
@@ -94,12 +73,12 @@ export const toRecords = (
     }
     const decoded = check(frame.value)
     if (Either.isLeft(decoded)) {
-      records[i] = deadLetter(key, frame, "invalid_event", describeInvalid(decoded.left))
+      records[i] = deadLetter(key, frame, "invalid_event", describeInvalidEvent(decoded.left))
       deadLetters.push("invalid_event")
       continue
     }
     const sent = decoded.right
-    const event = sent.UserID === userId ? sent : { ...sent, UserID: userId, asSent: false }
+    const event = sent.userId === userId ? sent : { ...sent, userId, asSent: false }
     const size = eventSize(event)
     if (size > options.maxEventBytes) {
       records[i] = deadLetter(key, frame, "event_too_large", tooLarge(size, options.maxEventBytes))
@@ -108,7 +87,7 @@ export const toRecords = (
     }
     records[i] = {
       key,
-      value: frame.clean && event.asSent ? frame.bytes : Buffer.from(EventCodec.encode(checkedToWire(event))),
+      value: frame.clean && event.asSent ? frame.bytes : Buffer.from(EventCodec.encode(toWireEvent(event))),
     }
     checked?.push(event)
   }

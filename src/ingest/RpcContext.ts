@@ -5,7 +5,7 @@
 import type * as grpc from "@grpc/grpc-js"
 import { type Deferred, Effect, Either, Redacted, Schema, type Scope } from "effect"
 import { InvalidEvent, PermissionDenied } from "../domain/Errors.js"
-import { type CheckedWireEvent, formatRfc3339Nano } from "../domain/Event.js"
+import { type CheckedEvent, formatRfc3339Nano } from "../domain/Event.js"
 import type { ConfigStore } from "../shared/ConfigStore.js"
 import { inc } from "../shared/Metrics.js"
 import type { WireConfig } from "../wire/Wire.js"
@@ -62,16 +62,16 @@ export const crossTenant = (e: PermissionDenied) =>
 export const ack = (rpc: string, status: string) => inc(M.acks, 1, { rpc, status })
 export const reject = (reason: string) => inc(M.rejected, 1, { reason })
 
-const printEvents = (checked: ReadonlyArray<CheckedWireEvent>) =>
+const printEvents = (checked: ReadonlyArray<CheckedEvent>) =>
   Effect.sync(() => {
     for (const e of checked)
       process.stdout.write(
         `${JSON.stringify({
           timestamp: formatRfc3339Nano(e.timestamp),
-          agent_id: e.agent_id,
+          agent_id: e.agentId,
           tag: e.tag,
-          UserID: e.UserID,
-          event_id: e.event_id,
+          UserID: e.userId,
+          event_id: e.eventId,
           message: e.message,
         })}\n`,
       )

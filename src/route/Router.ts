@@ -39,7 +39,6 @@ export {
   openMessage,
   prepareRecords,
   type RoutedEvent,
-  RouterWireEvent,
   timestampOf,
 } from "./RouterLines.js"
 

@@ -4,53 +4,40 @@
  * batch and says, per record, which tenant its line goes to or why it is a dead letter; Router.ts
  * groups the lines by target and publishes the dead letters.
  */
-import { Either, ParseResult, Schema } from "effect"
+import { Either, Schema } from "effect"
 import { CryptoError } from "../domain/Errors.js"
 import {
-  AccessKey,
+  type AccessKey,
+  describeInvalidEvent,
   EpochNanos,
-  EventId,
+  type EventFields,
   formatRfc3339Nano,
-  Limits,
   nowNanos,
   repairTimestamp,
-  UserID,
-  WireTimestamp,
+  type UserID,
+  WireEventStruct,
+  type WireTimestamp,
 } from "../domain/Event.js"
 import { type Key, openHex } from "../shared/Crypto.js"
 import type { DeadLetterReason } from "../shared/DeadLetter.js"
 import { EventCodec } from "../wire/Wire.js"
 
 /**
- * What the router checks of a record, as effect/Schema: the wire object of `api.Event` (the names
- * of the proto, as protobufjs `toObject` and the JSON form give them), with the same limits and
- * brands as the domain `Event` (src/domain/Event.ts), but as a plain Struct: no class instance, no
- * renaming transformation, no BigInt timestamp (about 2.6 µs a record instead of 8). The timestamp
- * is checked and formatted by `timestampOf`, with `repairTimestamp`'s rules.
+ * What the router checks of a record: the domain's `WireEventStruct` (src/domain/Event.ts), the wire object of
+ * `api.Event` with every field rule of `Event`, as a plain Struct: no class instance, no renaming
+ * transformation, no BigInt timestamp (about 2.6 µs a record instead of 8). The timestamp is checked and
+ * formatted by `timestampOf`, with `repairTimestamp`'s rules.
  */
-export const RouterWireEvent = Schema.Struct({
-  timestamp: Schema.optional(Schema.NullOr(WireTimestamp)),
-  agent_id: Schema.String.pipe(Schema.maxLength(Limits.agentId)),
-  tag: Schema.String.pipe(Schema.maxLength(Limits.tag)),
-  message: Schema.String.pipe(Schema.maxLength(Limits.message)),
-  UserID: UserID,
-  AccessKey: AccessKey,
-  event_id: Schema.optional(EventId),
-})
-export type RouterWireEvent = typeof RouterWireEvent.Type
+const decodeWire = Schema.decodeUnknownEither(WireEventStruct, { errors: "first" })
 
-/** A decoded record: the fields a line carries, the timestamp already in RFC 3339 with nanoseconds (UTC). */
-export interface RoutedEvent {
+/**
+ * A decoded record as a line shows it: the event's fields (`EventFields`), the timestamp already in RFC 3339 with
+ * nanoseconds (UTC), `eventId` empty when the event has none.
+ */
+export type RoutedEvent = Omit<EventFields, "timestamp" | "eventId"> & {
   readonly timestamp: string
-  readonly agentId: string
-  readonly tag: string
-  readonly message: string
-  readonly userId: UserID
-  readonly accessKey: AccessKey
   readonly eventId: string
 }
-
-const decodeWire = Schema.decodeUnknownEither(RouterWireEvent, { errors: "all" })
 
 /** Seconds below this (1e11, as in `repairTimestamp`) with valid nanos take the exact number fast path. */
 const DIGITS = /^\d{1,11}$/
@@ -86,12 +73,13 @@ export const decodeRecord = (value: Uint8Array | null): Either.Either<RoutedEven
   if (value === null) return Either.left("the record has no value")
   let wire: unknown
   try {
-    wire = value[0] === 0x7b ? JSON.parse(Buffer.from(value).toString("utf8")) : camelTolerant(EventCodec.decode(value))
-  } catch (e) {
-    return Either.left(`not an api.Event: ${e instanceof Error ? e.message : String(e)}`.slice(0, 500))
+    wire = value[0] === 0x7b ? JSON.parse(Buffer.from(value).toString("utf8")) : EventCodec.decode(value)
+  } catch {
+    // Neither the parser's message nor the bytes: both may quote the record (the JSON parser does).
+    return Either.left(value[0] === 0x7b ? "not an api.Event: not valid JSON" : "not an api.Event: not valid protobuf")
   }
   const decoded = decodeWire(wire)
-  if (Either.isLeft(decoded)) return Either.left(ParseResult.TreeFormatter.formatErrorSync(decoded.left).slice(0, 1000))
+  if (Either.isLeft(decoded)) return Either.left(describeInvalidEvent(decoded.left))
   const w = decoded.right
   const timestamp = timestampOf(w.timestamp)
   if (timestamp === undefined) return Either.left("timestamp is not a valid Unix time")
@@ -100,23 +88,11 @@ export const decodeRecord = (value: Uint8Array | null): Either.Either<RoutedEven
     agentId: w.agent_id,
     tag: w.tag,
     message: w.message,
-    userId: w.UserID,
-    accessKey: w.AccessKey,
+    // The brands hold: `WireEventStruct` checked their refinements (its type is the encoded one).
+    userId: w.UserID as UserID,
+    accessKey: w.AccessKey as AccessKey,
     eventId: w.event_id ?? "",
   })
-}
-
-/**
- * Wire.ts loads the proto with `keepCase` (`agent_id`, `event_id`); this also accepts the
- * camel-cased names protobufjs produces without it, so a codec change cannot silently empty those
- * fields here. Mutates the object protobufjs just made (nobody else holds it).
- */
-const camelTolerant = (decoded: unknown): unknown => {
-  if (typeof decoded !== "object" || decoded === null) return decoded
-  const o = decoded as Record<string, unknown>
-  if (o.agent_id === undefined && o.agentId !== undefined) o.agent_id = o.agentId
-  if (o.event_id === undefined && o.eventId !== undefined) o.event_id = o.eventId
-  return o
 }
 
 /**

@@ -2,7 +2,6 @@ import { assert, describe, it } from "@effect/vitest"
 import { Either, FastCheck as fc, Schema } from "effect"
 import {
   AccessKey,
-  checkedToWire,
   checkWireEvent,
   EpochNanos,
   EpochNanosFromWire,
@@ -204,7 +203,7 @@ describe("fast paths agree with the full Schema", () => {
       if (Either.isRight(checked) && Either.isRight(full)) {
         const ts = (u as { timestamp?: { seconds: unknown } | null }).timestamp
         const hasTs = ts != null
-        const wire = checkedToWire(checked.right)
+        const wire = toWireEvent(checked.right)
         const expected = encodeFull(full.right)
         if (!hasTs) {
           assert.isFalse(checked.right.asSent)

@@ -122,6 +122,22 @@ describe("Router (in memory)", () => {
     assert.isTrue(Either.isLeft(decodeRecord(new Uint8Array())))
   })
 
+  it("a record it refuses is described by its field and rule, never by what it holds (dead-letter detail)", () => {
+    const notJson = decodeRecord(Buffer.from('{"message": "hunter2 secret'))
+    assert.deepStrictEqual(notJson, Either.left("not an api.Event: not valid JSON"))
+    const badKey = decodeRecord(
+      Buffer.from(JSON.stringify({ agent_id: "x", tag: "t", message: "hunter2", UserID: "u", AccessKey: "bad key!" })),
+    )
+    assert.deepStrictEqual(badKey, Either.left("invalid event: field AccessKey must be a valid access key"))
+    const longTag = decodeRecord(
+      Buffer.from(
+        JSON.stringify({ agent_id: "x", tag: "hunter2".repeat(1000), message: "m", UserID: "u", AccessKey: A }),
+      ),
+    )
+    assert.isTrue(Either.isLeft(longTag) && longTag.left.startsWith("invalid event: field tag must be"))
+    assert.isTrue(Either.isLeft(longTag) && !longTag.left.includes("hunter2"))
+  })
+
   it.live("routes each tenant's events to its targets, decrypted, and commits the batch", () =>
     Effect.gen(function* () {
       const r = yield* run([

@@ -5,7 +5,7 @@
  */
 import { Duration, Effect, Option, Redacted, Ref } from "effect"
 import type { AgentConfig } from "../../domain/AgentConfig.js"
-import type { WireEvent } from "../../domain/Event.js"
+import { type AccessKey, EpochNanos, type EventId, toWireEvent, type UserID } from "../../domain/Event.js"
 import { Crypto, type Key } from "../../shared/Crypto.js"
 import * as Metrics from "../../shared/Metrics.js"
 import * as M from "../AgentMetrics.js"
@@ -18,8 +18,8 @@ import { rejectRows } from "./Rejected.js"
 /** The tenant's settings from the last ExchangeConfig. */
 export interface TenantSettings {
   readonly key: Key
-  readonly userId: string
-  readonly accessKey: string
+  readonly userId: UserID
+  readonly accessKey: AccessKey
   /** The EncryptionKey string, to notice a change (never logged). */
   readonly keySpec: string
 }
@@ -85,22 +85,20 @@ export const applyConfig = (ctx: SenderContext, cfg: AgentConfig) =>
 export const exchange = (ctx: SenderContext, client: Client, token: string) =>
   exchangeConfig(client, ctx.options.accessKey, token).pipe(Effect.flatMap((cfg) => applyConfig(ctx, cfg)))
 
-const NANOS = 1_000_000_000n
-
 /** The wire Event for a buffered row under the current settings (encrypting the record). */
 export const toWire = (crypto: Crypto, settings: TenantSettings, agentId: string, row: BufferedRow) =>
-  Effect.map(crypto.encrypt(settings.key, row.record), (message): WireEvent => {
-    const ns = BigInt(row.ts)
-    return {
-      timestamp: { seconds: (ns / NANOS).toString(), nanos: Number(ns % NANOS) },
-      agent_id: agentId,
+  Effect.map(crypto.encrypt(settings.key, row.record), (message) =>
+    toWireEvent({
+      timestamp: EpochNanos.make(BigInt(row.ts)),
+      agentId,
       tag: row.tag,
       message,
-      UserID: settings.userId,
-      AccessKey: settings.accessKey,
-      event_id: row.eventId,
-    } as unknown as WireEvent
-  })
+      userId: settings.userId,
+      accessKey: settings.accessKey,
+      // The agent's own UUID, stored by the inputs (BufferStore): within the EventId limit.
+      eventId: row.eventId as EventId,
+    }),
+  )
 
 /** Room kept in a message for the batch envelope and field tags. */
 const ENVELOPE_BYTES = 4096

@@ -8,7 +8,7 @@
 import { createHash } from "node:crypto"
 import { Effect, Redacted } from "effect"
 import type { AuthError, TenantNotFound } from "../../domain/Errors.js"
-import { Limits } from "../../domain/Event.js"
+import { EpochNanos, type EventId, Limits, toWireEvent } from "../../domain/Event.js"
 import { encryptionKeyBytes, type Tenant } from "../../domain/Tenant.js"
 import type { ConfigStore } from "../../shared/ConfigStore.js"
 import { sealHex } from "../../shared/Crypto.js"
@@ -80,7 +80,6 @@ export interface ReceivedRecord {
   readonly json: string
 }
 
-const NANOS = 1_000_000_000n
 const clip = (s: string, max: number) => (s.length <= max ? s : s.slice(0, max))
 
 /**
@@ -108,15 +107,18 @@ export const makeRecord = (
   const message = tk.key === undefined ? r.json : sealHex(tk.key, Buffer.from(r.json, "utf8"))
   const ts = r.timestamp < 0n ? 0n : r.timestamp
   const value = Buffer.from(
-    EventCodec.encode({
-      timestamp: { seconds: (ts / NANOS).toString(), nanos: Number(ts % NANOS) },
-      agent_id: agentId,
-      tag,
-      message,
-      UserID: tk.tenant.UserID,
-      AccessKey: accessKey,
-      event_id: eventId,
-    }),
+    EventCodec.encode(
+      toWireEvent({
+        timestamp: EpochNanos.make(ts),
+        agentId,
+        tag,
+        message,
+        userId: tk.tenant.UserID,
+        accessKey,
+        // 32 hex digits: within the EventId limit.
+        eventId: eventId as EventId,
+      }),
+    ),
   )
   if (value.length > maxEventBytes) return undefined
   return { key: accessKey, value }
