@@ -169,10 +169,8 @@ export const makeKafka = (kafka: Kafka, options: KafkaSinkOptions) =>
       yield* Ref.set(probeOk, true)
       yield* setConnectedGauge
       yield* Effect.logInfo("Kafka producer connected").pipe(Effect.annotateLogs({ topic }))
-      while (true) {
-        const b = yield* Queue.take(broken)
-        if (b === p) break
-      }
+      // Reports about an earlier producer are stale: wait for this one's.
+      yield* Queue.take(broken).pipe(Effect.repeat({ until: (b) => b === p }))
       yield* Ref.set(producer, Option.none())
       yield* setConnectedGauge
       yield* disconnect(p)

@@ -7,122 +7,23 @@
  *   certs          makes a development CA, server and client certificate into a folder (openssl)
  *
  * Every option of `api` can also come from the environment (named in --help) or from the JSON file
- * named by SPILLWAY_CONFIG (keys are the environment names). Tuning without flags: `tuningConfig` below
+ * named by SPILLWAY_CONFIG (keys are the environment names). Tuning without flags: `tuningConfig` in src/ingest/IngesterFlags.ts
  * (each variable with its default is listed in the README section "The ingester").
  */
-import { accessSync, constants } from "node:fs"
 import { Command, Options } from "@effect/cli"
 import { NodeRuntime } from "@effect/platform-node"
-import { Config, ConfigError, Console, Effect, Either, Layer, Option, Schema } from "effect"
+import { ConfigError, Console, Effect, Either, Layer, Schema } from "effect"
 import { AccessKey } from "../domain/Event.js"
 import { Auth } from "../ingest/Auth.js"
-import { Budget } from "../ingest/Budget.js"
 import { forwardPassword } from "../ingest/forward/ForwardPassword.js"
-import { IngesterServer, IngesterStartError } from "../ingest/IngesterServer.js"
-import { checkTimeouts, KafkaSink } from "../ingest/KafkaSink.js"
-import { anyReceiver, receiverFlags, receiversOptionsOf } from "../ingest/receivers/ReceiverFlags.js"
-import { receiversLayer } from "../ingest/receivers/ReceiversLive.js"
+import { apiOptions, tuningConfig } from "../ingest/IngesterFlags.js"
+import { ingesterLayer } from "../ingest/IngesterLive.js"
+import { IngesterStartError } from "../ingest/IngesterServer.js"
+import { checkTimeouts } from "../ingest/KafkaSink.js"
 import { validateIngester } from "../ingest/ValidateIngester.js"
-import { compressionNames } from "../shared/Codecs.js"
-import { ConfigStore } from "../shared/ConfigStore.js"
 import { makeDevCerts } from "../shared/DevCerts.js"
-import { Health } from "../shared/Health.js"
-import { KafkaClient, kafkaSettingsConfig } from "../shared/Kafka.js"
-import { OpsServerLive } from "../shared/Ops.js"
-import {
-  BYTES,
-  boolFlag,
-  intFlag,
-  intSetting,
-  MILLIS,
-  optionalTextFlag,
-  PORT,
-  textFlag,
-} from "../shared/ProgramOptions.js"
 import { runnable } from "../shared/ProgramRuntime.js"
 import { report } from "../shared/Validate.js"
-
-// ---------------------------------------------------------------------------------------------
-// Options of `api`
-
-const apiOptions = {
-  printEvents: boolFlag(
-    "print-events",
-    "SPILLWAY_PRINT_EVENTS",
-    "Print each accepted event on stdout (never keys or tokens)",
-  ),
-  host: textFlag("host", "SPILLWAY_INGESTER_HOST", "Address the gRPC server listens on", "0.0.0.0"),
-  port: intFlag("port", "SPILLWAY_INGESTER_PORT", "gRPC port (0 picks a free one)", 7777, PORT),
-  tlsCert: optionalTextFlag("tls-cert", "SPILLWAY_TLS_CERT", "Server certificate chain (PEM) for TLS"),
-  tlsKey: optionalTextFlag("tls-key", "SPILLWAY_TLS_KEY", "Private key (PEM) of the server certificate"),
-  tlsClientCa: optionalTextFlag(
-    "tls-client-ca",
-    "SPILLWAY_TLS_CLIENT_CA",
-    "CA (PEM) that signs client certificates; when given, clients must present one (mutual TLS)",
-  ),
-  insecure: boolFlag(
-    "insecure",
-    "SPILLWAY_INSECURE",
-    "Serve plaintext gRPC without TLS (development only; logs a warning)",
-  ),
-  tenants: textFlag(
-    "tenants",
-    "SPILLWAY_TENANTS_FILE",
-    "Tenants file (JSON map of access key to {AccessKey, EncryptionKey, UserID, targets}); reloaded on change",
-    "access-tokens-db.json",
-  ),
-  brokers: textFlag(
-    "brokers",
-    "SPILLWAY_KAFKA_BROKERS",
-    "Kafka bootstrap brokers, comma-separated host:port",
-    "127.0.0.1:9092",
-  ),
-  topic: textFlag("topic", "SPILLWAY_KAFKA_TOPIC", "Kafka topic the events are produced to", "fb-kafka"),
-  metricsHost: textFlag(
-    "metrics-host",
-    "SPILLWAY_INGESTER_METRICS_HOST",
-    "Address of the operations port (/healthz, /readyz, /metrics); loopback unless you expose it on purpose",
-    "127.0.0.1",
-  ),
-  metricsPort: intFlag("metrics-port", "SPILLWAY_INGESTER_METRICS_PORT", "Operations port; 0 disables it", 9464, PORT),
-  compression: textFlag(
-    "compression",
-    "SPILLWAY_INGESTER_COMPRESSION",
-    `Kafka record-batch compression: ${compressionNames.join(", ")}`,
-    "snappy",
-  ),
-  maxStreams: intFlag(
-    "max-streams",
-    "SPILLWAY_INGESTER_MAX_STREAMS",
-    "Event streams open at once in the process; more get RESOURCE_EXHAUSTED",
-    1024,
-    { min: 1, max: 100_000 },
-  ),
-  maxStreamsPerTenant: intFlag(
-    "max-streams-per-tenant",
-    "SPILLWAY_INGESTER_MAX_STREAMS_PER_TENANT",
-    "Event streams open at once per access key; more get RESOURCE_EXHAUSTED",
-    64,
-    { min: 1, max: 100_000 },
-  ),
-  ...receiverFlags,
-}
-
-const tuningConfig = Config.all({
-  maxMessageBytes: intSetting("SPILLWAY_INGESTER_MAX_MESSAGE_BYTES", 8 * 1024 * 1024, {
-    min: 1024,
-    max: 64 * 1024 * 1024,
-  }),
-  maxEventBytes: intSetting("SPILLWAY_INGESTER_MAX_EVENT_BYTES", 1_000_000, { min: 1024, max: 64 * 1024 * 1024 }),
-  streamBudgetBytes: intSetting("SPILLWAY_INGESTER_STREAM_BUDGET_BYTES", 16 * 1024 * 1024, BYTES),
-  processBudgetBytes: intSetting("SPILLWAY_INGESTER_PROCESS_BUDGET_BYTES", 256 * 1024 * 1024, BYTES),
-  budgetWaitMs: intSetting("SPILLWAY_INGESTER_BUDGET_WAIT_MS", 5_000, MILLIS),
-  produceTimeoutMs: intSetting("SPILLWAY_KAFKA_PRODUCE_TIMEOUT_MS", 15_000, MILLIS),
-  // The ingester's own default for kafkajs's request timeout: shorter than the produce timeout (checkTimeouts).
-  requestTimeoutMs: intSetting("SPILLWAY_KAFKA_REQUEST_TIMEOUT_MS", 10_000, MILLIS),
-  idleTimeoutMs: intSetting("SPILLWAY_INGESTER_IDLE_TIMEOUT_MS", 120_000, MILLIS),
-  shutdownTimeoutMs: intSetting("SPILLWAY_INGESTER_SHUTDOWN_TIMEOUT_MS", 20_000, MILLIS),
-})
 
 /** Startup problems are printed as one line on stderr with exit code 1, never as a stack trace. */
 const failCleanly = <A, E, R>(self: Effect.Effect<A, E, R>) =>
@@ -142,104 +43,9 @@ const failCleanly = <A, E, R>(self: Effect.Effect<A, E, R>) =>
     ),
   )
 
-type ApiOptions = Command.Command.ParseConfig<typeof apiOptions>
-
-const apiLayer = (opts: ApiOptions) =>
-  Effect.gen(function* () {
-    const cert = opts.tlsCert
-    const key = opts.tlsKey
-    if (!opts.insecure && (Option.isNone(cert) || Option.isNone(key)))
-      return yield* new IngesterStartError({
-        detail:
-          "TLS is required: give --tls-cert and --tls-key (SPILLWAY_TLS_CERT / SPILLWAY_TLS_KEY); make development ones with `ingester certs --dir DIR`; or pass --insecure to serve plaintext (development only)",
-      })
-    if (opts.insecure && (Option.isSome(cert) || Option.isSome(key)))
-      return yield* new IngesterStartError({ detail: "--insecure and --tls-cert/--tls-key exclude each other" })
-    const tuning = yield* tuningConfig
-    const settings = { ...(yield* kafkaSettingsConfig("spillway-ingester")), requestTimeoutMs: tuning.requestTimeoutMs }
-    const timeouts = checkTimeouts(tuning.produceTimeoutMs, tuning.requestTimeoutMs)
-    if (timeouts !== undefined)
-      return yield* new IngesterStartError({
-        detail: `${timeouts}: raise SPILLWAY_KAFKA_PRODUCE_TIMEOUT_MS or lower SPILLWAY_KAFKA_REQUEST_TIMEOUT_MS`,
-      })
-    const compression = compressionNames.find((n) => n === opts.compression)
-    if (compression === undefined)
-      return yield* new IngesterStartError({ detail: `--compression must be one of ${compressionNames.join(", ")}` })
-    if (opts.maxStreams < 1 || opts.maxStreamsPerTenant < 1)
-      return yield* new IngesterStartError({ detail: "--max-streams and --max-streams-per-tenant must be at least 1" })
-    const brokers = opts.brokers
-      .split(",")
-      .map((b) => b.trim())
-      .filter((b) => b.length > 0)
-    if (brokers.length === 0) return yield* new IngesterStartError({ detail: "--brokers lists no broker" })
-
-    for (const file of [cert, key, opts.tlsClientCa])
-      if (Option.isSome(file))
-        yield* Effect.try({
-          try: () => accessSync(file.value, constants.R_OK),
-          catch: () => new IngesterStartError({ detail: `cannot read the TLS file ${file.value}` }),
-        })
-    const tls =
-      Option.isSome(cert) && Option.isSome(key)
-        ? { certFile: cert.value, keyFile: key.value, clientCaFile: Option.getOrUndefined(opts.tlsClientCa) }
-        : undefined
-
-    // Ready only once the gRPC server listens (and Kafka and the tenants are there).
-    const Readiness = Layer.effectDiscard(
-      Effect.gen(function* () {
-        yield* IngesterServer
-        const health = yield* Health
-        const sink = yield* KafkaSink
-        const store = yield* ConfigStore
-        yield* health.register("kafka", sink.ready)
-        yield* health.register("tenants", Effect.as(store.current, true))
-      }),
-    )
-
-    const Sink = KafkaSink.layerKafka({
-      topic: opts.topic,
-      produceTimeout: `${tuning.produceTimeoutMs} millis`,
-      compression,
-    }).pipe(Layer.provide(KafkaClient.layer({ ...settings, brokers })))
-
-    const Server = IngesterServer.layer({
-      host: opts.host,
-      port: opts.port,
-      tls,
-      maxMessageBytes: tuning.maxMessageBytes,
-      maxEventBytes: tuning.maxEventBytes,
-      printEvents: opts.printEvents,
-      shutdownTimeout: `${tuning.shutdownTimeoutMs} millis`,
-      maxStreams: opts.maxStreams,
-      maxStreamsPerTenant: opts.maxStreamsPerTenant,
-      idleTimeout: `${tuning.idleTimeoutMs} millis`,
-    })
-
-    // Built in this order: secret, tenants and budget (fail fast), then Kafka, then the servers.
-    // The operations port opens once the gRPC server listens, so /readyz never answers 200 before it does.
-    // The OTLP and Forward receivers (off unless a port is given) share the auth, tenants and Kafka producer.
-    const Receivers = anyReceiver(opts) ? receiversLayer(receiversOptionsOf(opts, opts.host, tls)) : Layer.empty
-    return OpsServerLive({ host: opts.metricsHost, port: opts.metricsPort }).pipe(
-      Layer.provideMerge(Readiness.pipe(Layer.provideMerge(Layer.merge(Server, Receivers)))),
-      Layer.provide(Sink),
-      Layer.provide(
-        Layer.mergeAll(
-          Auth.Default,
-          ConfigStore.layerFile(opts.tenants),
-          Budget.layer({
-            processBytes: tuning.processBudgetBytes,
-            streamBytes: tuning.streamBudgetBytes,
-            wait: `${tuning.budgetWaitMs} millis`,
-          }),
-          Health.Default,
-        ),
-      ),
-    )
-  })
-
 const api = Command.make("api", apiOptions, (opts) =>
   Effect.gen(function* () {
-    const layer = yield* apiLayer(opts)
+    const layer = yield* ingesterLayer(opts)
     yield* Effect.logInfo("ingester starting").pipe(
       Effect.annotateLogs({ topic: opts.topic, brokers: opts.brokers, tenants: opts.tenants }),
     )
