@@ -14,7 +14,9 @@
  *                                 a three-node KRaft cluster on 29092/29094/29096 (RF 3, min.insync.replicas 2)
  *
  * Layout (all under .cache/kafka/, outside git): pom.xml, libs/ (jars + .complete marker), data/ (KRaft log dir),
- * server.properties, log4j2.properties, broker.log, broker.pid, broker.owner, leases/.
+ * server.properties, log4j2.properties, broker.log, broker.pid, broker.owner, leases/. A broker started with
+ * SPILLWAY_KAFKA_PORT other than 9092 has its own of each (`broker-<port>.pid`, …), so several checkouts sharing one
+ * .cache run their brokers side by side.
  *
  * Environment: SPILLWAY_KAFKA_PORT (9092), SPILLWAY_KAFKA_CONTROLLER_PORT (9093), SPILLWAY_KAFKA_DIR (data dir),
  * SPILLWAY_KAFKA_PARTITIONS (num.partitions, 3), SPILLWAY_KAFKA_HEAP (max heap, 768m),
@@ -76,9 +78,12 @@ export function resolveInstance(opts = {}) {
   const port = opts.port ?? KAFKA_PORT
   const controllerPort = opts.controllerPort ?? KAFKA_CONTROLLER_PORT
   if (port === controllerPort) throw new Error(`broker port and controller port are both ${port}`)
+  // Brokers of the default home on another port (one per checkout sharing this .cache) keep their own pid, config,
+  // log, data, leases and lock, so that one's start, status or stop never takes another's pid for its own.
+  const own = opts.home === undefined && port !== 9092 ? `-${port}` : ""
   // SPILLWAY_KAFKA_DIR applies to the default instance only; a private instance (opts.home) keeps its data inside.
   const envDir = opts.home === undefined ? process.env.SPILLWAY_KAFKA_DIR || undefined : undefined
-  const dataDir = path.resolve(opts.dataDir ?? envDir ?? path.join(home, "data"))
+  const dataDir = path.resolve(opts.dataDir ?? envDir ?? path.join(home, `data${own}`))
   return {
     home,
     dataDir,
@@ -94,13 +99,13 @@ export function resolveInstance(opts = {}) {
     replication: opts.replication ?? 1,
     minInsync: opts.minInsync ?? 1,
     heap: opts.heap ?? process.env.SPILLWAY_KAFKA_HEAP ?? "768m",
-    pidFile: path.join(home, "broker.pid"),
-    ownerFile: path.join(home, "broker.owner"),
-    logFile: path.join(home, "broker.log"),
-    propsFile: path.join(home, "server.properties"),
-    log4jFile: path.join(home, "log4j2.properties"),
-    leasesDir: path.join(home, "leases"),
-    lockDir: path.join(home, ".lock"),
+    pidFile: path.join(home, `broker${own}.pid`),
+    ownerFile: path.join(home, `broker${own}.owner`),
+    logFile: path.join(home, `broker${own}.log`),
+    propsFile: path.join(home, `server${own}.properties`),
+    log4jFile: path.join(home, `log4j2${own}.properties`),
+    leasesDir: path.join(home, `leases${own}`),
+    lockDir: path.join(home, `.lock${own}`),
   }
 }
 
