@@ -70,14 +70,16 @@ const defaultLog = (msg) => process.stderr.write(`[kafka] ${msg}\n`)
 
 /** Paths and ports of one broker instance. Options override the environment (a test may run a private broker). */
 export function resolveInstance(opts = {}) {
-  // The real path: a checkout whose .cache is a link to another's must recognise that checkout's broker.
-  const wanted = path.resolve(opts.home ?? CACHE_DIR)
+  // SPILLWAY_KAFKA_DIR applies to the default instance only; a private instance (opts.home) keeps its data inside.
+  const envDir = opts.home === undefined ? process.env.SPILLWAY_KAFKA_DIR || undefined : undefined
+  // The real path: a checkout whose .cache is a link to another's must recognise that checkout's broker. A broker
+  // with a data folder of its own (SPILLWAY_KAFKA_DIR) also keeps its pid, owner, config and log files beside it
+  // (`<dir>-home`), not in the shared .cache/kafka, so that two of them on one machine never take each other's pid.
+  const wanted = path.resolve(opts.home ?? (envDir === undefined ? CACHE_DIR : `${path.resolve(envDir)}-home`))
   const home = fs.existsSync(wanted) ? fs.realpathSync(wanted) : wanted
   const port = opts.port ?? KAFKA_PORT
   const controllerPort = opts.controllerPort ?? KAFKA_CONTROLLER_PORT
   if (port === controllerPort) throw new Error(`broker port and controller port are both ${port}`)
-  // SPILLWAY_KAFKA_DIR applies to the default instance only; a private instance (opts.home) keeps its data inside.
-  const envDir = opts.home === undefined ? process.env.SPILLWAY_KAFKA_DIR || undefined : undefined
   const dataDir = path.resolve(opts.dataDir ?? envDir ?? path.join(home, "data"))
   return {
     home,
