@@ -31,6 +31,12 @@ const fetchHelp = {
   opensearch: `OpenSearch ${servers.OPENSEARCH_VERSION} is not fetched yet: run \`npm run opensearch -- fetch\` once (Maven downloads its jars into .cache/opensearch; needs mvn and Java 17), then \`npm start\` again`,
 }
 
+/** Fails, saying what to run, when a server the list names neither runs nor was fetched (checked before anything starts). */
+export async function checkFetched(kinds) {
+  for (const kind of kinds)
+    if ((await servers.status(kind)).state === "stopped" && !servers.fetched(kind)) throw new Error(fetchHelp[kind])
+}
+
 /**
  * Starts the servers the list names (those already running are used as they are), pushing those this run started
  * onto `started` at once (so that only those, and even after a later failure, are stopped). Returns the router's
@@ -41,7 +47,6 @@ export async function startDemoTargets(kinds, say, started) {
   const env = {}
   for (const kind of kinds) {
     const st = await servers.status(kind)
-    if (st.state === "stopped" && !servers.fetched(kind)) throw new Error(fetchHelp[kind])
     say(`${st.state === "stopped" ? "starting" : "using the running"} ${kind} test server (scripts/servers.mjs)...`)
     const r = await servers.start(kind, { log: say })
     if (r.started) started.push(kind)

@@ -22,7 +22,7 @@ import { randomBytes } from "node:crypto"
 import fs from "node:fs"
 import path from "node:path"
 import { fileURLToPath } from "node:url"
-import { demoList, demoReceivers, describeTargets, startDemoTargets, stopDemoTargets } from "./demo.mjs"
+import { checkFetched, demoList, demoReceivers, describeTargets, startDemoTargets, stopDemoTargets } from "./demo.mjs"
 import * as kafka from "./kafka.mjs"
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..")
@@ -147,6 +147,7 @@ async function main() {
     if (!fs.existsSync(dist(name))) throw new Error(`${dist(name)} is missing: run \`npm run build\` first`)
   const demoTargets = demoList("SPILLWAY_DEMO_TARGETS", ["s3", "opensearch"])
   const receivers = demoList("SPILLWAY_DEMO_RECEIVERS", ["otlp", "forward"])
+  await checkFetched(demoTargets)
 
   const k = await kafka.start({ owner: "manual", log: say })
   startedKafka = k.started
