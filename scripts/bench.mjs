@@ -8,12 +8,17 @@
  *  - limit: a bare kafkajs producer writing the same records (same acks, batch sizes, concurrency) to Kafka;
  *  - route: events/s from Kafka into files with decryption by the router, and a bare kafkajs consumer's events/s;
  *  - end-to-end latency p50/p99 from a line appended to a tailed file to the router writing it, at a fixed rate;
- *  - peak RSS (VmHWM) of each program, and the ingester's RSS while its Kafka is stopped and clients keep pushing.
+ *  - peak RSS (VmHWM) of each program, and the ingester's RSS while its Kafka is stopped and clients keep pushing;
+ *  - route rows s3 and opensearch: the router into one such target against the project's test servers (moto,
+ *    OpenSearch; scripts/servers.mjs, started when not running and stopped again), with its CPU-seconds per 100k
+ *    events and peak RSS; ingest rows otlp and forward: the ingester's receivers fed by the OpenTelemetry JS SDK's
+ *    exporters and by @fluent-org/logger (scripts/benchStores.mjs), next to the bare producer of the same run.
  * Prints a Markdown table and writes the figures as JSON (default bench-results.json; --out FILE).
  *
  * Options (environment): BENCH_EVENTS (ingest events per scenario, 200000), BENCH_CLIENTS (4), BENCH_BATCH (500),
  * BENCH_WINDOW (8 batches in flight per client), BENCH_RATE (latency run, events/s, 5000), BENCH_LATENCY_SECONDS
- * (10), BENCH_OVERLOAD_SECONDS (15), BENCH_ONLY (comma-separated subset of ingest,route,latency,overload), BENCH_PROFILE (programs to CPU-profile,
+ * (10), BENCH_OVERLOAD_SECONDS (15), BENCH_RECEIVER_RECORDS (records per otlp/forward row, 50000), BENCH_ONLY
+ * (comma-separated subset of ingest,route,s3,opensearch,otlp,forward,latency,overload), BENCH_PROFILE (programs to CPU-profile,
  * e.g. ingester,router; profiles go to BENCH_PROFILE_DIR, default /tmp/spillway-prof). Needs `npm run build` first (`npm run bench` does it).
  */
 import { randomUUID } from "node:crypto"
@@ -21,6 +26,7 @@ import fs from "node:fs"
 import os from "node:os"
 import path from "node:path"
 import * as grpc from "@grpc/grpc-js"
+import { benchReceivers, benchStoreRoute, useServer } from "./benchStores.mjs"
 import {
   ACCESS_KEY,
   createTopic,
@@ -36,6 +42,7 @@ import {
   waitReady,
 } from "./harness.mjs"
 import * as broker from "./kafka.mjs"
+import * as servers from "./servers.mjs"
 
 const { EventServiceClient, EventCodec } = await import(dist("wire", "Wire.js"))
 const { sealHex } = await import(dist("shared", "Crypto.js"))
@@ -46,6 +53,7 @@ const WINDOW = envInt("BENCH_WINDOW", 8)
 const RATE = envInt("BENCH_RATE", 5000)
 const LATENCY_SECONDS = envInt("BENCH_LATENCY_SECONDS", 10)
 const OVERLOAD_SECONDS = envInt("BENCH_OVERLOAD_SECONDS", 15)
+const RECEIVER_RECORDS = envInt("BENCH_RECEIVER_RECORDS", 50_000)
 const outIdx = process.argv.indexOf("--out")
 const OUT = path.resolve(outIdx > 0 ? process.argv[outIdx + 1] : path.join(root, "bench-results.json"))
 
@@ -514,16 +522,40 @@ async function main() {
   log(
     `events per scenario ${EVENTS}, ${CLIENTS} clients, batches of ${BATCH}, ${WINDOW} in flight, ${EVENT_BYTES} B/event`,
   )
-  const results = { machine, settings: { EVENTS, CLIENTS, BATCH, WINDOW, RATE, EVENT_BYTES } }
-  const only = new Set((process.env.BENCH_ONLY || "ingest,route,latency,overload").split(","))
+  const results = { machine, settings: { EVENTS, CLIENTS, BATCH, WINDOW, RATE, EVENT_BYTES, RECEIVER_RECORDS } }
+  const only = new Set(
+    (process.env.BENCH_ONLY || "ingest,route,s3,opensearch,otlp,forward,latency,overload").split(","),
+  )
+  const stores = ["s3", "opensearch"].filter((k) => only.has(k))
+  const receivers = ["otlp", "forward"].filter((k) => only.has(k))
+  const startedServers = []
   try {
     if (only.has("ingest")) results.ingest = await benchIngest(brokers, token)
-    if (only.has("ingest") || only.has("route")) results.bareProducer = await benchBareProducer(brokers)
+    if (receivers.length > 0)
+      results.receivers = await benchReceivers(receivers, { brokers, n: RECEIVER_RECORDS, harness, log })
+    if (only.has("ingest") || only.has("route") || stores.length > 0 || receivers.length > 0)
+      results.bareProducer = await benchBareProducer(brokers)
     if (only.has("route")) results.route = await benchRoute(brokers, results.bareProducer.topic)
+    for (const kind of stores) {
+      const url = await useServer(kind, startedServers, log)
+      const total = await topicSize(brokers, results.bareProducer.topic)
+      log(`route -> ${kind} (${url}): ${total} records`)
+      results[kind] = await benchStoreRoute(kind, {
+        brokers,
+        topic: results.bareProducer.topic,
+        total,
+        url,
+        work,
+        spawnProgram,
+        eventBytes: EVENT_BYTES,
+        log,
+      })
+    }
     if (only.has("latency")) results.latency = await benchLatency(brokers, token)
     if (only.has("overload")) results.overload = await benchOverload(token)
   } finally {
     for (const c of children) c.kill("SIGKILL")
+    for (const kind of startedServers) await servers.stop(kind)
     if (k.started) await broker.stop({ log })
     fs.writeFileSync(OUT, `${JSON.stringify(results, null, 2)}\n`)
   }
@@ -531,6 +563,7 @@ async function main() {
   const b = results.bareProducer
   const r = results.route
   const l = results.latency
+  const rc = results.receivers
   const o = results.overload
   const rows = []
   if (i) {
@@ -547,6 +580,24 @@ async function main() {
       `| route, decrypt + file (events/s) | ${fmt(r.router.eventsPerSec)} | ${fmt(r.bareConsumer.eventsPerSec)} | ${fmt(r.router.eventsPerSec / r.bareConsumer.eventsPerSec, 2)} |`,
       `| peak RSS router (MiB) | ${fmt(r.routerPeakMiB)} | | |`,
     )
+  for (const kind of stores) {
+    const x = results[kind]
+    rows.push(
+      `| route, decrypt + ${kind} (events/s) | ${fmt(x.eventsPerSec)} | ${r ? `${fmt(r.bareConsumer.eventsPerSec)} (consumer)` : ""} | ${x.delivered}/${x.of} delivered, ${x.deadLetters} dead letters |`,
+      `| route, decrypt + ${kind} (MB/s of records) | ${fmt(x.mbPerSec, 1)} | | ${kind === "s3" ? `${fmt(x.objects)} objects, ${fmt(x.storedMB, 1)} MB stored` : ""} |`,
+      `| router CPU-seconds per 100k events, ${kind} | ${fmt(x.cpuSecondsPer100k, 1)} | | |`,
+      `| peak RSS router, ${kind} (MiB) | ${fmt(x.routerPeakMiB)} | | |`,
+    )
+  }
+  if (rc) {
+    const ratio = (x) => fmt(x / b.eventsPerSec, 2)
+    const recv = (name, x) =>
+      `| ingest, ${name} (records/s) | ${fmt(x.recordsPerSec)} | ${fmt(b.eventsPerSec)} | ${ratio(x.recordsPerSec)} (${x.stored}/${x.records} in Kafka; ingester ${fmt(x.ingesterCpuSecondsPer100k, 1)} CPU-s/100k) |`
+    if (rc.otlpGrpc) rows.push(recv("OTLP/gRPC, JS SDK exporter", rc.otlpGrpc))
+    if (rc.otlpHttp) rows.push(recv("OTLP/HTTP protobuf, JS SDK exporter", rc.otlpHttp))
+    if (rc.forward) rows.push(recv("Forward PackedForward + acks, @fluent-org/logger", rc.forward))
+    rows.push(`| peak RSS ingester, receivers (MiB) | ${fmt(rc.ingesterPeakMiB)} | | |`)
+  }
   if (l)
     rows.push(
       `| end-to-end latency at ${fmt(l.rate)}/s, p50 / p99 (ms) | ${fmt(l.p50Ms, 1)} / ${fmt(l.p99Ms, 1)} | | ${l.received}/${l.sent} lines |`,

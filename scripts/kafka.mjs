@@ -72,8 +72,12 @@ const defaultLog = (msg) => process.stderr.write(`[kafka] ${msg}\n`)
 
 /** Paths and ports of one broker instance. Options override the environment (a test may run a private broker). */
 export function resolveInstance(opts = {}) {
-  // The real path: a checkout whose .cache is a link to another's must recognise that checkout's broker.
-  const wanted = path.resolve(opts.home ?? CACHE_DIR)
+  // SPILLWAY_KAFKA_DIR applies to the default instance only; a private instance (opts.home) keeps its data inside.
+  const envDir = opts.home === undefined ? process.env.SPILLWAY_KAFKA_DIR || undefined : undefined
+  // The real path: a checkout whose .cache is a link to another's must recognise that checkout's broker. A broker
+  // with a data folder of its own (SPILLWAY_KAFKA_DIR) also keeps its pid, owner, config and log files beside it
+  // (`<dir>-home`), not in the shared .cache/kafka, so that two of them on one machine never take each other's pid.
+  const wanted = path.resolve(opts.home ?? (envDir === undefined ? CACHE_DIR : `${path.resolve(envDir)}-home`))
   const home = fs.existsSync(wanted) ? fs.realpathSync(wanted) : wanted
   const port = opts.port ?? KAFKA_PORT
   const controllerPort = opts.controllerPort ?? KAFKA_CONTROLLER_PORT
@@ -81,8 +85,6 @@ export function resolveInstance(opts = {}) {
   // Brokers of the default home on another port (one per checkout sharing this .cache) keep their own pid, config,
   // log, data, leases and lock, so that one's start, status or stop never takes another's pid for its own.
   const own = opts.home === undefined && port !== 9092 ? `-${port}` : ""
-  // SPILLWAY_KAFKA_DIR applies to the default instance only; a private instance (opts.home) keeps its data inside.
-  const envDir = opts.home === undefined ? process.env.SPILLWAY_KAFKA_DIR || undefined : undefined
   const dataDir = path.resolve(opts.dataDir ?? envDir ?? path.join(home, `data${own}`))
   return {
     home,

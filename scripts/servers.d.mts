@@ -18,3 +18,4 @@ export declare function stop(
 ): Promise<{ readonly stopped: boolean; readonly pid?: number }>
 export declare function tail(which: Server, lines?: number): string
 export declare function url(which: Server): string
+export declare function fetched(which: Server): boolean

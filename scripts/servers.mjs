@@ -106,6 +106,7 @@ const opensearch = () => {
         return false
       }
     },
+    fetched: () => fs.existsSync(path.join(dir, "libs", `.complete-${OPENSEARCH_VERSION}`)),
     fetch: async (log) => {
       const libs = path.join(dir, "libs")
       const marker = path.join(libs, `.complete-${OPENSEARCH_VERSION}`)
@@ -176,6 +177,7 @@ const s3 = () => {
         return false
       }
     },
+    fetched: () => fs.existsSync(path.join(py, "moto", `.spillway-${MOTO_VERSION}`)),
     fetch: async (log) => {
       if (fs.existsSync(path.join(py, "moto", `.spillway-${MOTO_VERSION}`))) return
       log(`installing moto[server]==${MOTO_VERSION} from PyPI into ${py} (once)...`)
@@ -287,6 +289,9 @@ export function tail(which, lines = 50) {
 }
 
 export const url = (which) => servers[which]().url
+
+/** Whether the server's jars / package are in .cache (so that `start` would not download them). */
+export const fetched = (which) => servers[which]().fetched()
 
 async function main([which, cmd, arg]) {
   if (!(which in servers) || cmd === undefined) {

@@ -8,13 +8,21 @@
  * second. Ctrl-C (or SIGTERM) stops the agent, the ingester, the router and then the broker if it started it.
  *
  * Environment: SPILLWAY_RUN_DIR (default .run), SPILLWAY_INGESTER_PORT (7777), SPILLWAY_DEMO_INTERVAL_MS (1000,
- * 0 = no demo lines).
+ * 0 = no demo lines), and, off unless given (scripts/demo.mjs):
+ *   SPILLWAY_DEMO_TARGETS=s3,opensearch  starts moto and/or OpenSearch (scripts/servers.mjs; fetched beforehand with
+ *       `npm run s3 -- fetch` / `npm run opensearch -- fetch`) and gives both demo tenants those targets next to their
+ *       file target (tenants file .run/tenants-demo.json, rewritten at each start); stops what it started on Ctrl-C;
+ *   SPILLWAY_DEMO_RECEIVERS=otlp,forward  the ingester's OTLP/gRPC (4317), OTLP/HTTP (4318) and Fluent Forward
+ *       (24224) receivers (ports from SPILLWAY_OTLP_GRPC_PORT, SPILLWAY_OTLP_HTTP_PORT, SPILLWAY_FORWARD_PORT), with a
+ *       token and a Fluent Bit output block printed.
+ * The broker is the one of scripts/kafka.mjs (SPILLWAY_KAFKA_PORT moves it; the programs are given its address).
  */
 import { spawn, spawnSync } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import fs from "node:fs"
 import path from "node:path"
 import { fileURLToPath } from "node:url"
+import { checkFetched, demoList, demoReceivers, describeTargets, startDemoTargets, stopDemoTargets } from "./demo.mjs"
 import * as kafka from "./kafka.mjs"
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..")
@@ -76,6 +84,7 @@ function stopChild({ name, child }, timeoutMs = 20_000) {
 }
 
 let startedKafka = false
+const startedServers = []
 let demoTimer
 let tokenTimer
 
@@ -89,6 +98,7 @@ async function shutdown(code = 0) {
     const c = children.find((x) => x.name === name)
     if (c) await stopChild(c)
   }
+  await stopDemoTargets(startedServers, say).catch((e) => say(`could not stop a test server: ${e.message}`))
   if (startedKafka) {
     say("stopping the Kafka broker started for this run")
     await kafka.stop({ log: say })
@@ -103,15 +113,18 @@ function writeIfMissing(file, make, mode = 0o600) {
   return true
 }
 
-function mintToken(accessKey, expirySeconds) {
-  const r = spawnSync(
-    process.execPath,
-    [dist("ingester"), "access-token", "--access-key", accessKey, "--expiry", String(expirySeconds)],
-    { env: { ...process.env, SPILLWAY_JWT_SECRET_FILE: path.join(runDir, "jwt.secret") }, encoding: "utf8" },
-  )
-  if (r.status !== 0) throw new Error(`could not mint a token: ${r.stderr || r.stdout}`)
+function ingesterCommand(args, what) {
+  const r = spawnSync(process.execPath, [dist("ingester"), ...args], {
+    env: { ...process.env, SPILLWAY_JWT_SECRET_FILE: path.join(runDir, "jwt.secret") },
+    encoding: "utf8",
+  })
+  if (r.status !== 0) throw new Error(`could not make ${what}: ${r.stderr || r.stdout}`)
   return r.stdout.trim()
 }
+const mintToken = (accessKey, expirySeconds) =>
+  ingesterCommand(["access-token", "--access-key", accessKey, "--expiry", String(expirySeconds)], "a token")
+const forwardPassword = (accessKey) =>
+  ingesterCommand(["forward-password", "--access-key", accessKey], "a Forward password")
 
 async function waitReady(name, port, timeoutMs = 60_000) {
   const deadline = Date.now() + timeoutMs
@@ -132,10 +145,15 @@ async function main() {
   }
   for (const name of ["ingester", "router", "agent"])
     if (!fs.existsSync(dist(name))) throw new Error(`${dist(name)} is missing: run \`npm run build\` first`)
+  const demoTargets = demoList("SPILLWAY_DEMO_TARGETS", ["s3", "opensearch"])
+  const receivers = demoList("SPILLWAY_DEMO_RECEIVERS", ["otlp", "forward"])
+  await checkFetched(demoTargets)
 
   const k = await kafka.start({ owner: "manual", log: say })
   startedKafka = k.started
   say(k.started ? `Kafka started (pid ${k.pid})` : `using the running Kafka (pid ${k.pid})`)
+  const brokers = ["--brokers", kafka.BROKERS.join(",")]
+  const stores = await startDemoTargets(demoTargets, say, startedServers)
 
   fs.mkdirSync(runDir, { recursive: true, mode: 0o700 })
   const certDir = path.join(runDir, "certs")
@@ -144,22 +162,21 @@ async function main() {
   const certs = await Effect.runPromise(makeDevCerts(certDir))
   if (writeIfMissing(path.join(runDir, "jwt.secret"), () => randomBytes(48).toString("base64")))
     say(`made a JWT secret in ${path.join(runDir, "jwt.secret")}`)
-  const tenantsFile = path.join(runDir, "tenants.json")
-  writeIfMissing(
-    tenantsFile,
-    () =>
-      JSON.stringify(
-        Object.fromEntries(
-          TENANTS.map((t) => [
-            t.key,
-            { AccessKey: t.key, EncryptionKey: t.enc, UserID: t.user, targets: [{ file: `${t.key}.log` }] },
-          ]),
-        ),
-        null,
-        2,
+  const tenantsOf = (extra) =>
+    JSON.stringify(
+      Object.fromEntries(
+        TENANTS.map((t) => [
+          t.key,
+          { AccessKey: t.key, EncryptionKey: t.enc, UserID: t.user, targets: [{ file: `${t.key}.log` }, ...extra] },
+        ]),
       ),
-    0o644,
-  )
+      null,
+      2,
+    )
+  // With demo targets, a file of its own (their urls depend on this run's ports); .run/tenants.json stays as it is.
+  const tenantsFile = path.join(runDir, stores.targets.length > 0 ? "tenants-demo.json" : "tenants.json")
+  if (stores.targets.length > 0) fs.writeFileSync(tenantsFile, tenantsOf(stores.targets), { mode: 0o644 })
+  else writeIfMissing(tenantsFile, () => tenantsOf([]), 0o644)
   const outputDir = path.join(runDir, "output")
   const bufferDir = path.join(runDir, "agent-buffer")
   const demoLog = path.join(runDir, "demo", "app.log")
@@ -173,6 +190,7 @@ async function main() {
   tokenTimer = setInterval(refreshToken, 30 * 60_000)
 
   const common = { SPILLWAY_JWT_SECRET_FILE: path.join(runDir, "jwt.secret") }
+  const recv = demoReceivers(receivers, { runDir, certs, mintToken, forwardPassword, accessKey: tenant.key })
   launch(
     "ingester",
     [
@@ -187,19 +205,25 @@ async function main() {
       tenantsFile,
       "--metrics-port",
       "9464",
+      ...brokers,
+      ...recv.args,
     ],
     common,
   )
-  launch("router", [
-    "consumer",
-    "--decrypt-events",
-    "--output-dir",
-    outputDir,
-    "--tenants",
-    tenantsFile,
-    "--metrics-port",
-    "9466",
-  ])
+  launch(
+    "router",
+    [
+      "consumer",
+      "--decrypt-events",
+      "--output-dir",
+      outputDir,
+      "--tenants",
+      tenantsFile,
+      "--metrics-port",
+      "9466",
+    ].concat(brokers),
+    stores.env,
+  )
   await waitReady("ingester", 9464)
   await waitReady("router", 9466)
   launch(
@@ -231,6 +255,9 @@ async function main() {
   say("pipeline running:")
   say(`  demo log tailed by the agent:  ${demoLog} (append your own lines too)`)
   say(`  routed files (NDJSON):          ${outputDir}/<access key>.log`)
+  if (stores.targets.length > 0) say(`  tenants file with the demo targets: ${tenantsFile}`)
+  describeTargets(demoTargets, say)
+  for (const line of recv.help) say(line)
   say(`  metrics: ingester :9464/metrics, router :9466/metrics, agent :9465/metrics`)
   say("  press Ctrl-C to stop everything")
 }

@@ -98,8 +98,11 @@ export const SecretRef = Schema.Union(
 )
 export type SecretRef = typeof SecretRef.Type
 
-/** When the router flushes a tenant's lines for one target (per partition): whichever limit is reached first. */
-const batchLimits = (d: { maxBytes: number; maxEvents: number; maxAgeMs: number }) =>
+/**
+ * How large one object / one bulk request may be: the router cuts each batch it took from Kafka (one partition)
+ * into runs under these limits. There is no age limit: lines are never held across fetches (docs/destinations.md).
+ */
+const batchLimits = (d: { maxBytes: number; maxEvents: number }) =>
   Schema.optionalWith(
     Schema.Struct({
       /** Uncompressed NDJSON bytes. */
@@ -107,7 +110,6 @@ const batchLimits = (d: { maxBytes: number; maxEvents: number; maxAgeMs: number 
         default: () => d.maxBytes,
       }),
       maxEvents: Schema.optionalWith(Schema.Int.pipe(Schema.between(1, 1_000_000)), { default: () => d.maxEvents }),
-      maxAgeMs: Schema.optionalWith(Schema.Int.pipe(Schema.between(100, 15 * 60_000)), { default: () => d.maxAgeMs }),
     }),
     { default: () => d },
   )
@@ -155,7 +157,7 @@ export const S3Target = Schema.Struct({
     forcePathStyle: Schema.optionalWith(Schema.Boolean, { default: () => false }),
     credentials: Schema.optionalWith(S3Credentials, { default: () => ({ from: "default" as const }) }),
     gzip: Schema.optionalWith(Schema.Boolean, { default: () => true }),
-    batch: batchLimits({ maxBytes: 8 * 1024 * 1024, maxEvents: 20_000, maxAgeMs: 30_000 }),
+    batch: batchLimits({ maxBytes: 8 * 1024 * 1024, maxEvents: 20_000 }),
     /** Objects larger than this go up as a multipart upload in parts of this size (S3's minimum is 5 MiB). */
     partSizeBytes: Schema.optionalWith(Schema.Int.pipe(Schema.between(5 * 1024 * 1024, 512 * 1024 * 1024)), {
       default: () => 8 * 1024 * 1024,
@@ -199,7 +201,7 @@ export const OpenSearchTarget = Schema.Struct({
         Schema.Struct({ apiKey: SecretRef }),
       ),
     ),
-    batch: batchLimits({ maxBytes: 5 * 1024 * 1024, maxEvents: 5_000, maxAgeMs: 5_000 }),
+    batch: batchLimits({ maxBytes: 5 * 1024 * 1024, maxEvents: 5_000 }),
     timeoutMs: Schema.optionalWith(Schema.Int.pipe(Schema.between(1000, 600_000)), { default: () => 30_000 }),
   }),
 })

@@ -202,8 +202,11 @@ const launch = (opts: ConsumerOptions, brokerList: ReadonlyArray<string>) =>
       }),
     )
     const ops = OpsServerLive({ host: opts.metricsHost, port: opts.metricsPort })
-    return yield* Effect.scoped(Effect.zipRight(Layer.build(ops), runRouter(routerOptions))).pipe(
-      Effect.provide(Layer.merge(services, Health.Default)),
+    // The operations port first: /healthz answers (and /readyz says why not ready) while Kafka cannot be reached.
+    return yield* Effect.scoped(
+      Effect.zipRight(Layer.build(ops), runRouter(routerOptions).pipe(Effect.provide(services))),
+    ).pipe(
+      Effect.provide(Health.Default),
       Effect.catchTag("ConfigFileError", (e) => usage(`tenants file refused: ${e.message}`)),
       // A consumer that crashed for good fails the program (exit code 1) so that it gets restarted.
       Effect.catchAllCause(fatal),

@@ -102,6 +102,17 @@ const isRecord = (u: unknown): u is Record<string, unknown> => typeof u === "obj
 /** The names of the target kinds (`file`, `http`, …): each member of `Target` is a struct with one key. */
 const targetKinds: ReadonlyArray<string> = Target.members.flatMap((m) => Object.keys(m.fields))
 
+/**
+ * Fields that were once accepted and are now refused, with why: an s3/opensearch `batch.maxAgeMs` (the router
+ * never holds lines across fetches, so no age limit could be honoured; docs/destinations.md).
+ */
+const removedField = (issue: Issue): string | undefined => {
+  const [kind, batch, field] = issue.path
+  if (field !== "maxAgeMs" || batch !== "batch" || !issue.message.startsWith("is unexpected")) return undefined
+  const what = kind === "s3" ? "an object" : "a bulk request"
+  return `is not supported: ${what} is written per batch taken from Kafka, never held for an age; remove it (docs/destinations.md says how objects are cut and which router settings make them bigger)`
+}
+
 const formatIssues = (error: ParseResult.ParseError): ReadonlyArray<Issue> =>
   ParseResult.ArrayFormatter.formatErrorSync(error).map((i) => ({ path: i.path, message: i.message }))
 
@@ -154,7 +165,7 @@ const explain = (raw: unknown, error: ParseResult.ParseError): ReadonlyArray<Iss
       })
       if (Either.isLeft(memberResult)) {
         for (const sub of formatIssues(memberResult.left))
-          out.push({ path: [...prefix, ...sub.path], message: sub.message })
+          out.push({ path: [...prefix, ...sub.path], message: removedField(sub) ?? sub.message })
         continue
       }
     }

@@ -24,7 +24,8 @@ export const OpsServerLive = (options: OpsOptions): Layer.Layer<never, never, He
       "/readyz",
       Effect.gen(function* () {
         const results = yield* (yield* Health).check
-        const ready = results.every((r) => r.ok)
+        // Nothing registered yet means still starting (the router binds this port before Kafka is reached).
+        const ready = results.length > 0 && results.every((r) => r.ok)
         return yield* HttpServerResponse.json({ ready, checks: results }, { status: ready ? 200 : 503 })
       }),
     ),

@@ -165,6 +165,9 @@ describe("dead letters and shutdown (built router, real Kafka)", () => {
           join(dir, "out"),
           "--topic",
           uniqueTopic("router-fatal"),
+          // Kafka that cannot be reached: the operations port is bound first all the same.
+          "--brokers",
+          "127.0.0.1:1",
           "--metrics-port",
           String(port),
         ],

@@ -164,6 +164,21 @@ describe("ConfigStore.layerFile", () => {
         expect: '["k1"].targets[0].fiel: is unexpected, expected: "file"',
       },
       {
+        name: "maxAgeMs of an s3 target (removed: objects are cut per fetched batch)",
+        content: {
+          k1: tenant("k1", { targets: [{ s3: { bucket: "logs", batch: { maxEvents: 10, maxAgeMs: 5000 } } }] }),
+        },
+        expect:
+          '["k1"].targets[0].s3.batch.maxAgeMs: is not supported: an object is written per batch taken from Kafka, never held for an age; remove it (docs/destinations.md',
+      },
+      {
+        name: "maxAgeMs of an opensearch target",
+        content: {
+          k1: tenant("k1", { targets: [{ opensearch: { urls: ["http://os:9200"], batch: { maxAgeMs: 5000 } } }] }),
+        },
+        expect: '["k1"].targets[0].opensearch.batch.maxAgeMs: is not supported: a bulk request is written per batch',
+      },
+      {
         name: "not an object",
         content: [tenant("k1")],
         expect: "must be a JSON object of access key → tenant",

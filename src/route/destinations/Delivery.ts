@@ -53,8 +53,8 @@ export interface DeliveryResult {
 export interface Destination {
   /** Secret-free, for logs and metric labels (`targetName`). */
   readonly name: string
-  /** When the router should flush (whichever comes first). */
-  readonly limits: { readonly maxBytes: number; readonly maxEvents: number; readonly maxAgeMs: number }
+  /** The largest run of lines one `deliver` call should get (the router cuts batches under both). */
+  readonly limits: { readonly maxBytes: number; readonly maxEvents: number }
   readonly deliver: (batch: DeliveryBatch) => Effect.Effect<DeliveryResult, DestinationError>
 }
 

@@ -155,7 +155,7 @@ describe("opensearch config and secrets", () => {
   it("decodes with defaults and refuses credentials in urls and bad templates", () => {
     const t = Either.getOrThrow(decode({ opensearch: { urls: ["http://127.0.0.1:9201"] } }))
     assert.strictEqual(t.opensearch.index, "logs-{user_id}-{yyyy.MM.dd}")
-    assert.deepStrictEqual(t.opensearch.batch, { maxBytes: 5 * 1024 * 1024, maxEvents: 5000, maxAgeMs: 5000 })
+    assert.deepStrictEqual(t.opensearch.batch, { maxBytes: 5 * 1024 * 1024, maxEvents: 5000 })
     assert.strictEqual(targetName(t), "opensearch:127.0.0.1:9201/logs-{user_id}-{yyyy.MM.dd}")
     for (const opensearch of [
       { urls: [] },

@@ -126,7 +126,7 @@ describe("s3 target config", () => {
     const t = Either.getOrThrow(decodeS3({ s3: { bucket: "logs", prefix: "spillway" } }))
     assert.strictEqual(t.s3.region, "us-east-1")
     assert.isTrue(t.s3.gzip)
-    assert.deepStrictEqual(t.s3.batch, { maxBytes: 8 * 1024 * 1024, maxEvents: 20_000, maxAgeMs: 30_000 })
+    assert.deepStrictEqual(t.s3.batch, { maxBytes: 8 * 1024 * 1024, maxEvents: 20_000 })
     assert.deepStrictEqual(t.s3.credentials, { from: "default" })
     assert.strictEqual(t.s3.partSizeBytes, 8 * 1024 * 1024)
     assert.strictEqual(targetName(t), "s3:logs/spillway")
