@@ -13,6 +13,9 @@
  *    OpenSearch; scripts/servers.mjs, started when not running and stopped again), with its CPU-seconds per 100k
  *    events and peak RSS; ingest rows otlp and forward: the ingester's receivers fed by the OpenTelemetry JS SDK's
  *    exporters and by @fluent-org/logger (scripts/benchStores.mjs), next to the bare producer of the same run.
+ *  - CPU-seconds per 100k events of the ingester and the router (/proc/<pid>/stat) next to the bare producer's and
+ *    consumer's (this process's own CPU while only they ran), and the share of a core each program used in the
+ *    latency run.
  * Prints a Markdown table and writes the figures as JSON (default bench-results.json; --out FILE).
  *
  * Options (environment): BENCH_EVENTS (ingest events per scenario, 200000), BENCH_CLIENTS (4), BENCH_BATCH (500),
@@ -29,6 +32,7 @@ import * as grpc from "@grpc/grpc-js"
 import { benchReceivers, benchStoreRoute, useServer } from "./benchStores.mjs"
 import {
   ACCESS_KEY,
+  cpuSeconds,
   createTopic,
   dist,
   ENC_KEY,
@@ -37,6 +41,7 @@ import {
   kafkaFor,
   makeHarness,
   memOf,
+  ownCpuSeconds,
   root,
   stopChild,
   waitReady,
@@ -203,6 +208,9 @@ async function runClients(fn) {
   }
 }
 
+/** CPU-seconds per 100,000 events. */
+const per100k = (cpuSeconds, events) => (cpuSeconds / events) * 100_000
+
 // ---- scenarios ------------------------------------------------------------------------------------------------
 
 async function benchIngest(brokers, token) {
@@ -211,12 +219,17 @@ async function benchIngest(brokers, token) {
   const ing = await startIngester(brokers, topic)
   // warm up (JIT, connections, producer metadata)
   await batchClient(ing.port, token, BATCH * 20)
+  const pid = ing.child.pid
   log("ingest over the batch RPC...")
+  const cpu0 = cpuSeconds(pid)
   const batchRpc = await runClients((n) => batchClient(ing.port, token, n))
-  log(`  ${batchRpc.eventsPerSec.toFixed(0)} events/s`)
+  const cpu1 = cpuSeconds(pid)
+  batchRpc.ingesterCpuSecondsPer100k = per100k(cpu1 - cpu0, batchRpc.events)
+  log(`  ${batchRpc.eventsPerSec.toFixed(0)} events/s, ${batchRpc.ingesterCpuSecondsPer100k.toFixed(2)} CPU-s/100k`)
   log("ingest over SendEvent...")
   const sendEvent = await runClients((n) => sendEventClient(ing.port, token, n))
-  log(`  ${sendEvent.eventsPerSec.toFixed(0)} events/s`)
+  sendEvent.ingesterCpuSecondsPer100k = per100k(cpuSeconds(pid) - cpu1, sendEvent.events)
+  log(`  ${sendEvent.eventsPerSec.toFixed(0)} events/s, ${sendEvent.ingesterCpuSecondsPer100k.toFixed(2)} CPU-s/100k`)
   const mem = memOf(ing.child.pid)
   await stopChild(ing.child)
   return { topic, batchRpc, sendEvent, ingesterPeakMiB: mem.peakMiB }
@@ -235,6 +248,7 @@ async function benchBareProducer(brokers) {
   await producer.send({ topic, acks: -1, messages: records(0) })
   log("bare kafkajs producer...")
   const per = Math.ceil(EVENTS / CLIENTS / BATCH) * BATCH
+  const cpu0 = ownCpuSeconds()
   const t0 = now()
   let n = 0
   await Promise.all(
@@ -250,10 +264,11 @@ async function benchBareProducer(brokers) {
     }),
   )
   const ms = now() - t0
+  const cpuSecondsPer100k = per100k(ownCpuSeconds() - cpu0, per * CLIENTS)
   await producer.disconnect()
   const r = rate(per * CLIENTS, ms)
-  log(`  ${r.eventsPerSec.toFixed(0)} events/s`)
-  return { topic, ...r }
+  log(`  ${r.eventsPerSec.toFixed(0)} events/s, ${cpuSecondsPer100k.toFixed(2)} CPU-s/100k`)
+  return { topic, ...r, cpuSecondsPer100k }
 }
 
 /** Router from a filled topic into a file with decryption, and a bare consumer on the same topic. */
@@ -266,13 +281,18 @@ async function benchRoute(brokers, topic) {
   await consumer.subscribe({ topic, fromBeginning: true })
   let seen = 0
   let first = 0
+  let cpuFirst = 0
   const bare = await new Promise((resolve) => {
     consumer.run({
       eachBatch: async ({ batch }) => {
-        if (seen === 0) first = now()
+        if (seen === 0) {
+          first = now()
+          cpuFirst = ownCpuSeconds()
+        }
         for (const m of batch.messages) EventCodec.decode(m.value)
         seen += batch.messages.length
-        if (seen >= total) resolve(rate(seen, now() - first))
+        if (seen >= total)
+          resolve({ ...rate(seen, now() - first), cpuSecondsPer100k: per100k(ownCpuSeconds() - cpuFirst, seen) })
       },
     })
   })
@@ -304,6 +324,7 @@ async function benchRoute(brokers, topic) {
   let t1 = 0
   // Lines already in the file at the first read landed before t1: they are not part of the timed interval.
   let linesAtT1 = 0
+  let cpuT1 = 0
   const deadline = Date.now() + 600_000
   while (lines < total && Date.now() < deadline && child.exitCode === null) {
     await sleep(20)
@@ -316,12 +337,16 @@ async function benchRoute(brokers, topic) {
       fs.closeSync(fd)
       pos = size
       const first = lines === 0
-      if (first) t1 = now()
+      if (first) {
+        t1 = now()
+        cpuT1 = cpuSeconds(child.pid)
+      }
       for (const b of buf) if (b === 10) lines++
       if (first) linesAtT1 = lines
     }
   }
   const t2 = now()
+  const routerCpuSecondsPer100k = per100k(cpuSeconds(child.pid) - cpuT1, lines - linesAtT1)
   const routed = { ...rate(lines - linesAtT1, t2 - t1), lines, linesBeforeClock: linesAtT1 }
   // The formula before the fix (every line over the time from the first read), for comparison with older figures.
   const routedAllLines = rate(lines, t2 - t1)
@@ -336,6 +361,7 @@ async function benchRoute(brokers, topic) {
     routerAllLines: routedAllLines,
     bareConsumer: bare,
     routerPeakMiB: mem.peakMiB,
+    routerCpuSecondsPer100k,
   }
 }
 
@@ -411,6 +437,8 @@ async function benchLatency(brokers, token) {
     }
   }
   const fd = fs.openSync(input, "a")
+  const pids = { agent: agent.pid, ingester: ing.child.pid, router: router.pid }
+  const cpuStart = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuSeconds(pid)]))
   const start = now()
   let written = 0
   while (written < total) {
@@ -425,6 +453,11 @@ async function benchLatency(brokers, token) {
     await sleep(2)
   }
   fs.closeSync(fd)
+  const writeSeconds = (now() - start) / 1000
+  // Share of one core each program used while the lines were written (1.0 = one core).
+  const cores = Object.fromEntries(
+    Object.entries(pids).map(([k, pid]) => [`${k}Cores`, (cpuSeconds(pid) - cpuStart[k]) / writeSeconds]),
+  )
   const deadline = Date.now() + 60_000
   while (latencies.length < total && Date.now() < deadline) {
     readNew()
@@ -446,6 +479,7 @@ async function benchLatency(brokers, token) {
     p99Ms: q(0.99),
     maxMs: latencies.at(-1),
     ...mems,
+    ...cores,
   }
   log(`  p50 ${r.p50Ms?.toFixed(1)} ms, p99 ${r.p99Ms?.toFixed(1)} ms (${latencies.length}/${total})`)
   return r
@@ -571,13 +605,16 @@ async function main() {
     rows.push(
       `| ingest, batch RPC (events/s) | ${fmt(i.batchRpc.eventsPerSec)} | ${fmt(b.eventsPerSec)} | ${ratio(i.batchRpc.eventsPerSec)} |`,
       `| ingest, batch RPC (MB/s) | ${fmt(i.batchRpc.mbPerSec, 1)} | ${fmt(b.mbPerSec, 1)} | |`,
+      `| ingester CPU-s per 100k events, batch RPC | ${fmt(i.batchRpc.ingesterCpuSecondsPer100k, 2)} | ${fmt(b.cpuSecondsPer100k, 2)} | ${fmt(i.batchRpc.ingesterCpuSecondsPer100k / b.cpuSecondsPer100k, 2)} |`,
       `| ingest, SendEvent (events/s) | ${fmt(i.sendEvent.eventsPerSec)} | ${fmt(b.eventsPerSec)} | ${ratio(i.sendEvent.eventsPerSec)} |`,
+      `| ingester CPU-s per 100k events, SendEvent | ${fmt(i.sendEvent.ingesterCpuSecondsPer100k, 2)} | ${fmt(b.cpuSecondsPer100k, 2)} | ${fmt(i.sendEvent.ingesterCpuSecondsPer100k / b.cpuSecondsPer100k, 2)} |`,
       `| peak RSS ingester (MiB) | ${fmt(i.ingesterPeakMiB)} | | |`,
     )
   }
   if (r)
     rows.push(
       `| route, decrypt + file (events/s) | ${fmt(r.router.eventsPerSec)} | ${fmt(r.bareConsumer.eventsPerSec)} | ${fmt(r.router.eventsPerSec / r.bareConsumer.eventsPerSec, 2)} |`,
+      `| router CPU-s per 100k events, decrypt + file | ${fmt(r.routerCpuSecondsPer100k, 2)} | ${fmt(r.bareConsumer.cpuSecondsPer100k, 2)} | ${fmt(r.routerCpuSecondsPer100k / r.bareConsumer.cpuSecondsPer100k, 2)} |`,
       `| peak RSS router (MiB) | ${fmt(r.routerPeakMiB)} | | |`,
     )
   for (const kind of stores) {
@@ -602,6 +639,7 @@ async function main() {
     rows.push(
       `| end-to-end latency at ${fmt(l.rate)}/s, p50 / p99 (ms) | ${fmt(l.p50Ms, 1)} / ${fmt(l.p99Ms, 1)} | | ${l.received}/${l.sent} lines |`,
       `| peak RSS in the latency run, ingester / router / agent (MiB) | ${fmt(l.ingesterPeakMiB)} / ${fmt(l.routerPeakMiB)} / ${fmt(l.agentPeakMiB)} | | |`,
+      `| cores used in the latency run, ingester / router / agent | ${fmt(l.ingesterCores, 2)} / ${fmt(l.routerCores, 2)} / ${fmt(l.agentCores, 2)} | | |`,
     )
   if (o)
     rows.push(

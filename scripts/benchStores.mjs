@@ -20,6 +20,7 @@ import { resourceFromAttributes } from "@opentelemetry/resources"
 import { BatchLogRecordProcessor, LoggerProvider } from "@opentelemetry/sdk-logs"
 import {
   ACCESS_KEY,
+  cpuSeconds,
   createTopic,
   dist,
   ENC_KEY,
@@ -34,19 +35,6 @@ import * as servers from "./servers.mjs"
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 const now = () => performance.now()
-const TICKS = Number(spawnSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).stdout.trim()) || 100
-
-/** User + system CPU seconds of a live process so far. */
-export const cpuSeconds = (pid) => {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8")
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
-    return (Number(f[11]) + Number(f[12])) / TICKS
-  } catch {
-    return Number.NaN
-  }
-}
-
 /** The sum of a counter's series on a program's /metrics. */
 const scrape = async (port, name) => {
   try {

@@ -3,7 +3,7 @@
  * one-tenant tenants file; the built programs (dist/) started as child processes with their logs in the work
  * folder; readiness, memory and shutdown helpers. Needs `npm run build` first.
  */
-import { spawn } from "node:child_process"
+import { spawn, spawnSync } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import fs from "node:fs"
 import os from "node:os"
@@ -47,6 +47,25 @@ export const freePort = async () => {
       s.close(() => resolve(port))
     })
   })
+}
+
+const TICKS = Number(spawnSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).stdout.trim()) || 100
+
+/** User + system CPU seconds of a live process so far (/proc/<pid>/stat), NaN when it cannot be read. */
+export const cpuSeconds = (pid) => {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8")
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+    return (Number(f[11]) + Number(f[12])) / TICKS
+  } catch {
+    return Number.NaN
+  }
+}
+
+/** This process's user + system CPU seconds so far (the bare references run inside the benchmark process). */
+export const ownCpuSeconds = () => {
+  const u = process.cpuUsage()
+  return (u.user + u.system) / 1e6
 }
 
 /** Peak resident set (VmHWM) and current RSS of a live process, in MiB. */

@@ -3,8 +3,8 @@
  * unique ids through an agent and checks the router's file for the exact set: a loss fails, duplicates are reported.
  */
 import { readFileSync } from "node:fs"
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "@effect/vitest"
 import * as grpc from "@grpc/grpc-js"
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import { BatchAckCodec } from "../src/wire/Wire.js"
 import { brokers, privateBroker } from "./support/kafka.js"
 import { type Check, Pipeline, TENANT } from "./support/pipeline.js"

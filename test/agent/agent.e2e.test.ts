@@ -15,7 +15,7 @@ import {
 } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "@effect/vitest"
 import { type AgentProcess, startAgent } from "../support/agent.js"
 import { testCerts } from "../support/certs.js"
 import { type FakeIngester, startFakeIngester } from "../support/fakeIngester.js"

@@ -5,7 +5,7 @@
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { describe, expect, it } from "vitest"
+import { describe, expect, it } from "@effect/vitest"
 import { startAgent } from "../support/agent.js"
 import { fixtureTenantsFile, startIngester, tenantA } from "../support/ingester.js"
 import { uniqueTopic } from "../support/kafka.js"

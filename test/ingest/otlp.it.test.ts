@@ -7,6 +7,7 @@ import * as https from "node:https"
 import * as net from "node:net"
 import { join } from "node:path"
 import { gzipSync } from "node:zlib"
+import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import * as grpc from "@grpc/grpc-js"
 import { ROOT_CONTEXT, SeverityNumber, trace } from "@opentelemetry/api"
 import { OTLPLogExporter as GrpcLogExporter } from "@opentelemetry/exporter-logs-otlp-grpc"
@@ -18,7 +19,6 @@ import {
   type LogRecordExporter,
   type ReadableLogRecord,
 } from "@opentelemetry/sdk-logs"
-import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { CACHE_DIR } from "../../scripts/kafka.mjs"
 import { decodeResponse, encodeRequest } from "../../src/ingest/otlp/OtlpCodec.js"
 import { testCerts } from "../support/certs.js"

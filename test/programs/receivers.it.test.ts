@@ -3,7 +3,7 @@
  * record reaches Kafka (encrypted with the tenant's key) before the 200; a bad token gets 401 and writes nothing.
  * The receivers themselves are tested with the OpenTelemetry SDK and a Fluent Forward client in test/ingest.
  */
-import { describe, expect, it } from "vitest"
+import { describe, expect, it } from "@effect/vitest"
 import { openHex } from "../../src/shared/Crypto.js"
 import { EventCodec } from "../../src/wire/Wire.js"
 import { freePort, startIngester, tenantA } from "../support/ingester.js"

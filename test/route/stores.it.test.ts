@@ -6,7 +6,7 @@
  */
 import { gunzipSync } from "node:zlib"
 import { GetObjectCommand, ListObjectsV2Command, S3Client } from "@aws-sdk/client-s3"
-import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { sealHex } from "../../src/shared/Crypto.js"
 import { EventCodec } from "../../src/wire/Wire.js"
 import { consumeAll, createTopic, headerText, makeKafka, uniqueTopic } from "../support/kafka.js"

@@ -2,8 +2,8 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { connect, createServer } from "node:tls"
+import { afterAll, describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { afterAll, describe, expect, it } from "vitest"
 import { makeDevCerts } from "../../src/shared/DevCerts.js"
 
 const dir = mkdtempSync(join(tmpdir(), "spillway-certs-"))

@@ -14,7 +14,7 @@ import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
-import { afterAll } from "vitest"
+import { afterAll } from "@effect/vitest"
 import { brokers as sharedBrokers } from "./kafka.js"
 
 export const routerBin = fileURLToPath(new URL("../../dist/programs/router.js", import.meta.url))
