@@ -21,7 +21,7 @@
  * Options (environment): BENCH_EVENTS (ingest events per scenario, 200000), BENCH_CLIENTS (4), BENCH_BATCH (500),
  * BENCH_WINDOW (8 batches in flight per client), BENCH_RATE (latency run, events/s, 5000), BENCH_LATENCY_SECONDS
  * (10), BENCH_OVERLOAD_SECONDS (15), BENCH_RECEIVER_RECORDS (records per otlp/forward row, 50000), BENCH_ONLY
- * (comma-separated subset of ingest,route,s3,opensearch,otlp,forward,latency,overload), BENCH_PROFILE (programs to CPU-profile,
+ * (comma-separated subset of startup,ingest,route,s3,opensearch,otlp,forward,latency,overload; BENCH_STARTUP_RUNS, 5), BENCH_PROFILE (programs to CPU-profile,
  * e.g. ingester,router; profiles go to BENCH_PROFILE_DIR, default /tmp/spillway-prof). Needs `npm run build` first (`npm run bench` does it).
  */
 import { randomUUID } from "node:crypto"
@@ -29,6 +29,7 @@ import fs from "node:fs"
 import os from "node:os"
 import path from "node:path"
 import * as grpc from "@grpc/grpc-js"
+import { benchStartup } from "./benchStartup.mjs"
 import { benchReceivers, benchStoreRoute, useServer } from "./benchStores.mjs"
 import {
   ACCESS_KEY,
@@ -206,6 +207,15 @@ async function runClients(fn) {
     ),
     failures,
   }
+}
+
+/** Writes `n` of the pool's events to `topic` (the startup rows' router reads them). */
+const produceSome = (brokers) => async (topic, n) => {
+  const producer = kafkaFor(brokers).producer()
+  await producer.connect()
+  const messages = POOL.slice(0, n).map((e) => ({ key: ACCESS_KEY, value: Buffer.from(EventCodec.encode(e)) }))
+  await producer.send({ topic, acks: -1, messages })
+  await producer.disconnect()
 }
 
 /** CPU-seconds per 100,000 events. */
@@ -558,12 +568,16 @@ async function main() {
   )
   const results = { machine, settings: { EVENTS, CLIENTS, BATCH, WINDOW, RATE, EVENT_BYTES, RECEIVER_RECORDS } }
   const only = new Set(
-    (process.env.BENCH_ONLY || "ingest,route,s3,opensearch,otlp,forward,latency,overload").split(","),
+    (process.env.BENCH_ONLY || "startup,ingest,route,s3,opensearch,otlp,forward,latency,overload").split(","),
   )
   const stores = ["s3", "opensearch"].filter((k) => only.has(k))
   const receivers = ["otlp", "forward"].filter((k) => only.has(k))
   const startedServers = []
   try {
+    if (only.has("startup")) {
+      log("startup: each program from spawn to ready")
+      results.startup = await benchStartup({ brokers, harness, token, produce: produceSome(brokers), log })
+    }
     if (only.has("ingest")) results.ingest = await benchIngest(brokers, token)
     if (receivers.length > 0)
       results.receivers = await benchReceivers(receivers, { brokers, n: RECEIVER_RECORDS, harness, log })
@@ -600,6 +614,11 @@ async function main() {
   const rc = results.receivers
   const o = results.overload
   const rows = []
+  if (results.startup)
+    for (const x of Object.values(results.startup))
+      rows.push(
+        `| ${x.name} start to ready, median of ${x.runs.length} (ms) | ${fmt(x.medianMs)} | | ${fmt(x.medianCpuSeconds, 2)} CPU-s by then |`,
+      )
   if (i) {
     const ratio = (x) => fmt(x / b.eventsPerSec, 2)
     rows.push(
