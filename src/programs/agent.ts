@@ -5,7 +5,7 @@
  * buffer and sends them to the ingester over gRPC + TLS + JWT, deleting them once acknowledged.
  */
 import { Command, Options } from "@effect/cli"
-import { NodeRuntime } from "@effect/platform-node"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Effect, Either, Layer, Option } from "effect"
 import { CollectLive } from "../agent/CollectLive.js"
 import { resolveSettings } from "../agent/Settings.js"

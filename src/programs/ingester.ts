@@ -11,7 +11,7 @@
  * (each variable with its default is listed in the README section "The ingester").
  */
 import { Command, Options } from "@effect/cli"
-import { NodeRuntime } from "@effect/platform-node"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { ConfigError, Console, Effect, Either, Layer, Schema } from "effect"
 import { AccessKey } from "../domain/Event.js"
 import { Auth } from "../ingest/Auth.js"

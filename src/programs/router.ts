@@ -14,7 +14,7 @@
  */
 import { mkdirSync, readFileSync } from "node:fs"
 import { Command } from "@effect/cli"
-import { NodeRuntime } from "@effect/platform-node"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Cause, Config, Console, Duration, Effect, Either, Layer } from "effect"
 import { Destinations } from "../route/Destinations.js"
 import { defaultMaxBytesPerPartition, EventStream } from "../route/EventStream.js"

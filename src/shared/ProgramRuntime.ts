@@ -8,7 +8,7 @@
  */
 import { readFileSync } from "node:fs"
 import { ValidationError } from "@effect/cli"
-import { NodeContext } from "@effect/platform-node"
+import * as NodeContext from "@effect/platform-node/NodeContext"
 import { Cause, Config, ConfigProvider, Effect, Either, Layer, Logger, LogLevel, Option } from "effect"
 import { parseJsonQuietly } from "./Json.js"
 
