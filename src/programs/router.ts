@@ -10,14 +10,17 @@
  * SPILLWAY_ROUTER_RETRY_BUDGET (20 seconds), SPILLWAY_ROUTER_PAUSE_BASE (1 second),
  * SPILLWAY_ROUTER_PAUSE_MAX (1 minute), SPILLWAY_ROUTER_CONCURRENCY (4 partitions at once),
  * SPILLWAY_ROUTER_SESSION_TIMEOUT_MS (30000), SPILLWAY_ROUTER_MAX_BYTES_PER_PARTITION (4 MiB per fetch),
- * SPILLWAY_ROUTER_DRAIN_TIMEOUT (15 seconds: at SIGTERM, how long the batches in flight may take to finish).
+ * SPILLWAY_ROUTER_DRAIN_TIMEOUT (15 seconds: at SIGTERM, how long the batches in flight may take to finish),
+ * SPILLWAY_ROUTER_ISOLATE (true: set a failing tenant's events aside in the retry topic, docs/isolation.md),
+ * SPILLWAY_ROUTER_ISOLATE_AFTER (5 seconds), SPILLWAY_ROUTER_DRAIN_MAX (10 seconds).
  */
 import { mkdirSync, readFileSync } from "node:fs"
 import { Command, Options } from "@effect/cli"
 import { NodeRuntime } from "@effect/platform-node"
 import { Cause, Config, Console, Duration, Effect, Either, Layer } from "effect"
 import { Destinations } from "../route/Destinations.js"
-import { defaultMaxBytesPerPartition, EventStream } from "../route/EventStream.js"
+import { defaultMaxBytesPerPartition, EventStream, RetryStream } from "../route/EventStream.js"
+import { RetryTopic, retryGroupId, retryTopicName } from "../route/RetryTopic.js"
 import { defaultRouterOptions, runRouter } from "../route/Router.js"
 import { deadLettersTruncated } from "../route/RouterMetrics.js"
 import { ConfigStore, parseTenantsFile } from "../shared/ConfigStore.js"
@@ -56,6 +59,12 @@ const tenants = text(
 const brokers = text("brokers", "SPILLWAY_KAFKA_BROKERS", "127.0.0.1:9092", "Kafka brokers, comma-separated host:port")
 const topic = text("topic", "SPILLWAY_KAFKA_TOPIC", "fb-kafka", "Topic to consume (dead letters go to <topic>-dlq)")
 const group = text("group", "SPILLWAY_ROUTER_GROUP", "spillway-router", "Kafka consumer group the routers share")
+const retryTopic = text(
+  "retry-topic",
+  "SPILLWAY_ROUTER_RETRY_TOPIC",
+  "<topic>-retry-<group>",
+  "Topic a failing tenant's events are set aside in (created if missing; its group is <group>-retry)",
+)
 const metricsPort = Options.integer("metrics-port").pipe(
   Options.withDescription(
     "Port of /healthz, /readyz and /metrics; 0 disables it (env SPILLWAY_ROUTER_METRICS_PORT; default 9466)",
@@ -92,6 +101,11 @@ const tuning = Config.all({
     }),
   ),
   drainTimeout: Config.duration("SPILLWAY_ROUTER_DRAIN_TIMEOUT").pipe(Config.withDefault(Duration.seconds(15))),
+  isolate: Config.boolean("SPILLWAY_ROUTER_ISOLATE").pipe(Config.withDefault(true)),
+  isolateAfter: Config.duration("SPILLWAY_ROUTER_ISOLATE_AFTER").pipe(
+    Config.withDefault(defaultRouterOptions.isolateAfter),
+  ),
+  drainMax: Config.duration("SPILLWAY_ROUTER_DRAIN_MAX").pipe(Config.withDefault(defaultRouterOptions.drainMax)),
   concurrency: Config.integer("SPILLWAY_ROUTER_CONCURRENCY").pipe(
     Config.withDefault(defaultRouterOptions.concurrency),
     Config.validate({ message: "SPILLWAY_ROUTER_CONCURRENCY must be 1 to 64", validation: (n) => n >= 1 && n <= 64 }),
@@ -144,6 +158,7 @@ const consumerOptions = {
   brokers,
   topic,
   group,
+  retryTopic,
   metricsPort,
   metricsHost,
 }
@@ -167,6 +182,11 @@ const checkCommandLine = (opts: ConsumerOptions): Effect.Effect<ReadonlyArray<st
         `--topic (SPILLWAY_KAFKA_TOPIC) ${JSON.stringify(opts.topic)} is not a valid Kafka topic name`,
       )
     if (opts.group.trim() === "") return yield* refuse("--group (SPILLWAY_ROUTER_GROUP) must not be empty")
+    const retry = retryTopicOf(opts)
+    if (!TOPIC.test(retry) || retry === opts.topic)
+      return yield* refuse(
+        `--retry-topic (SPILLWAY_ROUTER_RETRY_TOPIC) ${JSON.stringify(retry)} is not a usable topic name`,
+      )
     if (!Number.isInteger(opts.metricsPort) || opts.metricsPort < 0 || opts.metricsPort > 65535)
       return yield* refuse(`--metrics-port (SPILLWAY_ROUTER_METRICS_PORT) must be 0 to 65535, not ${opts.metricsPort}`)
     const made = yield* Effect.try(() => mkdirSync(opts.outputDir, { recursive: true })).pipe(Effect.either)
@@ -187,6 +207,32 @@ const checkCommandLine = (opts: ConsumerOptions): Effect.Effect<ReadonlyArray<st
 
 const errorText = (e: unknown) => (e instanceof Error ? e.message : String(e))
 
+const retryTopicOf = (opts: ConsumerOptions) =>
+  opts.retryTopic === "<topic>-retry-<group>" ? retryTopicName(opts.topic, opts.group) : opts.retryTopic
+
+/** The retry topic and its consumer (docs/isolation.md), or nothing when SPILLWAY_ROUTER_ISOLATE is false. */
+const isolationLayer = (opts: ConsumerOptions, tune: { readonly isolate: boolean } & RetryStreamTuning) => {
+  if (!tune.isolate) return Layer.empty
+  const topic = retryTopicOf(opts)
+  const retry = RetryTopic.layerKafka({ sourceTopic: opts.topic, topic, groupId: retryGroupId(opts.group) })
+  const stream = RetryStream.layerKafka({
+    topic,
+    groupId: retryGroupId(opts.group),
+    partitionsConcurrently: tune.concurrency,
+    sessionTimeoutMs: tune.sessionTimeoutMs,
+    maxBytesPerPartition: tune.maxBytesPerPartition,
+    drainTimeout: tune.drainTimeout,
+  })
+  return Layer.provideMerge(stream, retry)
+}
+
+interface RetryStreamTuning {
+  readonly concurrency: number
+  readonly sessionTimeoutMs: number
+  readonly maxBytesPerPartition: number
+  readonly drainTimeout: Duration.Duration
+}
+
 /** Builds the router's layers and runs it until SIGTERM (or a fatal error: exit code 1). */
 const launch = (opts: ConsumerOptions, brokerList: ReadonlyArray<string>) =>
   Effect.gen(function* () {
@@ -203,6 +249,7 @@ const launch = (opts: ConsumerOptions, brokerList: ReadonlyArray<string>) =>
         drainTimeout: tune.drainTimeout,
       }),
       DeadLetters.layerKafka(dlqTopic(opts.topic), { onTruncated: () => deadLettersTruncated.inc() }),
+      isolationLayer(opts, tune),
       Destinations.layer(opts.outputDir),
       ConfigStore.layerFile(opts.tenants),
       Crypto.Default,
@@ -211,6 +258,7 @@ const launch = (opts: ConsumerOptions, brokerList: ReadonlyArray<string>) =>
       Effect.annotateLogs({
         topic: opts.topic,
         deadLetterTopic: dlqTopic(opts.topic),
+        retryTopic: tune.isolate ? retryTopicOf(opts) : "off",
         group: opts.group,
         brokers: brokerList.join(","),
         outputDir: opts.outputDir,

@@ -20,7 +20,7 @@
  *    pause (never skipped).
  * The steps are in RouteBatch.ts; this module builds the router's context and runs the stream.
  */
-import { Clock, Duration, Effect, Fiber, type Scope, Stream } from "effect"
+import { Clock, Duration, Effect, Fiber, Option, type Scope, Stream } from "effect"
 import { ConfigStore } from "../shared/ConfigStore.js"
 import { Crypto } from "../shared/Crypto.js"
 import { DeadLetters } from "../shared/DeadLetter.js"
@@ -28,8 +28,11 @@ import { Health } from "../shared/Health.js"
 import * as Metrics from "../shared/Metrics.js"
 import { backoff } from "../shared/Retry.js"
 import { Destinations } from "./Destinations.js"
-import { type ConsumerCrashed, EventStream, type RecordBatch, type Undecodable } from "./EventStream.js"
+import type { IsolationContext } from "./Divert.js"
+import { type ConsumerCrashed, EventStream, type RecordBatch, RetryStream, type Undecodable } from "./EventStream.js"
+import { makeIsolationState } from "./Isolation.js"
 import { makePauses } from "./Pauses.js"
+import { RetryTopic } from "./RetryTopic.js"
 import { durationMillis, partitionKey, processBatch, type RouterContext, type Settled } from "./RouteBatch.js"
 import { undecodableBatches } from "./RouterMetrics.js"
 
@@ -55,6 +58,10 @@ export interface RouterOptions {
   readonly pauseMax: Duration.DurationInput
   /** Batches processed at once (one per partition). */
   readonly concurrency: number
+  /** With a RetryTopic provided: a target failing this long has its tenants' events set aside (docs/isolation.md). */
+  readonly isolateAfter: Duration.DurationInput
+  /** Longest a source partition waits, per diversion, for the retry path to catch up before a tenant goes direct. */
+  readonly drainMax: Duration.DurationInput
 }
 
 export const defaultRouterOptions: RouterOptions = {
@@ -66,6 +73,8 @@ export const defaultRouterOptions: RouterOptions = {
   pauseBase: "1 second",
   pauseMax: "1 minute",
   concurrency: 4,
+  isolateAfter: "5 seconds",
+  drainMax: "10 seconds",
 }
 
 /** How long readiness stays red after an undecodable batch was last seen (beyond its pause). */
@@ -74,7 +83,21 @@ const undecodableGrace = Duration.seconds(30)
 /** The router's context, built once; `processBatch`, `handleBatch` take it. */
 export const makeRouter = (options: RouterOptions) =>
   Effect.gen(function* () {
+    const retry = yield* Effect.serviceOption(RetryTopic)
+    const isolation: IsolationContext | undefined = Option.isNone(retry)
+      ? undefined
+      : {
+          state: makeIsolationState({
+            isolateAfterMs: Duration.toMillis(Duration.decode(options.isolateAfter)),
+            drainMaxMs: Duration.toMillis(Duration.decode(options.drainMax)),
+          }),
+          retry: retry.value,
+          drainPause: "200 millis",
+          snapshot: { at: Number.NEGATIVE_INFINITY, committed: undefined },
+        }
     const ctx: RouterContext = {
+      mode: "source",
+      isolation,
       decrypt: options.decrypt,
       printEvents: options.printEvents,
       store: yield* ConfigStore,
@@ -88,9 +111,13 @@ export const makeRouter = (options: RouterOptions) =>
     }
     /** Partitions held by an undecodable batch, until when they keep readiness red. */
     const held = new Map<string, number>()
+    const retryCtx: RouterContext = { ...ctx, mode: "retry" }
     return {
       processBatch: (batch: RecordBatch) => processBatch(ctx, batch),
       handle: (batch: RecordBatch) => handleBatch(ctx, held, batch),
+      /** A batch of the retry topic: delivered, paused while its head tenant's destination fails, never diverted. */
+      handleRetry: (batch: RecordBatch) => handleBatch(retryCtx, held, batch),
+      isolation,
       /** Set at shutdown: destinations stop retrying, so the batches in flight end (commit their prefix) quickly. */
       stop: Effect.sync(() => {
         ctx.state.stopping = true
@@ -163,17 +190,30 @@ export const runRouter = (
     const stream = yield* EventStream
     const health = yield* Health
     yield* health.register("kafka-consumer", stream.ready)
-    const { handle, stop, ready } = yield* makeRouter(options)
+    const { handle, handleRetry, stop, ready } = yield* makeRouter(options)
     yield* health.register("record-batches", ready)
     yield* stream.batches.pipe(
       Stream.mapEffect(handle, { concurrency: options.concurrency, unordered: true }),
       Stream.runDrain,
       Effect.forkScoped,
     )
-    // Added after the fork, so it runs before the processing fiber is interrupted.
-    yield* Effect.addFinalizer(() => Effect.zipRight(stop, stream.drain))
+    const retry = yield* Effect.serviceOption(RetryStream)
+    if (Option.isSome(retry)) {
+      yield* health.register("retry-consumer", retry.value.ready)
+      yield* retry.value.batches.pipe(
+        Stream.mapEffect(handleRetry, { concurrency: options.concurrency, unordered: true }),
+        Stream.runDrain,
+        Effect.forkScoped,
+      )
+    }
+    const drainRetry = Option.match(retry, { onNone: () => Effect.void, onSome: (r) => r.drain })
+    // Added after the forks, so it runs before the processing fibers are interrupted.
+    yield* Effect.addFinalizer(() => Effect.zipRight(stop, Effect.zipRight(stream.drain, drainRetry)))
     yield* Effect.logInfo("router started").pipe(
       Effect.annotateLogs({ decrypt: options.decrypt, printEvents: options.printEvents }),
     )
-    return yield* stream.crashed
+    return yield* Option.match(retry, {
+      onNone: () => stream.crashed,
+      onSome: (r) => Effect.raceFirst(stream.crashed, r.crashed),
+    })
   })
