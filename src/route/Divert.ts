@@ -5,7 +5,7 @@
  * instead of rewinding the partition (`divertFailed`). Nothing here commits: RouteBatch.ts commits a batch only after
  * the retry topic acknowledged what was diverted from it.
  */
-import { Clock, type Duration, Effect } from "effect"
+import { Clock, type Duration, Effect, type Schedule } from "effect"
 import type { SinkUnavailable } from "../domain/Errors.js"
 import type { TenantsFile } from "../domain/Tenant.js"
 import * as Metrics from "../shared/Metrics.js"
@@ -75,7 +75,7 @@ export const writeDiverted = (
   batch: RecordBatch,
   prepared: PreparedRecords,
   indexes: ReadonlyArray<number>,
-  policy: { readonly schedule: import("effect").Schedule.Schedule<unknown>; readonly stopping: () => boolean },
+  policy: { readonly schedule: Schedule.Schedule<unknown>; readonly stopping: () => boolean },
 ): Effect.Effect<boolean> =>
   indexes.length === 0
     ? Effect.succeed(true)

@@ -242,7 +242,9 @@ describe("tenant isolation (built router, real Kafka)", () => {
     }
   })
 
-  it("a router SIGKILLed while A is set aside, restarted: nothing of A or B missing", { timeout: 150_000 }, async () => {
+  it("a router SIGKILLed while A is set aside, restarted: nothing of A or B missing", {
+    timeout: 150_000,
+  }, async () => {
     let down = true
     const { topic, target, router, fileB } = await setup("iso-kill", () => down)
     const producer = await steadyProducer(topic)
