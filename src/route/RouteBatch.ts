@@ -8,6 +8,8 @@
  * 4. `deliverGroup` delivers each destination's lines, concurrently, each on its own retry budget;
  * 5. `settle` commits the batch, or the prefix before the first event a destination did not take and rewinds the
  *    partition to it after a growing pause (Pauses.ts). The other partitions keep flowing.
+ * With isolation (Divert.ts), set-aside tenants' records go to the retry topic before step 2, and a destination
+ * failing past the threshold has its tenants' records set aside before step 5 instead of a rewind.
  */
 import { Clock, Console, Duration, Effect, Either, type Schedule } from "effect"
 import type { DestinationError } from "../domain/Errors.js"

@@ -14,7 +14,10 @@
  * 5. if every destination succeeded, commit the batch's last offset; if one ran out of budget,
  *    commit the records before the first event it did not take, and pause only this partition,
  *    rewound to that event, for a backoff that grows while it keeps failing (capped). The other
- *    partitions keep flowing; the events after the cut are delivered again (at least once).
+ *    partitions keep flowing; the events after the cut are delivered again (at least once). With a
+ *    RetryTopic (docs/isolation.md), a destination failing past `isolateAfter` instead has its tenants'
+ *    records written to the retry topic and the batch committed; a second stream (RetryStream) delivers
+ *    them, and those tenants' later records follow them there until the retry path caught up.
  * 6. a record batch that cannot be decoded (BatchGuard.ts) is logged with its topic, partition and
  *    offset, counted, turns readiness red, and its partition is read again from it after a growing
  *    pause (never skipped).
@@ -208,7 +211,10 @@ export const runRouter = (
     }
     const drainRetry = Option.match(retry, { onNone: () => Effect.void, onSome: (r) => r.drain })
     // Added after the forks, so it runs before the processing fibers are interrupted.
-    yield* Effect.addFinalizer(() => Effect.zipRight(stop, Effect.zipRight(stream.drain, drainRetry)))
+    // Both consumers drain at once, so SIGTERM takes at most one SPILLWAY_ROUTER_DRAIN_TIMEOUT.
+    yield* Effect.addFinalizer(() =>
+      Effect.zipRight(stop, Effect.all([stream.drain, drainRetry], { concurrency: 2, discard: true })),
+    )
     yield* Effect.logInfo("router started").pipe(
       Effect.annotateLogs({ decrypt: options.decrypt, printEvents: options.printEvents }),
     )
