@@ -10,14 +10,17 @@
  * SPILLWAY_ROUTER_RETRY_BUDGET (20 seconds), SPILLWAY_ROUTER_PAUSE_BASE (1 second),
  * SPILLWAY_ROUTER_PAUSE_MAX (1 minute), SPILLWAY_ROUTER_CONCURRENCY (4 partitions at once),
  * SPILLWAY_ROUTER_SESSION_TIMEOUT_MS (30000), SPILLWAY_ROUTER_MAX_BYTES_PER_PARTITION (4 MiB per fetch),
- * SPILLWAY_ROUTER_DRAIN_TIMEOUT (15 seconds: at SIGTERM, how long the batches in flight may take to finish).
+ * SPILLWAY_ROUTER_DRAIN_TIMEOUT (15 seconds: at SIGTERM, how long the batches in flight may take to finish),
+ * SPILLWAY_ROUTER_ISOLATE (true: set a failing tenant's events aside in the retry topic, docs/isolation.md),
+ * SPILLWAY_ROUTER_ISOLATE_AFTER (5 seconds), SPILLWAY_ROUTER_DRAIN_MAX (10 seconds).
  */
 import { mkdirSync, readFileSync } from "node:fs"
 import { Command } from "@effect/cli"
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Cause, Config, Console, Duration, Effect, Either, Layer } from "effect"
 import { Destinations } from "../route/Destinations.js"
-import { defaultMaxBytesPerPartition, EventStream } from "../route/EventStream.js"
+import { defaultMaxBytesPerPartition, EventStream, RetryStream } from "../route/EventStream.js"
+import { RetryTopic, retryGroupId, retryTopicName } from "../route/RetryTopic.js"
 import { defaultRouterOptions, runRouter } from "../route/Router.js"
 import { deadLettersTruncated } from "../route/RouterMetrics.js"
 import { ConfigStore, parseTenantsFile } from "../shared/ConfigStore.js"
@@ -49,6 +52,12 @@ const brokers = textFlag(
   "Kafka brokers, comma-separated host:port",
   "127.0.0.1:9092",
 )
+const retryTopic = textFlag(
+  "retry-topic",
+  "SPILLWAY_ROUTER_RETRY_TOPIC",
+  "Topic a failing tenant's events are set aside in (created if missing; its group is <group>-retry)",
+  "<topic>-retry-<group>",
+)
 const topic = textFlag("topic", "SPILLWAY_KAFKA_TOPIC", "Topic to consume (dead letters go to <topic>-dlq)", "fb-kafka")
 const group = textFlag("group", "SPILLWAY_ROUTER_GROUP", "Kafka consumer group the routers share", "spillway-router")
 const metricsPort = intFlag(
@@ -78,6 +87,9 @@ const tuning = Config.all({
   }),
   drainTimeout: durationSetting("SPILLWAY_ROUTER_DRAIN_TIMEOUT", Duration.seconds(15)),
   concurrency: intSetting("SPILLWAY_ROUTER_CONCURRENCY", defaultRouterOptions.concurrency, { min: 1, max: 64 }),
+  isolate: Config.boolean("SPILLWAY_ROUTER_ISOLATE").pipe(Config.withDefault(true)),
+  isolateAfter: durationSetting("SPILLWAY_ROUTER_ISOLATE_AFTER", defaultRouterOptions.isolateAfter),
+  drainMax: durationSetting("SPILLWAY_ROUTER_DRAIN_MAX", defaultRouterOptions.drainMax),
 })
 
 /** The first non-empty message along an error's causes (a platform error wraps Node's, e.g. EADDRINUSE). */
@@ -126,6 +138,7 @@ const consumerOptions = {
   brokers,
   topic,
   group,
+  retryTopic,
   metricsPort,
   metricsHost,
 }
@@ -149,6 +162,11 @@ const checkCommandLine = (opts: ConsumerOptions): Effect.Effect<ReadonlyArray<st
         `--topic (SPILLWAY_KAFKA_TOPIC) ${JSON.stringify(opts.topic)} is not a valid Kafka topic name`,
       )
     if (opts.group.trim() === "") return yield* refuse("--group (SPILLWAY_ROUTER_GROUP) must not be empty")
+    const retry = retryTopicOf(opts)
+    if (!TOPIC.test(retry) || retry === opts.topic)
+      return yield* refuse(
+        `--retry-topic (SPILLWAY_ROUTER_RETRY_TOPIC) ${JSON.stringify(retry)} is not a usable topic name`,
+      )
     if (!Number.isInteger(opts.metricsPort) || opts.metricsPort < 0 || opts.metricsPort > 65535)
       return yield* refuse(`--metrics-port (SPILLWAY_ROUTER_METRICS_PORT) must be 0 to 65535, not ${opts.metricsPort}`)
     const made = yield* Effect.try(() => mkdirSync(opts.outputDir, { recursive: true })).pipe(Effect.either)
@@ -169,6 +187,32 @@ const checkCommandLine = (opts: ConsumerOptions): Effect.Effect<ReadonlyArray<st
 
 const errorText = (e: unknown) => (e instanceof Error ? e.message : String(e))
 
+const retryTopicOf = (opts: ConsumerOptions) =>
+  opts.retryTopic === "<topic>-retry-<group>" ? retryTopicName(opts.topic, opts.group) : opts.retryTopic
+
+/** The retry topic and its consumer (docs/isolation.md), or nothing when SPILLWAY_ROUTER_ISOLATE is false. */
+const isolationLayer = (opts: ConsumerOptions, tune: { readonly isolate: boolean } & RetryStreamTuning) => {
+  if (!tune.isolate) return Layer.empty
+  const topic = retryTopicOf(opts)
+  const retry = RetryTopic.layerKafka({ sourceTopic: opts.topic, topic, groupId: retryGroupId(opts.group) })
+  const stream = RetryStream.layerKafka({
+    topic,
+    groupId: retryGroupId(opts.group),
+    partitionsConcurrently: tune.concurrency,
+    sessionTimeoutMs: tune.sessionTimeoutMs,
+    maxBytesPerPartition: tune.maxBytesPerPartition,
+    drainTimeout: tune.drainTimeout,
+  })
+  return Layer.provideMerge(stream, retry)
+}
+
+interface RetryStreamTuning {
+  readonly concurrency: number
+  readonly sessionTimeoutMs: number
+  readonly maxBytesPerPartition: number
+  readonly drainTimeout: Duration.Duration
+}
+
 /** Builds the router's layers and runs it until SIGTERM (or a fatal error: exit code 1). */
 const launch = (opts: ConsumerOptions, brokerList: ReadonlyArray<string>) =>
   Effect.gen(function* () {
@@ -185,6 +229,7 @@ const launch = (opts: ConsumerOptions, brokerList: ReadonlyArray<string>) =>
         drainTimeout: tune.drainTimeout,
       }),
       DeadLetters.layerKafka(dlqTopic(opts.topic), { onTruncated: () => deadLettersTruncated.inc() }),
+      isolationLayer(opts, tune),
       Destinations.layer(opts.outputDir),
       ConfigStore.layerFile(opts.tenants),
       Crypto.Default,
@@ -193,6 +238,7 @@ const launch = (opts: ConsumerOptions, brokerList: ReadonlyArray<string>) =>
       Effect.annotateLogs({
         topic: opts.topic,
         deadLetterTopic: dlqTopic(opts.topic),
+        retryTopic: tune.isolate ? retryTopicOf(opts) : "off",
         group: opts.group,
         brokers: brokerList.join(","),
         outputDir: opts.outputDir,

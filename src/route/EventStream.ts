@@ -35,6 +35,7 @@ import {
   watchConsumer,
 } from "./KafkaConsumer.js"
 import type { RecordBatch, SourceRecord, Undecodable } from "./RecordBatch.js"
+import { RetryTopic } from "./RetryTopic.js"
 import { recordsIn } from "./RouterMetrics.js"
 
 export {
@@ -111,6 +112,20 @@ const makeKafka = (options: KafkaStreamOptions) =>
       ),
     }
   })
+
+/**
+ * The consumer of the retry topic (RetryTopic.ts, docs/isolation.md): an EventStream of its own consumer group,
+ * built once the retry topic exists.
+ */
+export class RetryStream extends Context.Tag("spillway/RetryStream")<RetryStream, EventStream["Type"]>() {
+  static readonly layerKafka = (
+    options: KafkaStreamOptions,
+  ): Layer.Layer<RetryStream, never, KafkaClient | RetryTopic> =>
+    Layer.scoped(RetryStream, Effect.zipRight(RetryTopic, makeKafka(options)))
+
+  static readonly layerMemory = (batches: ReadonlyArray<MemoryBatch>, log: MemoryLog): Layer.Layer<RetryStream> =>
+    Layer.succeed(RetryStream, makeMemory(batches, log))
+}
 
 // ---------------------------------------------------------------------------------------------
 // In memory

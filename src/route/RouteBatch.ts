@@ -8,8 +8,10 @@
  * 4. `deliverGroup` delivers each destination's lines, concurrently, each on its own retry budget;
  * 5. `settle` commits the batch, or the prefix before the first event a destination did not take and rewinds the
  *    partition to it after a growing pause (Pauses.ts). The other partitions keep flowing.
+ * With isolation (Divert.ts), set-aside tenants' records go to the retry topic before step 2, and a destination
+ * failing past the threshold has its tenants' records set aside before step 5 instead of a rewind.
  */
-import { Console, Duration, Effect, Either, type Schedule } from "effect"
+import { Clock, Console, Duration, Effect, Either, type Schedule } from "effect"
 import type { DestinationError } from "../domain/Errors.js"
 import type { AccessKey } from "../domain/Event.js"
 import { type Target, type TenantsFile, targetKind, targetName } from "../domain/Tenant.js"
@@ -18,8 +20,10 @@ import type { Crypto } from "../shared/Crypto.js"
 import type { DeadLetter, DeadLetterReason, DeadLetters } from "../shared/DeadLetter.js"
 import * as Metrics from "../shared/Metrics.js"
 import type { Destinations } from "./Destinations.js"
+import { divertFailed, type IsolationContext, planSource, writeDiverted } from "./Divert.js"
 import type { LineFailure } from "./destinations/Delivery.js"
 import type { RecordBatch, SourceRecord } from "./EventStream.js"
+import { noteFailure, noteSuccess, overThreshold, type Plan, prune, targetKey } from "./Isolation.js"
 import type { Pauses } from "./Pauses.js"
 import { type KeyEntry, type PreparedRecords, prepareRecords, reasonCodes } from "./RouterLines.js"
 import * as M from "./RouterMetrics.js"
@@ -34,6 +38,10 @@ export interface RouterContext {
   readonly pauses: Pauses
   readonly deliveryPolicy: Schedule.Schedule<unknown>
   readonly letterPolicy: Schedule.Schedule<unknown>
+  /** `source`: the topic the ingesters write; `retry`: the retry topic (nothing is diverted from it). */
+  readonly mode: "source" | "retry"
+  /** Set when failing tenants are set aside in the retry topic (Divert.ts); shared by both modes. */
+  readonly isolation: IsolationContext | undefined
   /** Mutable, owned by the router: set at shutdown (destinations and dead letters stop retrying). */
   readonly state: { stopping: boolean; keys: TenantKeys | undefined }
 }
@@ -61,10 +69,6 @@ export type Outcome =
 /** What became of a batch: all committed, rewound (a prefix committed), or left as it was (stale, shutting down). */
 export type Settled = "committed" | "rewound" | "left"
 
-/** A key per distinct target (not for display: http urls may carry tokens). */
-const targetKey = (t: Target): string =>
-  "file" in t ? `file\u0000${t.file}` : "http" in t ? `http\u0000${t.http.url}` : JSON.stringify(t)
-
 /** The keys of the current tenants file, parsed once per version of the file (not per batch or event). */
 export const tenantKeys = (ctx: RouterContext, tenants: TenantsFile): Effect.Effect<TenantKeys> =>
   Effect.gen(function* () {
@@ -79,6 +83,7 @@ export const tenantKeys = (ctx: RouterContext, tenants: TenantsFile): Effect.Eff
       entries.set(accessKey, Either.isLeft(key) ? "the tenant's EncryptionKey is unusable" : (key.right.bytes ?? null))
     }
     ctx.state.keys = { tenants, entries }
+    if (ctx.isolation !== undefined) prune(ctx.isolation.state, (k) => entries.has(k))
     return ctx.state.keys
   })
 
@@ -101,7 +106,14 @@ export const letterOf = (
 })
 
 /** Pure: the prepared records of a batch as lines per distinct target, dead letters, printed lines, targetless count. */
-export const groupByTarget = (batch: RecordBatch, tenants: TenantsFile, prepared: PreparedRecords, print: boolean) => {
+export const groupByTarget = (
+  batch: RecordBatch,
+  tenants: TenantsFile,
+  prepared: PreparedRecords,
+  print: boolean,
+  /** Records from `cut` on, and those marked in `skip`, are left out (a drain; diverted). */
+  plan?: { readonly divert: Uint8Array; readonly cut: number },
+) => {
   const groups = new Map<string, Group>()
   const routes = prepared.tenants.map((accessKey) =>
     (tenants[accessKey as AccessKey]?.targets ?? []).map((target, position) => {
@@ -118,6 +130,7 @@ export const groupByTarget = (batch: RecordBatch, tenants: TenantsFile, prepared
   const printed: Array<string> = []
   let targetless = 0
   batch.records.forEach((r, i) => {
+    if (plan !== undefined && (i >= plan.cut || plan.divert[i] === 1)) return
     const code = prepared.reasons[i]!
     const text = prepared.texts[i]!
     if (code !== 0) {
@@ -160,19 +173,33 @@ export const publishLetters = (ctx: RouterContext, letters: ReadonlyArray<DeadLe
 export const deliverGroup = (ctx: RouterContext, batch: RecordBatch, group: Group): Effect.Effect<Outcome> => {
   let attempts = 0
   const origin = { topic: batch.topic, partition: batch.partition, offsets: group.records.map((r) => r.offset) }
+  const key = targetKey(group.target)
+  const iso = ctx.isolation
+  // On the source path with isolation, a target failing past the threshold stops retrying: its tenants are diverted.
+  const pastThreshold =
+    iso === undefined || ctx.mode === "retry"
+      ? Effect.succeed(false)
+      : Effect.map(Clock.currentTimeMillis, (now) => overThreshold(iso.state, key, now))
   return Effect.suspend(() => {
     attempts++
     return ctx.destinations.deliver(group.target, group.lines, origin)
   }).pipe(
     Effect.tapError((e) =>
-      Effect.zipRight(
+      Effect.all([
+        iso === undefined || !e.retryable
+          ? Effect.void
+          : Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.sync(() => noteFailure(iso.state, key, now))),
         Metrics.inc(M.destinationErrors, 1, group.labels),
         Effect.logWarning("destination failed").pipe(
           Effect.annotateLogs({ ...group.labels, retryable: e.retryable, detail: e.detail, attempt: attempts }),
         ),
-      ),
+      ]),
     ),
-    Effect.retry({ schedule: ctx.deliveryPolicy, while: (e) => e.retryable && !ctx.state.stopping }),
+    Effect.retry({
+      schedule: ctx.deliveryPolicy,
+      while: (e) =>
+        e.retryable && !ctx.state.stopping ? Effect.map(pastThreshold, (past) => !past) : Effect.succeed(false),
+    }),
     Effect.ensuring(
       Effect.suspend(() =>
         attempts > 1 ? Metrics.inc(M.destinationRetries, attempts - 1, group.labels) : Effect.void,
@@ -180,9 +207,12 @@ export const deliverGroup = (ctx: RouterContext, batch: RecordBatch, group: Grou
     ),
     Effect.matchEffect({
       onSuccess: (refused) =>
-        Metrics.inc(M.eventsOut, group.lines.length - refused.length, group.labels).pipe(
-          Effect.as<Outcome>({ _tag: "Delivered", group, refused }),
-        ),
+        Effect.gen(function* () {
+          if (iso !== undefined) noteSuccess(iso.state, key)
+          yield* Metrics.inc(M.eventsOut, group.lines.length - refused.length, group.labels)
+          if (ctx.mode === "retry") yield* Metrics.inc(M.retryEventsOut, group.lines.length - refused.length)
+          return { _tag: "Delivered", group, refused } as Outcome
+        }),
       onFailure: (error) =>
         Effect.succeed<Outcome>(
           error.retryable ? { _tag: "Exhausted", group, error } : { _tag: "Refused", group, error },
@@ -196,19 +226,29 @@ export const settle = (
   ctx: RouterContext,
   batch: RecordBatch,
   outcomes: ReadonlyArray<Outcome>,
+  drainCut: number = batch.records.length,
 ): Effect.Effect<Settled> =>
   Effect.gen(function* () {
     const { records } = batch
     if (yield* batch.isStale) return "left"
     const exhausted = outcomes.filter((o) => o._tag === "Exhausted")
-    if (exhausted.length === 0) {
+    if (exhausted.length === 0 && drainCut >= records.length) {
       yield* batch.commit(records.at(-1)!.offset)
       return "committed"
+    }
+    if (exhausted.length === 0) {
+      // A drain: everything before the cut is delivered or diverted; read again from it shortly.
+      if (drainCut > 0) yield* batch.commit(records[drainCut - 1]!.offset)
+      yield* batch.retryFrom(records[drainCut]!.offset, ctx.isolation?.drainPause ?? "200 millis")
+      return "rewound"
     }
     // Records are in offset order, and so is each group's: everything before the first record some exhausted
     // destination did not take is delivered.
     const firsts = new Set(exhausted.map((o) => o.group.records[0]!.offset))
-    const cutIndex = records.findIndex((r) => firsts.has(r.offset))
+    const cutIndex = Math.min(
+      drainCut,
+      records.findIndex((r) => firsts.has(r.offset)),
+    )
     const cut = records[cutIndex]!.offset
     if (cutIndex > 0) yield* batch.commit(records[cutIndex - 1]!.offset)
     const pause = yield* ctx.pauses.next(partitionKey(batch))
@@ -226,6 +266,49 @@ export const settle = (
 export const partitionKey = (batch: { readonly topic: string; readonly partition: number }): string =>
   `${batch.topic}\u0000${batch.partition}`
 
+const noPlan = (n: number): Plan => ({ divert: new Uint8Array(n), cut: n, undiverted: [] })
+
+const writePolicy = (ctx: RouterContext) => ({ schedule: ctx.deliveryPolicy, stopping: () => ctx.state.stopping })
+
+/**
+ * The source path's plan (Divert.planSource), its diverted records written to the retry topic first. When the retry
+ * topic does not take them, the batch is cut before the first of them (read again later; nothing skipped).
+ */
+const planAndDivert = (ctx: RouterContext, batch: RecordBatch, prepared: PreparedRecords, tenants: TenantsFile) =>
+  Effect.gen(function* () {
+    const n = batch.records.length
+    const iso = ctx.isolation
+    if (iso === undefined || ctx.mode === "retry") return noPlan(n)
+    const plan = yield* planSource(iso, batch, prepared, tenants)
+    const indexes: Array<number> = []
+    for (let i = 0; i < plan.cut; i++) if (plan.divert[i] === 1) indexes.push(i)
+    if (yield* writeDiverted(iso, batch, prepared, indexes, writePolicy(ctx))) return plan
+    return { divert: new Uint8Array(n), cut: indexes[0]!, undiverted: plan.undiverted }
+  })
+
+/**
+ * The source path with isolation: when every tenant a destination did not take has a target failing past the
+ * threshold, those tenants' records of the batch go to the retry topic and the outcomes no longer hold the batch.
+ */
+const divertExhausted = (
+  ctx: RouterContext,
+  batch: RecordBatch,
+  prepared: PreparedRecords,
+  tenants: TenantsFile,
+  plan: Plan,
+  outcomes: ReadonlyArray<Outcome>,
+): Effect.Effect<ReadonlyArray<Outcome>> =>
+  Effect.gen(function* () {
+    const iso = ctx.isolation
+    const exhausted = outcomes.filter((o) => o._tag === "Exhausted")
+    if (iso === undefined || ctx.mode === "retry" || exhausted.length === 0) return outcomes
+    const keys = exhausted.map((o) => targetKey(o.group.target))
+    const indexes = yield* divertFailed(iso, prepared, tenants, keys, plan, plan.cut)
+    if (indexes === undefined || !(yield* writeDiverted(iso, batch, prepared, indexes, writePolicy(ctx))))
+      return outcomes
+    return outcomes.filter((o) => o._tag !== "Exhausted")
+  })
+
 /** Routes the records of a (non-empty) batch; see the module's doc. */
 export const processBatch = (ctx: RouterContext, batch: RecordBatch): Effect.Effect<Settled> =>
   Effect.gen(function* () {
@@ -236,13 +319,14 @@ export const processBatch = (ctx: RouterContext, batch: RecordBatch): Effect.Eff
       ctx.decrypt,
       keys.entries,
     )
-    const { groups, letters, printed, targetless } = groupByTarget(batch, tenants, prepared, ctx.printEvents)
+    const plan = yield* planAndDivert(ctx, batch, prepared, tenants)
+    const { groups, letters, printed, targetless } = groupByTarget(batch, tenants, prepared, ctx.printEvents, plan)
     if (printed.length > 0) yield* Console.log(printed.join("\n"))
     if (targetless > 0) yield* Metrics.inc(M.withoutTargets, targetless)
 
     if (!(yield* publishLetters(ctx, letters))) return "left"
-    const outcomes = yield* Effect.forEach(groups, (g) => deliverGroup(ctx, batch, g), { concurrency: 4 })
-    const refused = outcomes.flatMap((o) =>
+    const delivered = yield* Effect.forEach(groups, (g) => deliverGroup(ctx, batch, g), { concurrency: 4 })
+    const refused = delivered.flatMap((o) =>
       o._tag === "Refused"
         ? o.group.records.map((r) =>
             letterOf(batch, r, "destination_rejected", o.error.detail, targetName(o.group.target)),
@@ -254,10 +338,11 @@ export const processBatch = (ctx: RouterContext, batch: RecordBatch): Effect.Eff
           : [],
     )
     if (!(yield* publishLetters(ctx, refused))) return "left"
-    return yield* settle(ctx, batch, outcomes)
+    const outcomes = yield* divertExhausted(ctx, batch, prepared, tenants, plan, delivered)
+    return yield* settle(ctx, batch, outcomes, plan.cut)
   }).pipe(
     Effect.withSpan("Router.processBatch", {
-      attributes: { partition: batch.partition, records: batch.records.length },
+      attributes: { partition: batch.partition, records: batch.records.length, mode: ctx.mode },
     }),
   )
 

@@ -14,13 +14,16 @@
  * 5. if every destination succeeded, commit the batch's last offset; if one ran out of budget,
  *    commit the records before the first event it did not take, and pause only this partition,
  *    rewound to that event, for a backoff that grows while it keeps failing (capped). The other
- *    partitions keep flowing; the events after the cut are delivered again (at least once).
+ *    partitions keep flowing; the events after the cut are delivered again (at least once). With a
+ *    RetryTopic (docs/isolation.md), a destination failing past `isolateAfter` instead has its tenants'
+ *    records written to the retry topic and the batch committed; a second stream (RetryStream) delivers
+ *    them, and those tenants' later records follow them there until the retry path caught up.
  * 6. a record batch that cannot be decoded (BatchGuard.ts) is logged with its topic, partition and
  *    offset, counted, turns readiness red, and its partition is read again from it after a growing
  *    pause (never skipped).
  * The steps are in RouteBatch.ts; this module builds the router's context and runs the stream.
  */
-import { Clock, Duration, Effect, Fiber, type Scope, Stream } from "effect"
+import { Clock, Duration, Effect, Fiber, Option, type Scope, Stream } from "effect"
 import { ConfigStore } from "../shared/ConfigStore.js"
 import { Crypto } from "../shared/Crypto.js"
 import { DeadLetters } from "../shared/DeadLetter.js"
@@ -28,8 +31,11 @@ import { Health } from "../shared/Health.js"
 import * as Metrics from "../shared/Metrics.js"
 import { backoff } from "../shared/Retry.js"
 import { Destinations } from "./Destinations.js"
-import { type ConsumerCrashed, EventStream, type RecordBatch, type Undecodable } from "./EventStream.js"
+import type { IsolationContext } from "./Divert.js"
+import { type ConsumerCrashed, EventStream, type RecordBatch, RetryStream, type Undecodable } from "./EventStream.js"
+import { makeIsolationState } from "./Isolation.js"
 import { makePauses } from "./Pauses.js"
+import { RetryTopic } from "./RetryTopic.js"
 import { durationMillis, partitionKey, processBatch, type RouterContext, type Settled } from "./RouteBatch.js"
 import { undecodableBatches } from "./RouterMetrics.js"
 
@@ -54,6 +60,10 @@ export interface RouterOptions {
   readonly pauseMax: Duration.DurationInput
   /** Batches processed at once (one per partition). */
   readonly concurrency: number
+  /** With a RetryTopic provided: a target failing this long has its tenants' events set aside (docs/isolation.md). */
+  readonly isolateAfter: Duration.DurationInput
+  /** Longest a source partition waits, per diversion, for the retry path to catch up before a tenant goes direct. */
+  readonly drainMax: Duration.DurationInput
 }
 
 export const defaultRouterOptions: RouterOptions = {
@@ -65,6 +75,8 @@ export const defaultRouterOptions: RouterOptions = {
   pauseBase: "1 second",
   pauseMax: "1 minute",
   concurrency: 4,
+  isolateAfter: "5 seconds",
+  drainMax: "10 seconds",
 }
 
 /** How long readiness stays red after an undecodable batch was last seen (beyond its pause). */
@@ -73,7 +85,21 @@ const undecodableGrace = Duration.seconds(30)
 /** The router's context, built once; `processBatch`, `handleBatch` take it. */
 export const makeRouter = (options: RouterOptions) =>
   Effect.gen(function* () {
+    const retry = yield* Effect.serviceOption(RetryTopic)
+    const isolation: IsolationContext | undefined = Option.isNone(retry)
+      ? undefined
+      : {
+          state: makeIsolationState({
+            isolateAfterMs: Duration.toMillis(Duration.decode(options.isolateAfter)),
+            drainMaxMs: Duration.toMillis(Duration.decode(options.drainMax)),
+          }),
+          retry: retry.value,
+          drainPause: "200 millis",
+          snapshot: { at: Number.NEGATIVE_INFINITY, committed: undefined },
+        }
     const ctx: RouterContext = {
+      mode: "source",
+      isolation,
       decrypt: options.decrypt,
       printEvents: options.printEvents,
       store: yield* ConfigStore,
@@ -87,9 +113,13 @@ export const makeRouter = (options: RouterOptions) =>
     }
     /** Partitions held by an undecodable batch, until when they keep readiness red. */
     const held = new Map<string, number>()
+    const retryCtx: RouterContext = { ...ctx, mode: "retry" }
     return {
       processBatch: (batch: RecordBatch) => processBatch(ctx, batch),
       handle: (batch: RecordBatch) => handleBatch(ctx, held, batch),
+      /** A batch of the retry topic: delivered, paused while its head tenant's destination fails, never diverted. */
+      handleRetry: (batch: RecordBatch) => handleBatch(retryCtx, held, batch),
+      isolation,
       /** Set at shutdown: destinations stop retrying, so the batches in flight end (commit their prefix) quickly. */
       stop: Effect.sync(() => {
         ctx.state.stopping = true
@@ -162,17 +192,33 @@ export const runRouter = (
     const stream = yield* EventStream
     const health = yield* Health
     yield* health.register("kafka-consumer", stream.ready)
-    const { handle, stop, ready } = yield* makeRouter(options)
+    const { handle, handleRetry, stop, ready } = yield* makeRouter(options)
     yield* health.register("record-batches", ready)
     yield* stream.batches.pipe(
       Stream.mapEffect(handle, { concurrency: options.concurrency, unordered: true }),
       Stream.runDrain,
       Effect.forkScoped,
     )
-    // Added after the fork, so it runs before the processing fiber is interrupted.
-    yield* Effect.addFinalizer(() => Effect.zipRight(stop, stream.drain))
+    const retry = yield* Effect.serviceOption(RetryStream)
+    if (Option.isSome(retry)) {
+      yield* health.register("retry-consumer", retry.value.ready)
+      yield* retry.value.batches.pipe(
+        Stream.mapEffect(handleRetry, { concurrency: options.concurrency, unordered: true }),
+        Stream.runDrain,
+        Effect.forkScoped,
+      )
+    }
+    const drainRetry = Option.match(retry, { onNone: () => Effect.void, onSome: (r) => r.drain })
+    // Added after the forks, so it runs before the processing fibers are interrupted.
+    // Both consumers drain at once, so SIGTERM takes at most one SPILLWAY_ROUTER_DRAIN_TIMEOUT.
+    yield* Effect.addFinalizer(() =>
+      Effect.zipRight(stop, Effect.all([stream.drain, drainRetry], { concurrency: 2, discard: true })),
+    )
     yield* Effect.logInfo("router started").pipe(
       Effect.annotateLogs({ decrypt: options.decrypt, printEvents: options.printEvents }),
     )
-    return yield* stream.crashed
+    return yield* Option.match(retry, {
+      onNone: () => stream.crashed,
+      onSome: (r) => Effect.raceFirst(stream.crashed, r.crashed),
+    })
   })

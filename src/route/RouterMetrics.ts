@@ -48,3 +48,19 @@ export const undecodableBatches = counter(
   "Record batches that could not be decoded (a codec missing, a corrupt batch), by partition; each is retried",
   ["topic", "partition"],
 )
+export const divertedRecords = counter(
+  "spillway_router_diverted_records_total",
+  "Records of the source topic written to the retry topic instead of being delivered directly (a tenant set aside)",
+)
+export const divertedTenants = gauge(
+  "spillway_router_diverted_tenants",
+  "Tenants whose events this router currently sends to the retry topic",
+)
+export const retryEventsOut = counter(
+  "spillway_router_retry_events_out_total",
+  "Events delivered from the retry topic (also counted in spillway_router_events_out_total)",
+)
+export const drainPauses = counter(
+  "spillway_router_drain_pauses_total",
+  "Source batches cut short so that a tenant going back to direct delivery waits for the retry path to catch up",
+)

@@ -312,6 +312,8 @@ describe("router (built, real Kafka)", () => {
           SPILLWAY_ROUTER_RETRY_BUDGET: "1 second",
           SPILLWAY_ROUTER_PAUSE_BASE: "500 millis",
           SPILLWAY_ROUTER_PAUSE_MAX: "2 seconds",
+          // The pause-and-rewind path (isolation off); the retry topic path is test/route/isolation.it.test.ts.
+          SPILLWAY_ROUTER_ISOLATE: "false",
         },
       })
       routers.push(router)
