@@ -11,7 +11,7 @@
 import { Context, Effect, Layer } from "effect"
 import { type Admin, CompressionTypes, type Producer } from "kafkajs"
 import { SinkUnavailable } from "../domain/Errors.js"
-import { isTooLarge } from "../shared/DeadLetter.js"
+import { isTooLarge, runsByBytes } from "../shared/DeadLetter.js"
 import { KafkaClient } from "../shared/Kafka.js"
 import { backoff } from "../shared/Retry.js"
 import type { SourceRecord } from "./RecordBatch.js"
@@ -88,23 +88,8 @@ const headersOf = (topic: string, partition: number, r: SourceRecord) => ({
 export const runsOf = (
   records: ReadonlyArray<SourceRecord>,
   maxBytes: number,
-): ReadonlyArray<ReadonlyArray<SourceRecord>> => {
-  const runs: Array<Array<SourceRecord>> = []
-  let run: Array<SourceRecord> = []
-  let bytes = 0
-  for (const r of records) {
-    const n = 160 + (r.key?.length ?? 0) + (r.value?.length ?? 0)
-    if (run.length > 0 && bytes + n > maxBytes) {
-      runs.push(run)
-      run = []
-      bytes = 0
-    }
-    run.push(r)
-    bytes += n
-  }
-  if (run.length > 0) runs.push(run)
-  return runs
-}
+): ReadonlyArray<ReadonlyArray<SourceRecord>> =>
+  runsByBytes(records, (r) => 160 + (r.key?.length ?? 0) + (r.value?.length ?? 0), maxBytes)
 
 const unavailable = (detail: string) => (cause: unknown) => new SinkUnavailable({ detail, cause })
 

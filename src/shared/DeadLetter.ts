@@ -77,27 +77,34 @@ export const letterBytes = (l: DeadLetter): number => {
   return n
 }
 
-/** Pure: the letters in order, in runs of at most `maxBytes` each (a letter larger than that is a run alone). */
-export const splitByBytes = (
-  letters: ReadonlyArray<DeadLetter>,
+/** Pure: the items in order, in runs of at most `maxBytes` by `sizeOf` (an item larger than that is a run alone). */
+export const runsByBytes = <A>(
+  items: ReadonlyArray<A>,
+  sizeOf: (a: A) => number,
   maxBytes: number,
-): ReadonlyArray<ReadonlyArray<DeadLetter>> => {
-  const runs: Array<Array<DeadLetter>> = []
-  let run: Array<DeadLetter> = []
+): ReadonlyArray<ReadonlyArray<A>> => {
+  const runs: Array<Array<A>> = []
+  let run: Array<A> = []
   let bytes = 0
-  for (const l of letters) {
-    const n = letterBytes(l)
+  for (const item of items) {
+    const n = sizeOf(item)
     if (run.length > 0 && bytes + n > maxBytes) {
       runs.push(run)
       run = []
       bytes = 0
     }
-    run.push(l)
+    run.push(item)
     bytes += n
   }
   if (run.length > 0) runs.push(run)
   return runs
 }
+
+/** Pure: the letters in order, in runs of at most `maxBytes` each (a letter larger than that is a run alone). */
+export const splitByBytes = (
+  letters: ReadonlyArray<DeadLetter>,
+  maxBytes: number,
+): ReadonlyArray<ReadonlyArray<DeadLetter>> => runsByBytes(letters, letterBytes, maxBytes)
 
 const TOO_LARGE = new Set(["MESSAGE_TOO_LARGE", "RECORD_LIST_TOO_LARGE"])
 

@@ -97,8 +97,11 @@ export const boolFlag = (name: string, env: string, description: string) =>
 
 /** A setting without a flag: an integer in `range`, else `fallback`. */
 export const intSetting = (env: string, fallback: number, range: Range): Config.Config<number> =>
+  rangedInt(env, range).pipe(Config.withDefault(fallback))
+
+/** `env` as an integer in `range`, refused with the variable named. */
+const rangedInt = (env: string, range: Range) =>
   Config.integer(env).pipe(
-    Config.withDefault(fallback),
     Config.validate({
       message: `${env} must be an integer ${range.min} to ${range.max}`,
       validation: (n) => inRange(n, range),
@@ -107,14 +110,7 @@ export const intSetting = (env: string, fallback: number, range: Range): Config.
 
 /** A setting without a flag whose default is applied later (see `optionalIntFlag`). */
 export const optionalIntSetting = (env: string, range: Range): Config.Config<Option.Option<number>> =>
-  Config.option(
-    Config.integer(env).pipe(
-      Config.validate({
-        message: `${env} must be an integer ${range.min} to ${range.max}`,
-        validation: (n) => inRange(n, range),
-      }),
-    ),
-  )
+  Config.option(rangedInt(env, range))
 
 /** A setting without a flag: a number (seconds, say) in `range`, its default applied later. */
 export const optionalNumberSetting = (env: string, range: Range): Config.Config<Option.Option<number>> =>
