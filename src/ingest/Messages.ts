@@ -42,7 +42,7 @@ export const ServerDefinition = {
 export const malformed = () => new InvalidEvent({ detail: "malformed protobuf message" })
 
 /** The next message (None at the client's half-close); a message already buffered is taken at once. */
-const nextMessage = (r: Readable): Effect.Effect<Option.Option<Incoming>, InvalidEvent> =>
+export const nextMessage = (r: Readable): Effect.Effect<Option.Option<Incoming>, InvalidEvent> =>
   Effect.suspend(() => {
     if (!r.readableEnded) {
       const v = r.read() as Incoming | null
@@ -84,7 +84,7 @@ const awaitMessage = (r: Readable): Effect.Effect<Option.Option<Incoming>, Inval
   })
 
 /** grpc-js reads 16 messages ahead by default; one is enough (the budget decides what is in memory). */
-const readOneAhead = (r: Readable) => {
+export const readOneAhead = (r: Readable) => {
   const state = (r as unknown as { _readableState?: { highWaterMark?: number } })._readableState
   if (state !== undefined && typeof state.highWaterMark === "number") state.highWaterMark = 1
 }
