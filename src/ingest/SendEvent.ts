@@ -12,10 +12,9 @@
 import type * as grpc from "@grpc/grpc-js"
 import { Effect, Either, Option, Stream } from "effect"
 import { makeWireEventChecker } from "../domain/Event.js"
-import type { EventFrame } from "../wire/EventFrames.js"
 import type { WireEResponse } from "../wire/Wire.js"
 import type { RpcError } from "./GrpcStatus.js"
-import { type Incoming, malformed, nextMessage, readOneAhead } from "./Messages.js"
+import { decodeEvent, malformed, nextMessage, type Raw, readNothingAhead } from "./Messages.js"
 import { type Accepted, toRecords } from "./Records.js"
 import { counted, crossTenant, type OpenStream, openStream, type RpcDeps } from "./RpcContext.js"
 
@@ -33,21 +32,26 @@ interface Group {
 /** Sends of one stream in flight at once (each holds its bytes in the stream's budget). */
 const SENDS_IN_FLIGHT = 8
 
-/** Checks one message's event and takes its bytes from the stream's budget. */
+/**
+ * Takes one message's bytes from the stream's budget, then decodes and checks its event (the bytes stay in the
+ * budget until its send ends, or until the call ends when it is refused).
+ */
 const acceptMessage = (
   deps: RpcDeps,
   open: OpenStream,
   check: ReturnType<typeof makeWireEventChecker>,
-  msg: Incoming,
-): Effect.Effect<Item, RpcError> => {
-  if (msg.malformed !== undefined) return Effect.fail(malformed())
-  const accepted = toRecords([msg.value as EventFrame], open.caller, check, {
-    maxEventBytes: deps.limits.maxEventBytes,
-    keepChecked: deps.limits.printEvents,
+  msg: Raw,
+): Effect.Effect<Item, RpcError> =>
+  Effect.flatMap(open.budget.acquire(msg.size), (): Effect.Effect<Item, RpcError> => {
+    const frame = decodeEvent(msg)
+    if (frame === undefined) return Effect.fail(malformed())
+    const accepted = toRecords([frame], open.caller, check, {
+      maxEventBytes: deps.limits.maxEventBytes,
+      keepChecked: deps.limits.printEvents,
+    })
+    if (Either.isLeft(accepted)) return crossTenant(accepted.left)
+    return Effect.succeed({ accepted: accepted.right, size: msg.size })
   })
-  if (Either.isLeft(accepted)) return crossTenant(accepted.left)
-  return Effect.as(open.budget.acquire(msg.size), { accepted: accepted.right, size: msg.size })
-}
 
 /** One Kafka send of gathered events; gives their bytes back to the budget however it ends. */
 const publishGroup = (deps: RpcDeps, open: OpenStream, group: Group) =>
@@ -66,7 +70,7 @@ const publishGroup = (deps: RpcDeps, open: OpenStream, group: Group) =>
  * send closes at whichever limit comes first, and the message that would overfill it opens the next one (`carry`).
  * A single message larger than a send goes alone. None once the stream ended and nothing is left.
  */
-const groupReader = (deps: RpcDeps, open: OpenStream, call: grpc.ServerReadableStream<Incoming, WireEResponse>) => {
+const groupReader = (deps: RpcDeps, open: OpenStream, call: grpc.ServerReadableStream<Raw, WireEResponse>) => {
   const check = makeWireEventChecker()
   const maxCost = deps.limits.batchBytes
   const minCost = Math.ceil(deps.limits.batchBytes / deps.limits.batchEvents)
@@ -102,10 +106,10 @@ const groupReader = (deps: RpcDeps, open: OpenStream, call: grpc.ServerReadableS
 }
 
 /** The number of events of the stream, once Kafka has all of them; fails with the first failure. */
-export const sendEvent = (deps: RpcDeps, call: grpc.ServerReadableStream<Incoming, WireEResponse>) =>
+export const sendEvent = (deps: RpcDeps, call: grpc.ServerReadableStream<Raw, WireEResponse>) =>
   Effect.gen(function* () {
     const open = yield* openStream(deps, call.metadata)
-    readOneAhead(call)
+    readNothingAhead(call)
     const readGroup = groupReader(deps, open, call)
     return yield* Stream.repeatEffectOption(
       readGroup.pipe(

@@ -122,6 +122,8 @@ export interface PrivateBroker {
   readonly stop: (signal?: NodeJS.Signals) => Promise<void>
   /** Stops it and deletes its data. */
   readonly destroy: () => Promise<void>
+  /** Sends `signal` to the running broker process (SIGSTOP freezes it: connections stay open, nothing is answered). */
+  readonly signal: (signal: NodeJS.Signals) => Promise<void>
 }
 
 /**
@@ -149,6 +151,11 @@ export const privateBroker = (slot: number): PrivateBroker => {
     destroy: async () => {
       await broker.stop({ ...opts, forget: true })
       rmSync(opts.home, { recursive: true, force: true })
+    },
+    signal: async (signal) => {
+      const { pid } = await broker.status(opts)
+      if (pid === undefined) throw new Error(`private broker ${slot} is not running`)
+      process.kill(pid, signal)
     },
   }
 }
