@@ -4,7 +4,8 @@
  * only the bytes, never their decoded objects; `decodeEvent`/`decodeBatch` then give the decoded object (EventFrames,
  * still untrusted), or that it is malformed, with no text taken from the bytes. ExchangeConfig's small request is
  * decoded by grpc-js. `messages` turns a grpc-js request stream into a pull-based Stream that reads nothing ahead: a
- * message is received only when the handler asks for it, i.e. after the previous one is in the budget, so a stream
+ * message is received only when the handler asks for it (`requestNext`), i.e. after the previous one is in the
+ * budget, so a stream
  * holds at most one message outside the budget (plus small ones grpc-js split off the same HTTP/2 frame), and a slow
  * Kafka stops the reading (HTTP/2 flow control holds the client back).
  */
@@ -135,6 +136,15 @@ const awaitMessage = (r: Readable): Effect.Effect<Option.Option<Raw>, InvalidEve
 export const readNothingAhead = (r: Readable) => {
   const state = (r as unknown as { _readableState?: { highWaterMark?: number } })._readableState
   if (state !== undefined && typeof state.highWaterMark === "number") state.highWaterMark = 0
+}
+
+/**
+ * Asks grpc-js for the next message without waiting for it (when none is buffered): called once the current
+ * message is in the budget, so the next one is received while the current one is decoded and sent, and still at most
+ * one message per stream is outside the budget.
+ */
+export const requestNext = (r: Readable): void => {
+  if (!r.readableEnded && !r.destroyed && r.readableLength === 0) r.read(0)
 }
 
 /** The messages of a request stream, pulled one at a time, ending at the client's half-close. */

@@ -9,12 +9,13 @@
  * Stream element per message cost about 80 µs of CPU in the stream's machinery, more than the rest of the path
  * (see docs/benchmarks.md, round 2).
  */
+import type { Readable } from "node:stream"
 import type * as grpc from "@grpc/grpc-js"
 import { Effect, Either, Option, Stream } from "effect"
 import { makeWireEventChecker } from "../domain/Event.js"
 import type { WireEResponse } from "../wire/Wire.js"
 import type { RpcError } from "./GrpcStatus.js"
-import { decodeEvent, malformed, nextMessage, type Raw, readNothingAhead } from "./Messages.js"
+import { decodeEvent, malformed, nextMessage, type Raw, readNothingAhead, requestNext } from "./Messages.js"
 import { type Accepted, toRecords } from "./Records.js"
 import { counted, crossTenant, type OpenStream, openStream, type RpcDeps } from "./RpcContext.js"
 
@@ -39,10 +40,12 @@ const SENDS_IN_FLIGHT = 8
 const acceptMessage = (
   deps: RpcDeps,
   open: OpenStream,
+  call: Readable,
   check: ReturnType<typeof makeWireEventChecker>,
   msg: Raw,
 ): Effect.Effect<Item, RpcError> =>
   Effect.flatMap(open.budget.acquire(msg.size), (): Effect.Effect<Item, RpcError> => {
+    requestNext(call)
     const frame = decodeEvent(msg)
     if (frame === undefined) return Effect.fail(malformed())
     const accepted = toRecords([frame], open.caller, check, {
@@ -90,7 +93,7 @@ const groupReader = (deps: RpcDeps, open: OpenStream, call: grpc.ServerReadableS
           ended = true
           break
         }
-        item = yield* acceptMessage(deps, open, check, next.value)
+        item = yield* acceptMessage(deps, open, call, check, next.value)
       }
       const c = Math.max(item.size, minCost)
       if (items.length > 0 && cost + c > maxCost) {

@@ -15,7 +15,7 @@ import { MalformedBatch } from "../wire/EventFrames.js"
 import type { WireBatchAck } from "../wire/Wire.js"
 import { type RpcError, rejectReason, statusOf } from "./GrpcStatus.js"
 import * as M from "./IngesterMetrics.js"
-import { batchIdOf, decodeBatch, malformed, messages, type Raw } from "./Messages.js"
+import { batchIdOf, decodeBatch, malformed, messages, type Raw, requestNext } from "./Messages.js"
 import { type Accepted, toRecords } from "./Records.js"
 import { ack, counted, type OpenStream, openStream, type RpcDeps, reject } from "./RpcContext.js"
 
@@ -81,6 +81,7 @@ const handleBatch = (s: BatchStream, msg: Raw): Effect.Effect<void> =>
   Effect.gen(function* () {
     const got = yield* Effect.either(s.open.budget.acquire(msg.size))
     if (Either.isLeft(got)) return yield* refuse(s, batchIdOf(msg), got.left)
+    requestNext(s.call)
     const judged = judge(s, msg)
     if (!judged.ok) {
       yield* s.open.budget.release(msg.size)
