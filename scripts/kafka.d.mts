@@ -18,6 +18,8 @@ export interface KafkaOptions {
   readonly dataDir?: string
   readonly port?: number
   readonly controllerPort?: number
+  /** The port the broker advertises to clients (default `port`), e.g. a test's TCP proxy in front of it. */
+  readonly advertisedPort?: number
   /** num.partitions for auto-created topics; default $SPILLWAY_KAFKA_PARTITIONS or 3. */
   readonly partitions?: number
   /** JVM max heap, e.g. "768m". */
@@ -37,6 +39,7 @@ export interface Instance {
   readonly host: string
   readonly port: number
   readonly controllerPort: number
+  readonly advertisedPort: number
   readonly brokers: ReadonlyArray<string>
   readonly partitions: number
   readonly heap: string

@@ -92,7 +92,9 @@ export function resolveInstance(opts = {}) {
     host: KAFKA_HOST,
     port,
     controllerPort,
-    brokers: [`${KAFKA_HOST}:${port}`],
+    // A test may put a TCP proxy in front of the broker: clients then reach the broker only through it.
+    advertisedPort: opts.advertisedPort ?? port,
+    brokers: [`${KAFKA_HOST}:${opts.advertisedPort ?? port}`],
     partitions: opts.partitions ?? envInt("SPILLWAY_KAFKA_PARTITIONS", 3, 1, 1000),
     // A node of a cluster (see cluster() below): its id, the static voters, the shared cluster id, replication.
     nodeId: opts.nodeId ?? 1,
@@ -365,7 +367,7 @@ process.roles=broker,controller
 node.id=${inst.nodeId}
 ${inst.voters ? `controller.quorum.voters=${inst.voters}` : `controller.quorum.bootstrap.servers=${inst.host}:${inst.controllerPort}`}
 listeners=PLAINTEXT://${inst.host}:${inst.port},CONTROLLER://${inst.host}:${inst.controllerPort}
-advertised.listeners=PLAINTEXT://${inst.host}:${inst.port},CONTROLLER://${inst.host}:${inst.controllerPort}
+advertised.listeners=PLAINTEXT://${inst.host}:${inst.advertisedPort},CONTROLLER://${inst.host}:${inst.controllerPort}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT

@@ -41,7 +41,7 @@ import { Budget } from "./Budget.js"
 import { makeStreamSlots } from "./Callers.js"
 import { type RpcError, rejectReason, toStatus } from "./GrpcStatus.js"
 import { KafkaSink } from "./KafkaSink.js"
-import { type Incoming, ServerDefinition } from "./Messages.js"
+import { type Incoming, type Raw, ServerDefinition } from "./Messages.js"
 import { ack, exchangeConfig, type RpcDeps, reject } from "./RpcContext.js"
 import { sendEvent } from "./SendEvent.js"
 import { sendEventBatches } from "./SendEventBatches.js"
@@ -156,7 +156,7 @@ const makeHandlers = (deps: RpcDeps, run: Run): grpc.UntypedServiceImplementatio
         onFailure: (cause) => callback(toStatus(cause)),
       }),
     )
-  }) satisfies grpc.handleClientStreamingCall<Incoming, WireEResponse>,
+  }) satisfies grpc.handleClientStreamingCall<Raw, WireEResponse>,
 
   SendEventBatches: ((call) => {
     const fiber = run(sendEventBatches(deps, call).pipe(Effect.tapErrorCause((c) => logFailure("SendEventBatches", c))))
@@ -171,7 +171,7 @@ const makeHandlers = (deps: RpcDeps, run: Run): grpc.UntypedServiceImplementatio
         },
       }),
     )
-  }) satisfies grpc.handleBidiStreamingCall<Incoming, WireBatchAck>,
+  }) satisfies grpc.handleBidiStreamingCall<Raw, WireBatchAck>,
 })
 
 const make = (options: IngesterServerOptions) =>

@@ -11,12 +11,12 @@ import { Deferred, Effect, Either, FiberSet, Stream } from "effect"
 import { InvalidEvent, SinkUnavailable } from "../domain/Errors.js"
 import { makeWireEventChecker } from "../domain/Event.js"
 import { inc } from "../shared/Metrics.js"
-import type { BatchFrames } from "../wire/EventFrames.js"
+import { MalformedBatch } from "../wire/EventFrames.js"
 import type { WireBatchAck } from "../wire/Wire.js"
 import { type RpcError, rejectReason, statusOf } from "./GrpcStatus.js"
 import * as M from "./IngesterMetrics.js"
-import { type Incoming, malformed, messages } from "./Messages.js"
-import { toRecords } from "./Records.js"
+import { batchIdOf, decodeBatch, malformed, messages, type Raw, requestNext } from "./Messages.js"
+import { type Accepted, toRecords } from "./Records.js"
 import { ack, counted, type OpenStream, openStream, type RpcDeps, reject } from "./RpcContext.js"
 
 const RPC = "SendEventBatches"
@@ -24,7 +24,7 @@ const RPC = "SendEventBatches"
 interface BatchStream {
   readonly deps: RpcDeps
   readonly open: OpenStream
-  readonly call: grpc.ServerDuplexStream<Incoming, WireBatchAck>
+  readonly call: grpc.ServerDuplexStream<Raw, WireBatchAck>
   /** batch_ids in flight (bounded by the stream's budget: each holds at least one byte of it). */
   readonly inFlight: Set<string>
   readonly publishes: FiberSet.FiberSet<void, never>
@@ -44,34 +44,56 @@ const refuse = (s: BatchStream, batch_id: string, e: RpcError) =>
     )
   })
 
-/** Judges one batch message: refuses it with a FAILURE ack, or starts its Kafka send (acked when it ends). */
-const handleBatch = (s: BatchStream, msg: Incoming): Effect.Effect<void> =>
-  Effect.gen(function* () {
-    if (msg.malformed !== undefined) return yield* refuse(s, msg.batch_id, malformed())
-    const frames = msg.value as BatchFrames
-    const batchId = frames.batch_id
-    if (batchId.length === 0 || batchId.length > 128)
-      return yield* refuse(s, "", new InvalidEvent({ detail: "every batch needs a batch_id of 1 to 128 characters" }))
-    if (s.inFlight.has(batchId))
-      return yield* refuse(s, batchId, new InvalidEvent({ detail: "this batch_id is already in flight" }))
-    const max = s.deps.limits.maxEventsPerBatch
-    if (frames.eventCount > max)
-      return yield* refuse(s, batchId, new InvalidEvent({ detail: `a batch may hold at most ${max} events` }))
-    const accepted = toRecords(frames.events, s.open.caller, makeWireEventChecker(), {
-      maxEventBytes: s.deps.limits.maxEventBytes,
-      keepChecked: s.deps.limits.printEvents,
-    })
-    if (Either.isLeft(accepted)) {
-      yield* inc(M.authFailures, 1, { reason: "cross_tenant" })
-      return yield* refuse(s, batchId, accepted.left)
+type Judged =
+  | { readonly ok: true; readonly batchId: string; readonly accepted: Accepted }
+  | { readonly ok: false; readonly batchId: string; readonly error: RpcError }
+
+/** Decodes and checks one batch message (whose bytes are in the budget already); no effect. */
+const judge = (s: BatchStream, msg: Raw): Judged => {
+  const frames = decodeBatch(msg)
+  if (frames instanceof MalformedBatch) return { ok: false, batchId: frames.batch_id, error: malformed() }
+  const batchId = frames.batch_id
+  if (batchId.length === 0 || batchId.length > 128)
+    return {
+      ok: false,
+      batchId: "",
+      error: new InvalidEvent({ detail: "every batch needs a batch_id of 1 to 128 characters" }),
     }
+  if (s.inFlight.has(batchId))
+    return { ok: false, batchId, error: new InvalidEvent({ detail: "this batch_id is already in flight" }) }
+  const max = s.deps.limits.maxEventsPerBatch
+  if (frames.eventCount > max)
+    return { ok: false, batchId, error: new InvalidEvent({ detail: `a batch may hold at most ${max} events` }) }
+  const accepted = toRecords(frames.events, s.open.caller, makeWireEventChecker(), {
+    maxEventBytes: s.deps.limits.maxEventBytes,
+    keepChecked: s.deps.limits.printEvents,
+  })
+  return Either.isLeft(accepted)
+    ? { ok: false, batchId, error: accepted.left }
+    : { ok: true, batchId, accepted: accepted.right }
+}
+
+/**
+ * One batch message: its bytes go into the budget before it is decoded; then it is refused with a FAILURE ack (its
+ * bytes given back), or its Kafka send starts (acked, and its bytes given back, when it ends).
+ */
+const handleBatch = (s: BatchStream, msg: Raw): Effect.Effect<void> =>
+  Effect.gen(function* () {
     const got = yield* Effect.either(s.open.budget.acquire(msg.size))
-    if (Either.isLeft(got)) return yield* refuse(s, batchId, got.left)
-    yield* counted(s.open.caller, [accepted.right], msg.size)
+    if (Either.isLeft(got)) return yield* refuse(s, batchIdOf(msg), got.left)
+    requestNext(s.call)
+    const judged = judge(s, msg)
+    if (!judged.ok) {
+      yield* s.open.budget.release(msg.size)
+      if (judged.error._tag === "PermissionDenied") yield* inc(M.authFailures, 1, { reason: "cross_tenant" })
+      return yield* refuse(s, judged.batchId, judged.error)
+    }
+    const batchId = judged.batchId
+    yield* counted(s.open.caller, [judged.accepted], msg.size)
     s.inFlight.add(batchId)
     yield* FiberSet.run(
       s.publishes,
-      s.deps.sink.publishRecords(accepted.right.records).pipe(
+      s.deps.sink.publishRecords(judged.accepted.records).pipe(
         Effect.matchEffect({
           onSuccess: () => write(s, { batch_id: batchId, status: "SUCCESS", code: 0, detail: "" }),
           onFailure: (e) => refuse(s, batchId, e),
@@ -87,7 +109,7 @@ const handleBatch = (s: BatchStream, msg: Incoming): Effect.Effect<void> =>
   })
 
 /** Reads batches until the client half-closes, the guard fires or the server drains; then awaits the acks. */
-export const sendEventBatches = (deps: RpcDeps, call: grpc.ServerDuplexStream<Incoming, WireBatchAck>) =>
+export const sendEventBatches = (deps: RpcDeps, call: grpc.ServerDuplexStream<Raw, WireBatchAck>) =>
   Effect.gen(function* () {
     const open = yield* openStream(deps, call.metadata)
     const publishes = yield* FiberSet.make<void, never>()

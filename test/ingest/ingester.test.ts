@@ -87,9 +87,12 @@ const decodeValue = (v: Buffer) => EventCodec.decode(v) as { message: string; Ac
 describe("SendEvent", () => {
   it("answers SUCCESS once the sink has every event; records are keyed by access key and decode back", async () => {
     const before = memory.records().length
+    const sendsBefore = memory.publishes()
     const r = await sendEvents(client, await tokenA(), events(tenantA, 120))
     expect(r.error).toBeUndefined()
     expect(r.value?.status).toBe("SUCCESS")
+    // Gathered into sends of at most sendEventBatchEvents (50): 50 + 50 + 20.
+    expect(memory.publishes() - sendsBefore).toBe(3)
     const recs = memory.records().slice(before)
     expect(recs).toHaveLength(120)
     expect(new Set(recs.map((x) => x.key))).toEqual(new Set([tenantA]))

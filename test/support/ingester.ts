@@ -101,6 +101,8 @@ export interface RunningIngester {
   readonly metrics: () => Promise<string>
   /** Sends `signal` (default SIGTERM) and resolves with the exit code (or the signal name). */
   readonly kill: (signal?: NodeJS.Signals) => Promise<number | string | null>
+  /** The process id while it runs (for /proc/<pid>/status). */
+  readonly pid: () => number | undefined
   /** Sends `signal` without waiting (e.g. SIGHUP). */
   readonly signal: (signal: NodeJS.Signals) => void
   /** Stops (SIGTERM) if running and starts again on the same ports, with the same secret and files. */
@@ -222,6 +224,7 @@ export async function startIngester(opts: StartIngesterOptions): Promise<Running
     readyz: () => httpGet(`http://127.0.0.1:${metricsPort}/readyz`),
     metrics: async () => (await httpGet(`http://127.0.0.1:${metricsPort}/metrics`)).body,
     kill,
+    pid: () => child?.pid,
     signal: (signal) => {
       child?.kill(signal)
     },

@@ -122,24 +122,28 @@ export interface PrivateBroker {
   readonly stop: (signal?: NodeJS.Signals) => Promise<void>
   /** Stops it and deletes its data. */
   readonly destroy: () => Promise<void>
+  /** Sends `signal` to the running broker process (SIGSTOP freezes it: connections stay open, nothing is answered). */
+  readonly signal: (signal: NodeJS.Signals) => Promise<void>
 }
 
 /**
  * A second, private broker for fault tests that stop Kafka, so the shared broker (and whatever else uses it) keeps
  * running. `slot` (1..20) picks its ports (19092+2·slot, 19093+2·slot) and its folder under .cache/kafka-private.
+ * With `advertisedPort` (a TCP proxy in front of it, test/support/tcpProxy.ts) clients reach it only through that port.
  */
-export const privateBroker = (slot: number): PrivateBroker => {
+export const privateBroker = (slot: number, { advertisedPort }: { advertisedPort?: number } = {}): PrivateBroker => {
   const port = 19090 + 2 * slot
   const opts = {
     home: join(broker.CACHE_DIR, "..", "kafka-private", `slot-${slot}`),
     port,
     controllerPort: port + 1,
+    ...(advertisedPort === undefined ? {} : { advertisedPort }),
     partitions: 3,
     heap: "512m",
     log: () => undefined,
   }
   return {
-    brokers: [`127.0.0.1:${port}`],
+    brokers: [`127.0.0.1:${advertisedPort ?? port}`],
     start: async () => {
       await broker.start({ ...opts, owner: "auto" })
     },
@@ -149,6 +153,11 @@ export const privateBroker = (slot: number): PrivateBroker => {
     destroy: async () => {
       await broker.stop({ ...opts, forget: true })
       rmSync(opts.home, { recursive: true, force: true })
+    },
+    signal: async (signal) => {
+      const { pid } = await broker.status(opts)
+      if (pid === undefined) throw new Error(`private broker ${slot} is not running`)
+      process.kill(pid, signal)
     },
   }
 }
