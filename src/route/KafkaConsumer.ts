@@ -164,6 +164,44 @@ export interface BatchContext {
   readonly resumers: FiberSet.FiberSet
 }
 
+/**
+ * kafkajs' answers to a commit that say this member's generation is over: the group is rebalancing and the partition
+ * may be someone else's already. Retrying cannot help (kafkajs rejoins only once eachBatch returns): the records
+ * after the last commit are delivered again instead.
+ */
+const generationOver = new Set([
+  "ILLEGAL_GENERATION",
+  "UNKNOWN_MEMBER_ID",
+  "REBALANCE_IN_PROGRESS",
+  "FENCED_INSTANCE_ID",
+])
+
+/** The innermost cause kafkajs wraps (KafkaJSNumberOfRetriesExceeded, KafkaJSNonRetriableError hold one). */
+const rootCause = (e: unknown, depth = 0): unknown => {
+  const cause = typeof e === "object" && e !== null ? (e as { cause?: unknown }).cause : undefined
+  return cause === undefined || depth > 4 ? e : rootCause(cause, depth + 1)
+}
+
+/**
+ * Pure: whether a commit that failed with `error` is worth trying again: a retriable kafkajs error (NOT_COORDINATOR
+ * while the coordinator moves, COORDINATOR_NOT_AVAILABLE, COORDINATOR_LOAD_IN_PROGRESS, REQUEST_TIMED_OUT, a broken
+ * connection) that does not end the generation.
+ */
+export const commitRetriable = (error: unknown): boolean => {
+  const root = rootCause(error) as { readonly type?: unknown; readonly retriable?: unknown }
+  if (typeof root !== "object" || root === null) return false
+  if (typeof root.type === "string" && generationOver.has(root.type)) return false
+  return root.retriable === true || (error as { name?: unknown }).name === "KafkaJSNumberOfRetriesExceeded"
+}
+
+/**
+ * A commit refused for a passing reason is tried again on this Schedule while the batch is still this consumer's (not
+ * stale, consumer running); 10 s at most, well inside the session timeout, as the partition waits meanwhile.
+ */
+export const commitRetryPolicy = backoff({ base: "200 millis", cap: "2 seconds", budget: "10 seconds" })
+
+class CommitFailed extends Data.TaggedError("CommitFailed")<{ readonly error: unknown }> {}
+
 /** Resolves and commits up to `offset` (the offset committed is the next one to read), and sets the lag. */
 const commitUpTo = (ctx: BatchContext, payload: EachBatchPayload, offset: string) =>
   Effect.gen(function* () {
@@ -172,13 +210,23 @@ const commitUpTo = (ctx: BatchContext, payload: EachBatchPayload, offset: string
     // Committed now, explicitly (with kafkajs' defaults `commitOffsetsIfNecessary()` alone would wait for the end
     // of eachBatch).
     const next = BigInt(offset) + 1n
-    yield* Effect.tryPromise(() =>
-      payload.commitOffsetsIfNecessary({
-        topics: [{ topic: batch.topic, partitions: [{ partition: batch.partition, offset: next.toString() }] }],
-      }),
-    ).pipe(
+    const current = Effect.sync(() => payload.isRunning() && !payload.isStale())
+    yield* Effect.tryPromise({
+      try: () =>
+        payload.commitOffsetsIfNecessary({
+          topics: [{ topic: batch.topic, partitions: [{ partition: batch.partition, offset: next.toString() }] }],
+        }),
+      catch: (error) => new CommitFailed({ error }),
+    }).pipe(
       Effect.tapError((e) =>
-        Effect.logWarning("commit failed; the records will be delivered again", e).pipe(
+        Effect.logWarning("commit failed", e.error).pipe(Effect.annotateLogs({ partition: batch.partition, offset })),
+      ),
+      Effect.retry({
+        schedule: commitRetryPolicy,
+        while: (e) => (commitRetriable(e.error) ? current : Effect.succeed(false)),
+      }),
+      Effect.tapError(() =>
+        Effect.logWarning("cannot commit; the records will be delivered again").pipe(
           Effect.annotateLogs({ partition: batch.partition, offset }),
         ),
       ),
