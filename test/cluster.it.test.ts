@@ -103,7 +103,8 @@ describe("a three-broker cluster (RF 3, min.insync.replicas 2)", () => {
     await cluster.start()
   }, 180_000)
   afterAll(async () => {
-    await cluster?.stop()
+    // SPILLWAY_KEEP_KAFKA=1 keeps the cluster for the next run (`npm run kafka -- cluster stop` stops it).
+    if (process.env.SPILLWAY_KEEP_KAFKA !== "1") await cluster?.stop()
   }, 120_000)
 
   const ingesterOn = (topic: string): Promise<RunningIngester> =>
@@ -247,6 +248,79 @@ describe("a three-broker cluster (RF 3, min.insync.replicas 2)", () => {
     } finally {
       await producer.disconnect()
       for (const r of routers) await r.stop()
+    }
+  }, 300_000)
+
+  it("two brokers (the group coordinator among them) down for 30 s and back: routing resumes within 10 s", async () => {
+    const topic = uniqueTopic("cluster-reroute")
+    await createTopic(cluster.brokers, topic)
+    const outputDir = mkdtempSync(join(tmpdir(), "spillway-cluster-reroute-"))
+    const group = `${topic}-group`
+    const router = await startRouter({
+      topic,
+      group,
+      tenantsFile: fixtureTenantsFile,
+      brokers: cluster.brokers,
+      outputDir,
+    })
+    const producer = makeKafka("cluster-it-producer", { brokers: [...cluster.brokers] }).producer()
+    await producer.connect()
+    const lines = () =>
+      readdirSync(outputDir)
+        .filter((f) => f.endsWith(".log"))
+        .flatMap((f) => readNdjson(join(outputDir, f)))
+    const produce = async (from: number, n: number) => {
+      const events = Array.from({ length: n }, (_, i) =>
+        wireEvent(tenantA, from + i, { tag: "reroute", message: "{}" }),
+      )
+      await producer.send({
+        topic,
+        acks: -1,
+        messages: events.map((e) => ({ value: Buffer.from(EventCodec.encode(e)) })),
+      })
+      return events.map((e) => e.event_id!)
+    }
+    // The coordinator is the leader of __consumer_offsets (one partition): it goes down with one more node.
+    const coordinator = await cluster.leaderOf("__consumer_offsets")
+    const survivor = cluster.nodes.map((n) => n.nodeId).find((id) => id !== coordinator)!
+    const down = cluster.nodes.map((n) => n.nodeId).filter((id) => id !== survivor)
+    try {
+      const before = await produce(700_000, 100)
+      await waitFor(() => lines().length >= before.length, 60_000, "the lines before the outage routed")
+      await Promise.all(down.map((id) => cluster.stopNode(id, "SIGKILL")))
+      const downAt = Date.now()
+      // The outage itself (a fault of a set length): long enough for kafkajs' retries to run out.
+      await waitFor(() => Date.now() - downAt >= 30_000, 60_000, "the outage", 1000)
+      await Promise.all(down.map((id) => cluster.startNode(id)))
+      const backAt = Date.now()
+      const after = await produce(710_000, 100)
+      const producedAt = Date.now()
+      const wanted = new Set(after)
+      await waitFor(
+        () => lines().some((l) => wanted.has(String(l.event_id))),
+        90_000,
+        "a line written after the outage",
+      )
+      const routedAt = Date.now()
+      const crashes = router.output().split("consumer consumer.crash").length - 1
+      console.log(
+        `reroute: coordinator ${coordinator} and node ${down.find((id) => id !== coordinator)} down ${backAt - downAt} ms; ` +
+          `produced ${producedAt - backAt} ms after their return, first routed ${routedAt - backAt} ms after it; ` +
+          `${crashes} consumer crashes`,
+      )
+      await waitFor(
+        () => {
+          const seen = new Set(lines().map((l) => String(l.event_id)))
+          return [...before, ...after].every((id) => seen.has(id))
+        },
+        60_000,
+        "every event routed",
+      )
+      expect(routedAt - backAt).toBeLessThan(10_000)
+    } finally {
+      await producer.disconnect()
+      await router.stop()
+      await Promise.all(down.map((id) => cluster.startNode(id)))
     }
   }, 300_000)
 

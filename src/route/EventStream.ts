@@ -30,6 +30,7 @@ import {
   consumerConfig,
   drainConsumer,
   type KafkaStreamOptions,
+  leaveLostMembers,
   recordBatchOf,
   splitUndecodable,
   watchConsumer,
@@ -77,7 +78,9 @@ const makeKafka = (options: KafkaStreamOptions) =>
     const resumers = yield* FiberSet.make()
 
     const consumer: Consumer = kafka.consumer(consumerConfig(options))
-    watchConsumer(consumer, { groupId, joined, fatal, runPromise })
+    const lost = yield* Queue.sliding<string>(8)
+    watchConsumer(consumer, { groupId, joined, fatal, lost, runPromise })
+    yield* Effect.forkScoped(leaveLostMembers(kafka, groupId, lost))
     yield* connectConsumer(consumer, topic)
 
     const ctx: BatchContext = { consumer, topic, resumers }

@@ -3,8 +3,9 @@
  * subscribing on the one backoff Schedule (src/shared/Retry.ts), the RecordBatch handed out for each kafkajs batch
  * (commit, rewind, heartbeat), and a drain bounded in time.
  */
-import { Data, Deferred, Duration, Effect, FiberSet, Ref } from "effect"
-import type { Consumer, ConsumerConfig, EachBatchPayload } from "kafkajs"
+import { Data, Deferred, Duration, Effect, FiberSet, Queue, Ref } from "effect"
+import type { Consumer, ConsumerConfig, EachBatchPayload, Kafka } from "kafkajs"
+import { leaveGroupAs } from "../shared/Kafka.js"
 import * as Metrics from "../shared/Metrics.js"
 import { backoff } from "../shared/Retry.js"
 import { undecodableReason } from "./BatchGuard.js"
@@ -53,20 +54,26 @@ export const consumerConfig = (options: KafkaStreamOptions): ConsumerConfig => {
   }
 }
 
-/** Follows the consumer's events: `joined` while it is in the group, `fatal` once it crashed for good. */
+/**
+ * Follows the consumer's events: `joined` while it is in the group, `fatal` once it crashed for good, and `lost`
+ * takes the member id of a consumer kafkajs restarts after a crash (see `leaveLostMembers`).
+ */
 export const watchConsumer = (
   consumer: Consumer,
   ctx: {
     readonly groupId: string
     readonly joined: Ref.Ref<boolean>
     readonly fatal: Deferred.Deferred<ConsumerCrashed>
+    readonly lost: Queue.Enqueue<string>
     readonly runPromise: (effect: Effect.Effect<unknown>) => Promise<unknown>
   },
 ): void => {
   const run = (effect: Effect.Effect<unknown>) => {
     ctx.runPromise(effect).catch(() => undefined)
   }
+  let member: string | undefined
   consumer.on(consumer.events.GROUP_JOIN, (e) => {
+    member = e.payload.memberId
     run(
       Effect.zipRight(
         Ref.set(ctx.joined, true),
@@ -81,7 +88,12 @@ export const watchConsumer = (
     )
   })
   consumer.on(consumer.events.CRASH, (e) => {
-    if (e.payload.restart) return // kafkajs restarts the consumer itself
+    if (e.payload.restart) {
+      // kafkajs restarts the consumer itself, as a new member: the one that crashed may still be in the group.
+      if (member !== undefined) run(ctx.lost.offer(member))
+      member = undefined
+      return
+    }
     run(Deferred.succeed(ctx.fatal, new ConsumerCrashed({ detail: String(e.payload.error ?? "unknown error") })))
   })
   for (const ev of [consumer.events.CRASH, consumer.events.STOP, consumer.events.DISCONNECT]) {
@@ -95,6 +107,31 @@ export const watchConsumer = (
     })
   }
 }
+
+/**
+ * Makes each member kafkajs gave up on leave the group, retried on the backoff Schedule until the coordinator
+ * answers (5 minutes at most). kafkajs sends that LeaveGroup itself when it restarts a crashed consumer, but in an
+ * outage the coordinator is not there to take it; the member stays in the group, and once the coordinator is back
+ * (it reloads the group and restarts every member's session) the new member's join waits for the old one's whole
+ * session timeout (30 s by default) before a single partition is assigned. Runs forever (fork it in the scope).
+ */
+export const leaveLostMembers = (kafka: Kafka, groupId: string, lost: Queue.Dequeue<string>): Effect.Effect<never> =>
+  Effect.gen(function* () {
+    const memberId = yield* Queue.take(lost)
+    yield* Effect.tryPromise(() => leaveGroupAs(kafka, groupId, memberId)).pipe(
+      Effect.retry(backoff({ base: "500 millis", cap: "2 seconds", budget: "5 minutes" })),
+      Effect.tap((outcome) =>
+        Effect.logInfo(outcome === "left" ? "a crashed member left the group" : "the crashed member was gone").pipe(
+          Effect.annotateLogs({ groupId, memberId }),
+        ),
+      ),
+      Effect.catchAll((e) =>
+        Effect.logWarning(`a crashed member could not be made to leave the group: ${causeText(e)}`).pipe(
+          Effect.annotateLogs({ groupId, memberId }),
+        ),
+      ),
+    )
+  }).pipe(Effect.forever)
 
 const causeText = (e: { readonly cause?: unknown }) => (e.cause instanceof Error ? e.cause.message : String(e.cause))
 

@@ -29,6 +29,39 @@ export const kafkaLogLevel = (level: logLevel, log: { readonly [k: string]: unkn
   return level
 }
 
+/** kafkajs' Cluster, the little of it `leaveGroupAs` uses (kafkajs/src/cluster; not exported by its index). */
+interface KafkajsCluster {
+  connect(): Promise<void>
+  disconnect(): Promise<void>
+  findGroupCoordinator(args: { groupId: string }): Promise<{
+    leaveGroup(args: { groupId: string; memberId: string }): Promise<unknown>
+  }>
+}
+
+/**
+ * Sends a LeaveGroup for `memberId` of `groupId` to the group's coordinator, through a short-lived kafkajs Cluster
+ * made by the client's own factory (private in kafkajs 2.2.4, which package.json pins: same brokers, TLS, SASL,
+ * timeouts). kafkajs' consumer API only ever leaves as its current member. Resolves `"left"`, or `"unknown"` when
+ * the coordinator no longer knows the member (it left or expired already); rejects otherwise (retry it).
+ */
+export const leaveGroupAs = async (kafka: Kafka, groupId: string, memberId: string): Promise<"left" | "unknown"> => {
+  const factory = Object.getOwnPropertySymbols(kafka).find((s) => s.description === "private:Kafka:createCluster")
+  const create = factory === undefined ? undefined : (kafka as unknown as Record<symbol, unknown>)[factory]
+  if (typeof create !== "function") throw new Error("this kafkajs has no cluster factory (kafkajs 2.2.4 has)")
+  const cluster = create({ allowAutoTopicCreation: false }) as KafkajsCluster
+  try {
+    await cluster.connect()
+    const coordinator = await cluster.findGroupCoordinator({ groupId })
+    await coordinator.leaveGroup({ groupId, memberId })
+    return "left"
+  } catch (e) {
+    if ((e as { type?: unknown }).type === "UNKNOWN_MEMBER_ID") return "unknown"
+    throw e
+  } finally {
+    await cluster.disconnect().catch(() => undefined)
+  }
+}
+
 export interface KafkaSettings {
   readonly brokers: ReadonlyArray<string>
   readonly clientId: string
