@@ -161,10 +161,11 @@ describe("a three-broker cluster (RF 3, min.insync.replicas 2)", () => {
     }
   }, 300_000)
 
-  it("two of three brokers down: never SUCCESS; once they are back a retry stores every event", async () => {
+  it("two of three brokers down: UNAVAILABLE within seconds, never SUCCESS; once they are back a retry stores every event", async () => {
     const topic = uniqueTopic("cluster-minisr")
     await createTopic(cluster.brokers, topic)
-    const ing = await ingesterOn(topic)
+    // The ingester's defaults (produce timeout 15 s, ack timeout 5 s, request timeout 10 s).
+    const ing = await startIngester({ topic, brokers: cluster.brokers })
     const client = ing.client()
     const leader = await cluster.leaderOf(topic)
     const down = cluster.nodes.map((n) => n.nodeId).filter((id) => id !== leader)
@@ -173,12 +174,16 @@ describe("a three-broker cluster (RF 3, min.insync.replicas 2)", () => {
       const events = Array.from({ length: 300 }, (_, i) => wireEvent(tenantA, 900_000 + i, { tag: "minisr" }))
       expect((await sendEvents(client, token, events.slice(0, 50))).value?.status).toBe("SUCCESS")
       await Promise.all(down.map((id) => cluster.stopNode(id, "SIGKILL")))
+      const called = Date.now()
       const during = await sendEvents(client, token, events)
+      const answeredMs = Date.now() - called
       console.log(
-        `with only node ${leader} up: ${during.error ? `${grpc.status[during.error.code]} ${during.error.details}` : during.value?.status}`,
+        `with only node ${leader} up: ${during.error ? `${grpc.status[during.error.code]} ${during.error.details}` : during.value?.status} after ${answeredMs} ms`,
       )
       expect(during.value?.status).not.toBe("SUCCESS")
-      if (during.error) expect(during.error.code).toBe(grpc.status.UNAVAILABLE)
+      expect(during.error?.code).toBe(grpc.status.UNAVAILABLE)
+      // The leader's ack timeout (5 s) and some slack, well under the 15 s produce timeout.
+      expect(answeredMs).toBeLessThan(9_000)
 
       await Promise.all(down.map((id) => cluster.startNode(id)))
       const t0 = Date.now()

@@ -84,6 +84,11 @@ export interface KafkaSinkOptions {
   readonly topic: string
   /** A send that Kafka has not acknowledged by then fails (and the producer is replaced). Default 15 s. */
   readonly produceTimeout?: Duration.DurationInput
+  /**
+   * Kafka's own produce timeout (the request's `timeout`): how long the partition leader waits for the in-sync
+   * replicas. A send the leader held that long fails at once (see `produce`). Default 5 s.
+   */
+  readonly ackTimeout?: Duration.DurationInput
   /** Records of one `producer.send` stay under this many value+key bytes. Default 900 KiB. */
   readonly maxSendBytes?: number
   /** Reconnect delays: exponential from 200 ms, jittered, capped here. Default 10 s. */
@@ -109,6 +114,10 @@ export const makeKafka = (kafka: Kafka, options: KafkaSinkOptions) =>
     const deadLetterTopic = dlqTopic(topic)
     const compression = compressionTypes[options.compression ?? "none"]
     const produceTimeout = Duration.decode(options.produceTimeout ?? "15 seconds")
+    const ackTimeoutMs = Duration.toMillis(Duration.decode(options.ackTimeout ?? "5 seconds"))
+    // The send in flight (one at a time, the writer fiber's): told when its leader held a produce for the whole ack
+    // timeout (its replicas did not acknowledge: kafkajs would retry it until the produce timeout).
+    let ackExpired: { readonly producer: Producer; readonly expired: Deferred.Deferred<void> } | undefined
     const maxSendBytes = options.maxSendBytes ?? 900 * 1024
     const cap = Duration.decode(options.reconnectCap ?? "10 seconds")
     const probeInterval = Duration.decode(options.probeInterval ?? "5 seconds")
@@ -139,6 +148,16 @@ export const makeKafka = (kafka: Kafka, options: KafkaSinkOptions) =>
           // producer is dropped (which rejects the send) and a fresh one is connected.
           retry: { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: 200, maxRetryTime: 2_000 },
         })
+        // A leader answers an acks=all produce as soon as the ISR has the records, or with REQUEST_TIMED_OUT once
+        // the ack timeout passed: an answer that took that long is the timeout (one that made it just in time is
+        // answered UNAVAILABLE too, and its retry a duplicate: never SUCCESS for what Kafka may not hold).
+        const onProduceExpired = (e: { payload: { apiName: string; duration?: number } }) => {
+          const { apiName, duration } = e.payload
+          if (apiName !== "Produce" || (duration !== undefined && duration < ackTimeoutMs)) return
+          if (ackExpired?.producer === p) Deferred.unsafeDone(ackExpired.expired, Effect.void)
+        }
+        p.on(p.events.REQUEST, onProduceExpired) // answered after the leader's ack timeout: REQUEST_TIMED_OUT
+        p.on(p.events.REQUEST_TIMEOUT, onProduceExpired) // not answered within kafkajs's request timeout
         try {
           await p.connect()
         } catch (e) {
@@ -190,10 +209,22 @@ export const makeKafka = (kafka: Kafka, options: KafkaSinkOptions) =>
     const produce = (p: Producer, records: ReadonlyArray<SinkRecord>) =>
       Effect.gen(function* () {
         const start = yield* Clock.currentTimeMillis
-        yield* Effect.tryPromise({
-          try: () => p.sendBatch({ acks: -1, compression, topicMessages: topicMessages(records) }),
+        const expired = yield* Deferred.make<void>()
+        ackExpired = { producer: p, expired }
+        const send = Effect.tryPromise({
+          try: () =>
+            p.sendBatch({ acks: -1, timeout: ackTimeoutMs, compression, topicMessages: topicMessages(records) }),
           catch: (cause) => new SinkUnavailable({ detail: `Kafka refused the records: ${causeText(cause)}`, cause }),
-        }).pipe(
+        })
+        // Replicas that did not acknowledge within the ack timeout (too few brokers, no controller quorum to shrink
+        // the ISR): fail now rather than at the produce timeout. An election's errors (connection refused, not the
+        // leader) come back at once and are retried by kafkajs as before, within the produce timeout.
+        const notAcknowledged = Effect.zipRight(
+          Deferred.await(expired),
+          new SinkUnavailable({ detail: `Kafka's in-sync replicas did not acknowledge within ${ackTimeoutMs} ms` }),
+        )
+        yield* Effect.raceFirst(send, notAcknowledged).pipe(
+          Effect.ensuring(Effect.sync(() => (ackExpired = undefined))),
           Effect.timeoutFail({
             duration: produceTimeout,
             onTimeout: () =>

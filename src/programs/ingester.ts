@@ -132,6 +132,14 @@ const tuningConfig = Config.all({
   ),
   budgetWaitMs: Config.integer("SPILLWAY_INGESTER_BUDGET_WAIT_MS").pipe(Config.withDefault(5_000)),
   produceTimeoutMs: Config.integer("SPILLWAY_KAFKA_PRODUCE_TIMEOUT_MS").pipe(Config.withDefault(15_000)),
+  // Kafka's produce timeout: how long the leader waits for the in-sync replicas before the send fails (UNAVAILABLE).
+  ackTimeoutMs: Config.integer("SPILLWAY_KAFKA_ACK_TIMEOUT_MS").pipe(
+    Config.withDefault(5_000),
+    Config.validate({
+      message: "SPILLWAY_KAFKA_ACK_TIMEOUT_MS must be 1000 to 60000",
+      validation: (n) => n >= 1_000 && n <= 60_000,
+    }),
+  ),
   // The ingester's own default for kafkajs's request timeout: shorter than the produce timeout (checkTimeouts).
   requestTimeoutMs: Config.integer("SPILLWAY_KAFKA_REQUEST_TIMEOUT_MS").pipe(Config.withDefault(10_000)),
   idleTimeoutMs: Config.integer("SPILLWAY_INGESTER_IDLE_TIMEOUT_MS").pipe(Config.withDefault(120_000)),
@@ -213,6 +221,7 @@ const apiLayer = (opts: ApiOptions) =>
     const Sink = KafkaSink.layerKafka({
       topic: opts.topic,
       produceTimeout: `${tuning.produceTimeoutMs} millis`,
+      ackTimeout: `${tuning.ackTimeoutMs} millis`,
       compression,
     }).pipe(Layer.provide(KafkaClient.layer({ ...settings, brokers })))
 

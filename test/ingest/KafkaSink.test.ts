@@ -50,18 +50,36 @@ describe("produce timeout", () => {
     assert.isDefined(checkTimeouts(10_000, 10_000))
   })
 
-  /** A kafkajs stand-in whose producers' sends hang (never answered) or succeed, as `mode` says. */
+  /**
+   * A kafkajs stand-in whose producers' sends hang (never answered), succeed, or hang while kafkajs reports a Produce
+   * answered only after the leader's ack timeout (`expire`: what kafkajs sees, and retries, when too few replicas
+   * acknowledge), as `mode` says.
+   */
   const fakeKafka = () => {
-    const state = { mode: "hang" as "hang" | "ok", producers: [] as Array<{ sends: number; disconnected: boolean }> }
+    const state = {
+      mode: "hang" as "hang" | "ok" | "expire",
+      producers: [] as Array<{ sends: number; disconnected: boolean; timeouts: Array<number | undefined> }>,
+    }
     const kafka = {
       producer: () => {
-        const p = { sends: 0, disconnected: false }
+        const p = { sends: 0, disconnected: false, timeouts: [] as Array<number | undefined> }
         state.producers.push(p)
-        const send = () => {
+        const listeners = new Map<string, Array<(e: unknown) => void>>()
+        const send = (req?: { timeout?: number }) => {
           p.sends++
-          return state.mode === "hang" ? new Promise(() => undefined) : Promise.resolve([])
+          p.timeouts.push(req?.timeout)
+          if (state.mode === "expire")
+            setTimeout(() => {
+              for (const l of listeners.get("request") ?? [])
+                l({ payload: { apiName: "Produce", duration: req?.timeout ?? 30_000 } })
+            }, 20)
+          return state.mode === "ok" ? Promise.resolve([]) : new Promise(() => undefined)
         }
         return {
+          events: { REQUEST: "request", REQUEST_TIMEOUT: "request_timeout" },
+          on: (name: string, listener: (e: unknown) => void) => {
+            listeners.set(name, [...(listeners.get(name) ?? []), listener])
+          },
           connect: async () => undefined,
           disconnect: async () => {
             p.disconnected = true
@@ -97,6 +115,32 @@ describe("produce timeout", () => {
       assert.strictEqual(state.producers[0]!.sends, 1)
       assert.isAbove(state.producers.length, 1)
       assert.strictEqual(state.producers.at(-1)!.sends, 1)
+      yield* Effect.repeat(
+        Effect.sync(() => state.producers[0]!.disconnected),
+        { until: (d) => d, schedule: Schedule.spaced("10 millis") },
+      )
+    }).pipe(Effect.scoped),
+  )
+
+  it.live("a send the leader held for the whole ack timeout fails at once, not at the produce timeout", () =>
+    Effect.gen(function* () {
+      const { kafka, state } = fakeKafka()
+      state.mode = "expire"
+      const sink = yield* makeKafka(kafka, {
+        topic: "t",
+        produceTimeout: "10 seconds",
+        ackTimeout: "300 millis",
+        reconnectCap: "50 millis",
+      })
+      yield* Effect.repeat(sink.ready, { until: (ok) => ok })
+      const started = Date.now()
+      const result = yield* Effect.either(sink.publishRecords([{ key: "k", value: Buffer.from("v") }]))
+      const elapsed = Date.now() - started
+      assert.isTrue(Either.isLeft(result))
+      if (Either.isLeft(result)) assert.match(result.left.detail, /did not acknowledge within 300 ms/)
+      assert.isBelow(elapsed, 2_000)
+      // Kafka's own produce timeout is the ack timeout; the producer is out of use.
+      assert.deepStrictEqual(state.producers[0]!.timeouts, [300])
       yield* Effect.repeat(
         Effect.sync(() => state.producers[0]!.disconnected),
         { until: (d) => d, schedule: Schedule.spaced("10 millis") },
