@@ -79,11 +79,11 @@ const makeKafka = (options: KafkaStreamOptions) =>
 
     const consumer: Consumer = kafka.consumer(consumerConfig(options))
     const lost = yield* Queue.sliding<string>(8)
-    watchConsumer(consumer, { groupId, joined, fatal, lost, runPromise })
+    const member = watchConsumer(consumer, { groupId, joined, fatal, lost, runPromise })
     yield* Effect.forkScoped(leaveLostMembers(kafka, groupId, lost))
     yield* connectConsumer(consumer, topic)
 
-    const ctx: BatchContext = { consumer, topic, resumers }
+    const ctx: BatchContext = { consumer, topic, resumers, kafka, member }
     const eachBatch = async (payload: EachBatchPayload): Promise<void> => {
       const { batch, isRunning, isStale } = payload
       if (!isRunning() || isStale() || batch.isEmpty()) return

@@ -5,7 +5,7 @@
  */
 import { Data, Deferred, Duration, Effect, FiberSet, Queue, Ref } from "effect"
 import type { Consumer, ConsumerConfig, EachBatchPayload, Kafka } from "kafkajs"
-import { leaveGroupAs } from "../shared/Kafka.js"
+import { commitAs, type GroupMember, leaveGroupAs } from "../shared/Kafka.js"
 import * as Metrics from "../shared/Metrics.js"
 import { backoff } from "../shared/Retry.js"
 import { undecodableReason } from "./BatchGuard.js"
@@ -56,7 +56,8 @@ export const consumerConfig = (options: KafkaStreamOptions): ConsumerConfig => {
 
 /**
  * Follows the consumer's events: `joined` while it is in the group, `fatal` once it crashed for good, and `lost`
- * takes the member id of a consumer kafkajs restarts after a crash (see `leaveLostMembers`).
+ * takes the member id of a consumer kafkajs restarts after a crash (see `leaveLostMembers`). Returns the member's
+ * id and generation as last seen in a heartbeat or commit (undefined from a join until then).
  */
 export const watchConsumer = (
   consumer: Consumer,
@@ -67,13 +68,20 @@ export const watchConsumer = (
     readonly lost: Queue.Enqueue<string>
     readonly runPromise: (effect: Effect.Effect<unknown>) => Promise<unknown>
   },
-): void => {
+): (() => GroupMember | undefined) => {
   const run = (effect: Effect.Effect<unknown>) => {
     ctx.runPromise(effect).catch(() => undefined)
   }
   let member: string | undefined
+  let generation: GroupMember | undefined
+  const seen = (e: { payload: { memberId: string; groupGenerationId: number } }) => {
+    generation = { groupId: ctx.groupId, memberId: e.payload.memberId, generationId: e.payload.groupGenerationId }
+  }
+  consumer.on(consumer.events.HEARTBEAT, seen)
+  consumer.on(consumer.events.COMMIT_OFFSETS, seen)
   consumer.on(consumer.events.GROUP_JOIN, (e) => {
     member = e.payload.memberId
+    generation = undefined
     run(
       Effect.zipRight(
         Ref.set(ctx.joined, true),
@@ -92,6 +100,7 @@ export const watchConsumer = (
       // kafkajs restarts the consumer itself, as a new member: the one that crashed may still be in the group.
       if (member !== undefined) run(ctx.lost.offer(member))
       member = undefined
+      generation = undefined
       return
     }
     run(Deferred.succeed(ctx.fatal, new ConsumerCrashed({ detail: String(e.payload.error ?? "unknown error") })))
@@ -106,6 +115,7 @@ export const watchConsumer = (
       )
     })
   }
+  return () => generation
 }
 
 /**
@@ -197,6 +207,9 @@ export const splitUndecodable = (
 export interface BatchContext {
   readonly consumer: Consumer
   readonly topic: string
+  /** The client, and this consumer's member id and generation (`watchConsumer`), for commits kafkajs cannot make. */
+  readonly kafka: Kafka
+  readonly member: () => GroupMember | undefined
   /** The fibers that resume paused partitions (they end with the stream's scope). */
   readonly resumers: FiberSet.FiberSet
 }
@@ -232,10 +245,11 @@ export const commitRetriable = (error: unknown): boolean => {
 }
 
 /**
- * A commit refused for a passing reason is tried again on this Schedule while the batch is still this consumer's (not
- * stale, consumer running); 10 s at most, well inside the session timeout, as the partition waits meanwhile.
+ * A commit refused for a passing reason is tried again on this Schedule unless the batch went stale (sought); 20 s
+ * at most, inside the session timeout, as the partition waits meanwhile. A coordinator SIGKILLed in the three-broker
+ * test cluster (`broker.session.timeout.ms` 4 s) took 7 to 10 s to be elected again; with Kafka's default 9 s, longer.
  */
-export const commitRetryPolicy = backoff({ base: "200 millis", cap: "2 seconds", budget: "10 seconds" })
+export const commitRetryPolicy = backoff({ base: "200 millis", cap: "2 seconds", budget: "20 seconds" })
 
 class CommitFailed extends Data.TaggedError("CommitFailed")<{ readonly error: unknown }> {}
 
@@ -247,14 +261,25 @@ const commitUpTo = (ctx: BatchContext, payload: EachBatchPayload, offset: string
     // Committed now, explicitly (with kafkajs' defaults `commitOffsetsIfNecessary()` alone would wait for the end
     // of eachBatch).
     const next = BigInt(offset) + 1n
-    const current = Effect.sync(() => payload.isRunning() && !payload.isStale())
-    yield* Effect.tryPromise({
-      try: () =>
-        payload.commitOffsetsIfNecessary({
-          topics: [{ topic: batch.topic, partitions: [{ partition: batch.partition, offset: next.toString() }] }],
-        }),
-      catch: (error) => new CommitFailed({ error }),
-    }).pipe(
+    // While kafkajs stops (shutdown, or a crash it restarts from) the records are still delivered: commit them all
+    // the same; the coordinator refuses a generation that is over.
+    const current = Effect.sync(() => !payload.isStale())
+    const commit = { topic: batch.topic, partition: batch.partition, offset: next.toString() }
+    let tries = 0
+    // Tried again, the commit goes to the coordinator as found now: kafkajs would send it to the one of its last join.
+    const attempt = Effect.suspend(() => {
+      const member = tries++ === 0 ? undefined : ctx.member()
+      return Effect.tryPromise({
+        try: () =>
+          member === undefined
+            ? payload.commitOffsetsIfNecessary({
+                topics: [{ topic: commit.topic, partitions: [{ partition: commit.partition, offset: commit.offset }] }],
+              })
+            : commitAs(ctx.kafka, member, commit),
+        catch: (error) => new CommitFailed({ error }),
+      })
+    })
+    yield* attempt.pipe(
       Effect.tapError((e) =>
         Effect.logWarning("commit failed", e.error).pipe(Effect.annotateLogs({ partition: batch.partition, offset })),
       ),

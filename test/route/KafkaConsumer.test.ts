@@ -5,9 +5,10 @@
 import { createRequire } from "node:module"
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, FiberSet } from "effect"
-import type { Consumer, EachBatchPayload } from "kafkajs"
+import type { Consumer, EachBatchPayload, Kafka } from "kafkajs"
 import { KafkaJSNumberOfRetriesExceeded, type KafkaJSProtocolError } from "kafkajs"
 import { commitRetriable, recordBatchOf } from "../../src/route/KafkaConsumer.js"
+import type { GroupMember } from "../../src/shared/Kafka.js"
 
 const { createErrorFromCode } = createRequire(import.meta.url)("kafkajs/src/protocol/error.js") as {
   createErrorFromCode: (code: number) => KafkaJSProtocolError
@@ -44,12 +45,29 @@ const fakePayload = (failures: ReadonlyArray<Error>): Fake => {
   return fake
 }
 
-const commit = (fake: Fake, offset: string) =>
+/**
+ * A kafkajs client whose (private) cluster factory finds a coordinator that takes every OffsetCommit into `direct`:
+ * the coordinator as found now, where kafkajs' consumer keeps the one of its last join.
+ */
+const fakeKafka = (direct: Array<unknown>): Kafka =>
+  ({
+    [Symbol("private:Kafka:createCluster")]: () => ({
+      connect: async () => undefined,
+      disconnect: async () => undefined,
+      findGroupCoordinator: async () => ({
+        offsetCommit: async (request: unknown) => {
+          direct.push(request)
+        },
+      }),
+    }),
+  }) as unknown as Kafka
+
+const commit = (fake: Fake, offset: string, kafka = {} as Kafka, member?: GroupMember) =>
   Effect.gen(function* () {
     const resumers = yield* FiberSet.make()
     const released = yield* Deferred.make<void>()
     const batch = recordBatchOf(
-      { consumer: {} as Consumer, topic: "t", resumers },
+      { consumer: {} as Consumer, topic: "t", resumers, kafka, member: () => member },
       fake.payload,
       { records: [] },
       released,
@@ -78,6 +96,24 @@ describe("RecordBatch.commit (kafkajs)", () => {
     }),
   )
 
+  it.live("tried again, the commit goes to the coordinator as found now, as the member and generation last seen", () =>
+    Effect.gen(function* () {
+      const fake = fakePayload([createErrorFromCode(NOT_COORDINATOR)])
+      const direct: Array<unknown> = []
+      const member = { groupId: "g", memberId: "m-1", generationId: 7 }
+      yield* commit(fake, "4", fakeKafka(direct), member)
+      assert.deepStrictEqual(fake.calls, ["5"])
+      assert.deepStrictEqual(direct, [
+        {
+          groupId: "g",
+          memberId: "m-1",
+          groupGenerationId: 7,
+          topics: [{ topic: "t", partitions: [{ partition: 0, offset: "5" }] }],
+        },
+      ])
+    }),
+  )
+
   it.live("a generation that is over (ILLEGAL_GENERATION) is not retried: the records will come again", () =>
     Effect.gen(function* () {
       const fake = fakePayload([createErrorFromCode(ILLEGAL_GENERATION)])
@@ -86,7 +122,7 @@ describe("RecordBatch.commit (kafkajs)", () => {
     }),
   )
 
-  it.live("a batch that went stale (sought, or the consumer stopped) is not committed again", () =>
+  it.live("a batch that went stale (sought) is not committed again", () =>
     Effect.gen(function* () {
       const fake = fakePayload([createErrorFromCode(NOT_COORDINATOR), createErrorFromCode(NOT_COORDINATOR)])
       fake.stale = true
