@@ -3,9 +3,16 @@
  * with the built program as a child process:
  * - the leader of the partition the ingester writes to is SIGKILLed mid-stream: after the election the ingester keeps
  *   acknowledging, every acknowledged event is in Kafka, nothing is acknowledged that Kafka does not hold;
- * - two of three brokers down: never SUCCESS (UNAVAILABLE / FAILURE); brought back, a retry stores every event;
+ * - two tenants whose partitions have different leaders, one leader SIGKILLed: every acknowledged event is in Kafka
+ *   (a send spanning two leaders while one moves);
+ * - two of three brokers down: UNAVAILABLE within 9 s (the leader's 5 s ack timeout, not the 15 s produce timeout),
+ *   never SUCCESS; brought back, a retry stores every event;
  * - two routers in one group, a third joining, then one SIGKILLed while records flow: every event routed, none missing,
  *   duplicates counted;
+ * - the group coordinator and one more node SIGKILLed for 30 s: routing resumes within 10 s of their return (kafkajs'
+ *   restarted consumer would wait out its old member's session);
+ * - the group coordinator SIGKILLed while the router commits: every event routed, no duplicate (refused commits are
+ *   tried again at the new coordinator);
  * - two ingesters, two agents each given both (`ipv4:a,b`), the ingester they use SIGKILLed: they go on through the
  *   other one and nothing is lost.
  */
@@ -158,6 +165,59 @@ describe("a three-broker cluster (RF 3, min.insync.replicas 2)", () => {
       client.close()
       await ing.stop()
       await cluster.startNode(leader)
+    }
+  }, 300_000)
+
+  it("two tenants on partitions of different leaders, one leader SIGKILLed: every acked event is in Kafka", async () => {
+    const topic = uniqueTopic("cluster-leaders")
+    await createTopic(cluster.brokers, topic, 3)
+    const ing = await ingesterOn(topic)
+    const client = ing.client()
+    // The record key is the access key: tenant A's records go to partition 1, tenant B's to partition 2 (murmur2).
+    const leaderA = await cluster.leaderOf(topic, 1)
+    const leaderB = await cluster.leaderOf(topic, 2)
+    try {
+      const tokens: Record<string, string> = {
+        [tenantA]: await ing.tokenFor(tenantA),
+        [tenantB]: await ing.tokenFor(tenantB),
+      }
+      const acked = new Set<string>()
+      const sent = new Map<string, ReadonlyArray<string>>()
+      let afterKill = 0
+      for (let r = 0; r < 40; r++) {
+        const runs = [tenantA, tenantB].map((tenant, t) => {
+          const batches = Array.from({ length: 4 }, (_, b) => ({
+            batch_id: `r${r}-t${t}-b${b}`,
+            events: Array.from({ length: 50 }, (_, i) =>
+              wireEvent(tenant, 500_000 + t * 100_000 + (r * 4 + b) * 50 + i, { tag: "leaders" }),
+            ),
+          }))
+          for (const b of batches)
+            sent.set(
+              b.batch_id,
+              b.events.map((e) => e.event_id!),
+            )
+          return sendBatches(client, tokens[tenant], batches, 4)
+        })
+        for (const run of await Promise.all(runs))
+          for (const a of run.acks) {
+            if (a.status !== "SUCCESS") continue
+            for (const id of sent.get(a.batch_id) ?? []) acked.add(id)
+            if (r > 5) afterKill++
+          }
+        if (r === 5) await cluster.stopNode(leaderA, "SIGKILL")
+        if (r > 5 && afterKill >= 40) break
+      }
+      const { ids, records } = await idsIn(cluster.brokers, topic, acked.size)
+      const missing = [...acked].filter((id) => !ids.has(id))
+      console.log(
+        `leaders ${leaderA} (A) and ${leaderB} (B), ${leaderA} killed: ${acked.size} acked, ${records} records in Kafka, ${missing.length} acked ids missing`,
+      )
+      expect(missing).toEqual([])
+    } finally {
+      client.close()
+      await ing.stop()
+      await cluster.startNode(leaderA)
     }
   }, 300_000)
 
