@@ -30,7 +30,7 @@ import { KafkaClient } from "../shared/Kafka.js"
 import { inc, observe, set } from "../shared/Metrics.js"
 import { backoff } from "../shared/Retry.js"
 import * as M from "./IngesterMetrics.js"
-import { encodeRecord, memoDefaultPartitioner, toTopicMessages } from "./KafkaRecords.js"
+import { encodeRecord, onAckTimeout, partitionTracker, toTopicMessages } from "./KafkaRecords.js"
 import { MemorySink, makeMemory } from "./MemorySink.js"
 
 export { checkTimeouts, encodeRecord, memoDefaultPartitioner } from "./KafkaRecords.js"
@@ -118,6 +118,7 @@ export const makeKafka = (kafka: Kafka, options: KafkaSinkOptions) =>
     // The send in flight (one at a time, the writer fiber's): told when its leader held a produce for the whole ack
     // timeout (its replicas did not acknowledge: kafkajs would retry it until the produce timeout).
     let ackExpired: { readonly producer: Producer; readonly expired: Deferred.Deferred<void> } | undefined
+    const trackers = new WeakMap<Producer, ReturnType<typeof partitionTracker>>()
     const maxSendBytes = options.maxSendBytes ?? 900 * 1024
     const cap = Duration.decode(options.reconnectCap ?? "10 seconds")
     const probeInterval = Duration.decode(options.probeInterval ?? "5 seconds")
@@ -139,25 +140,20 @@ export const makeKafka = (kafka: Kafka, options: KafkaSinkOptions) =>
 
     const connectOnce = Effect.tryPromise({
       try: async () => {
+        const tracker = partitionTracker()
         const p = kafka.producer({
           idempotent: true,
           maxInFlightRequests: 1,
           allowAutoTopicCreation: true,
-          createPartitioner: memoDefaultPartitioner,
+          createPartitioner: tracker.createPartitioner,
           // kafkajs retries an idempotent send without end; produceTimeout bounds it, then the
           // producer is dropped (which rejects the send) and a fresh one is connected.
           retry: { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: 200, maxRetryTime: 2_000 },
         })
-        // A leader answers an acks=all produce as soon as the ISR has the records, or with REQUEST_TIMED_OUT once
-        // the ack timeout passed: an answer that took that long is the timeout (one that made it just in time is
-        // answered UNAVAILABLE too, and its retry a duplicate: never SUCCESS for what Kafka may not hold).
-        const onProduceExpired = (e: { payload: { apiName: string; duration?: number } }) => {
-          const { apiName, duration } = e.payload
-          if (apiName !== "Produce" || (duration !== undefined && duration < ackTimeoutMs)) return
+        onAckTimeout(p, ackTimeoutMs, () => {
           if (ackExpired?.producer === p) Deferred.unsafeDone(ackExpired.expired, Effect.void)
-        }
-        p.on(p.events.REQUEST, onProduceExpired) // answered after the leader's ack timeout: REQUEST_TIMED_OUT
-        p.on(p.events.REQUEST_TIMEOUT, onProduceExpired) // not answered within kafkajs's request timeout
+        })
+        trackers.set(p, tracker)
         try {
           await p.connect()
         } catch (e) {
@@ -211,14 +207,20 @@ export const makeKafka = (kafka: Kafka, options: KafkaSinkOptions) =>
         const start = yield* Clock.currentTimeMillis
         const expired = yield* Deferred.make<void>()
         ackExpired = { producer: p, expired }
+        const tracker = trackers.get(p)
+        tracker?.start()
         const send = Effect.tryPromise({
           try: () =>
             p.sendBatch({ acks: -1, timeout: ackTimeoutMs, compression, topicMessages: topicMessages(records) }),
           catch: (cause) => new SinkUnavailable({ detail: `Kafka refused the records: ${causeText(cause)}`, cause }),
-        })
-        // Replicas that did not acknowledge within the ack timeout (too few brokers, no controller quorum to shrink
-        // the ISR): fail now rather than at the produce timeout. An election's errors (connection refused, not the
-        // leader) come back at once and are retried by kafkajs as before, within the produce timeout.
+        }).pipe(
+          Effect.filterOrFail(
+            (answer) => (tracker?.unanswered(answer) ?? 0) === 0,
+            () => new SinkUnavailable({ detail: "Kafka's answer lacks a partition of the send (kafkajs dropped it)" }),
+          ),
+        )
+        // Replicas that did not acknowledge within the ack timeout (no quorum to shrink the ISR): fail now, not at the
+        // produce timeout. An election's errors come back at once and kafkajs retries them, within the produce timeout.
         const notAcknowledged = Effect.zipRight(
           Deferred.await(expired),
           new SinkUnavailable({ detail: `Kafka's in-sync replicas did not acknowledge within ${ackTimeoutMs} ms` }),

@@ -57,17 +57,31 @@ describe("produce timeout", () => {
    */
   const fakeKafka = () => {
     const state = {
-      mode: "hang" as "hang" | "ok" | "expire",
+      mode: "hang" as "hang" | "ok" | "expire" | "drop",
       producers: [] as Array<{ sends: number; disconnected: boolean; timeouts: Array<number | undefined> }>,
     }
     const kafka = {
-      producer: () => {
+      producer: (opts?: { createPartitioner?: () => (args: unknown) => number }) => {
+        const partitioner = opts?.createPartitioner?.()
         const p = { sends: 0, disconnected: false, timeouts: [] as Array<number | undefined> }
         state.producers.push(p)
         const listeners = new Map<string, Array<(e: unknown) => void>>()
-        const send = (req?: { timeout?: number }) => {
+        const send = (req?: {
+          timeout?: number
+          topicMessages?: Array<{ topic: string; messages: Array<{ key: string }> }>
+        }) => {
           p.sends++
           p.timeouts.push(req?.timeout)
+          if (state.mode === "drop" && partitioner !== undefined) {
+            // Placed over 3 partitions as kafkajs does, answered for the first one only (kafkajs#1303's answer).
+            const answer: Array<{ topicName: string; partition: number; errorCode: number }> = []
+            for (const { topic, messages } of req?.topicMessages ?? [])
+              for (const message of messages) {
+                const partition = partitioner({ topic, partitionMetadata: metadata(3), message })
+                if (answer.length === 0) answer.push({ topicName: topic, partition, errorCode: 0 })
+              }
+            return Promise.resolve(answer)
+          }
           if (state.mode === "expire")
             setTimeout(() => {
               for (const l of listeners.get("request") ?? [])
@@ -145,6 +159,29 @@ describe("produce timeout", () => {
         Effect.sync(() => state.producers[0]!.disconnected),
         { until: (d) => d, schedule: Schedule.spaced("10 millis") },
       )
+    }).pipe(Effect.scoped),
+  )
+
+  it.live("a send whose answer lacks a partition its records were placed on is not acked", () =>
+    Effect.gen(function* () {
+      const { kafka, state } = fakeKafka()
+      state.mode = "drop"
+      const sink = yield* makeKafka(kafka, { topic: "t", produceTimeout: "5 seconds", reconnectCap: "50 millis" })
+      yield* Effect.repeat(sink.ready, { until: (ok) => ok })
+      // Tenants' keys that murmur2 puts on partitions 1 and 2 of 3.
+      const records = ["9c60f26f-5b6c-4c80-b5f5-625bf965b6a6", "9c60f26f-5b6c-4c80-b5f5-611bf965c6a8"].map((key) => ({
+        key,
+        value: Buffer.from("v"),
+      }))
+      const result = yield* Effect.either(sink.publishRecords(records))
+      assert.isTrue(Either.isLeft(result))
+      if (Either.isLeft(result)) assert.match(result.left.detail, /lacks a partition/)
+      // One partition only: the answer covers it.
+      state.mode = "drop"
+      const one = yield* sink
+        .publishRecords(records.slice(0, 1))
+        .pipe(Effect.retry({ schedule: Schedule.spaced("20 millis"), times: 100 }), Effect.either)
+      assert.isTrue(Either.isRight(one))
     }).pipe(Effect.scoped),
   )
 })
