@@ -9,8 +9,8 @@
  *   never SUCCESS; brought back, a retry stores every event;
  * - two routers in one group, a third joining, then one SIGKILLed while records flow: every event routed, none missing,
  *   duplicates counted;
- * - the group coordinator and one more node SIGKILLed for 30 s: routing resumes within 10 s of their return (kafkajs'
- *   restarted consumer would wait out its old member's session);
+ * - two nodes SIGKILLed for 30 s, the group coordinator and the topic's leader, or the topic's two followers: routing
+ *   resumes within 10 s of their return (kafkajs' restarted consumer would wait out its old member's session);
  * - the group coordinator SIGKILLed while the router commits: every event routed, no duplicate (refused commits are
  *   tried again at the new coordinator);
  * - two ingesters, two agents each given both (`ipv4:a,b`), the ingester they use SIGKILLed: they go on through the
@@ -78,7 +78,13 @@ const idsIn = async (brokers: ReadonlyArray<string>, topic: string, want: number
   return { ids, records, messages }
 }
 
-const createTopic = async (brokers: ReadonlyArray<string>, topic: string, numPartitions = 1) => {
+/** `leaders`: the nodes to lead partitions 0, 1, ... (the preferred replica; the other two follow). */
+const createTopic = async (
+  brokers: ReadonlyArray<string>,
+  topic: string,
+  numPartitions = 1,
+  leaders?: ReadonlyArray<number>,
+) => {
   const admin = makeKafka("cluster-it-admin", { brokers: [...brokers] }).admin()
   await admin.connect()
   try {
@@ -86,9 +92,15 @@ const createTopic = async (brokers: ReadonlyArray<string>, topic: string, numPar
       topics: [
         {
           topic,
-          numPartitions,
-          replicationFactor: 3,
           configEntries: [{ name: "min.insync.replicas", value: "2" }],
+          ...(leaders === undefined
+            ? { numPartitions, replicationFactor: 3 }
+            : {
+                replicaAssignment: leaders.map((leader, partition) => ({
+                  partition,
+                  replicas: [leader, ...[1, 2, 3].filter((n) => n !== leader)],
+                })),
+              }),
         },
       ],
       waitForLeaders: true,
@@ -316,78 +328,92 @@ describe("a three-broker cluster (RF 3, min.insync.replicas 2)", () => {
     }
   }, 300_000)
 
-  it("two brokers (the group coordinator among them) down for 30 s and back: routing resumes within 10 s", async () => {
-    const topic = uniqueTopic("cluster-reroute")
-    await createTopic(cluster.brokers, topic)
-    const outputDir = mkdtempSync(join(tmpdir(), "spillway-cluster-reroute-"))
-    const group = `${topic}-group`
-    const router = await startRouter({
-      topic,
-      group,
-      tenantsFile: fixtureTenantsFile,
-      brokers: cluster.brokers,
-      outputDir,
-    })
-    const producer = makeKafka("cluster-it-producer", { brokers: [...cluster.brokers] }).producer()
-    await producer.connect()
-    const lines = () =>
-      readdirSync(outputDir)
-        .filter((f) => f.endsWith(".log"))
-        .flatMap((f) => readNdjson(join(outputDir, f)))
-    const produce = async (from: number, n: number) => {
-      const events = Array.from({ length: n }, (_, i) =>
-        wireEvent(tenantA, from + i, { tag: "reroute", message: "{}" }),
-      )
-      await producer.send({
+  it.each([
+    { coordinatorDown: true, what: "coordinator, leader" },
+    { coordinatorDown: false, what: "both followers" },
+  ])(
+    "two brokers ($what) down for 30 s and back: routing resumes within 10 s",
+    async ({ coordinatorDown }) => {
+      const topic = uniqueTopic("cluster-reroute")
+      // The coordinator is the leader of __consumer_offsets (one partition). Either it goes down with the topic's
+      // leader (the router's fetches fail too: kafkajs restarts its consumer again and again), or it is the
+      // survivor and leads the topic, whose two followers go down. (The topic's leader down with the coordinator
+      // up is not covered: routing came back 8.7 s, once 39 s, after the brokers' return.)
+      const coordinator = await cluster.leaderOf("__consumer_offsets")
+      const survivor = coordinatorDown
+        ? cluster.nodes.map((n) => n.nodeId).find((id) => id !== coordinator)!
+        : coordinator
+      const down = cluster.nodes.map((n) => n.nodeId).filter((id) => id !== survivor)
+      await createTopic(cluster.brokers, topic, 1, [
+        coordinatorDown ? down.find((id) => id !== coordinator)! : survivor,
+      ])
+      const outputDir = mkdtempSync(join(tmpdir(), "spillway-cluster-reroute-"))
+      const group = `${topic}-group`
+      const router = await startRouter({
         topic,
-        acks: -1,
-        messages: events.map((e) => ({ value: Buffer.from(EventCodec.encode(e)) })),
+        group,
+        tenantsFile: fixtureTenantsFile,
+        brokers: cluster.brokers,
+        outputDir,
       })
-      return events.map((e) => e.event_id!)
-    }
-    // The coordinator is the leader of __consumer_offsets (one partition): it goes down with one more node.
-    const coordinator = await cluster.leaderOf("__consumer_offsets")
-    const survivor = cluster.nodes.map((n) => n.nodeId).find((id) => id !== coordinator)!
-    const down = cluster.nodes.map((n) => n.nodeId).filter((id) => id !== survivor)
-    try {
-      const before = await produce(700_000, 100)
-      await waitFor(() => lines().length >= before.length, 60_000, "the lines before the outage routed")
-      await Promise.all(down.map((id) => cluster.stopNode(id, "SIGKILL")))
-      const downAt = Date.now()
-      // The outage itself (a fault of a set length): long enough for kafkajs' retries to run out.
-      await waitFor(() => Date.now() - downAt >= 30_000, 60_000, "the outage", 1000)
-      await Promise.all(down.map((id) => cluster.startNode(id)))
-      const backAt = Date.now()
-      const after = await produce(710_000, 100)
-      const producedAt = Date.now()
-      const wanted = new Set(after)
-      await waitFor(
-        () => lines().some((l) => wanted.has(String(l.event_id))),
-        90_000,
-        "a line written after the outage",
-      )
-      const routedAt = Date.now()
-      const crashes = router.output().split("consumer consumer.crash").length - 1
-      console.log(
-        `reroute: coordinator ${coordinator} and node ${down.find((id) => id !== coordinator)} down ${backAt - downAt} ms; ` +
-          `produced ${producedAt - backAt} ms after their return, first routed ${routedAt - backAt} ms after it; ` +
-          `${crashes} consumer crashes`,
-      )
-      await waitFor(
-        () => {
-          const seen = new Set(lines().map((l) => String(l.event_id)))
-          return [...before, ...after].every((id) => seen.has(id))
-        },
-        60_000,
-        "every event routed",
-      )
-      expect(routedAt - backAt).toBeLessThan(10_000)
-    } finally {
-      await producer.disconnect()
-      await router.stop()
-      await Promise.all(down.map((id) => cluster.startNode(id)))
-    }
-  }, 300_000)
+      const producer = makeKafka("cluster-it-producer", { brokers: [...cluster.brokers] }).producer()
+      await producer.connect()
+      const lines = () =>
+        readdirSync(outputDir)
+          .filter((f) => f.endsWith(".log"))
+          .flatMap((f) => readNdjson(join(outputDir, f)))
+      const produce = async (from: number, n: number) => {
+        const events = Array.from({ length: n }, (_, i) =>
+          wireEvent(tenantA, from + i, { tag: "reroute", message: "{}" }),
+        )
+        await producer.send({
+          topic,
+          acks: -1,
+          messages: events.map((e) => ({ value: Buffer.from(EventCodec.encode(e)) })),
+        })
+        return events.map((e) => e.event_id!)
+      }
+      try {
+        const before = await produce(700_000, 100)
+        await waitFor(() => lines().length >= before.length, 60_000, "the lines before the outage routed")
+        await Promise.all(down.map((id) => cluster.stopNode(id, "SIGKILL")))
+        const downAt = Date.now()
+        // The outage itself (a fault of a set length): long enough for kafkajs' retries to run out.
+        await waitFor(() => Date.now() - downAt >= 30_000, 60_000, "the outage", 1000)
+        await Promise.all(down.map((id) => cluster.startNode(id)))
+        const backAt = Date.now()
+        const after = await produce(710_000, 100)
+        const producedAt = Date.now()
+        const wanted = new Set(after)
+        await waitFor(
+          () => lines().some((l) => wanted.has(String(l.event_id))),
+          90_000,
+          "a line written after the outage",
+        )
+        const routedAt = Date.now()
+        const crashes = router.output().split("consumer consumer.crash").length - 1
+        console.log(
+          `reroute: nodes ${down.join(", ")} down (coordinator ${coordinator}) ${backAt - downAt} ms; ` +
+            `produced ${producedAt - backAt} ms after their return, first routed ${routedAt - backAt} ms after it; ` +
+            `${crashes} consumer crashes`,
+        )
+        await waitFor(
+          () => {
+            const seen = new Set(lines().map((l) => String(l.event_id)))
+            return [...before, ...after].every((id) => seen.has(id))
+          },
+          60_000,
+          "every event routed",
+        )
+        expect(routedAt - backAt).toBeLessThan(10_000)
+      } finally {
+        await producer.disconnect()
+        await router.stop()
+        await Promise.all(down.map((id) => cluster.startNode(id)))
+      }
+    },
+    300_000,
+  )
 
   it("the group coordinator SIGKILLed while the router commits: every event routed, duplicates counted", async () => {
     const topic = uniqueTopic("cluster-commit")
