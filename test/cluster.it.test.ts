@@ -3,9 +3,16 @@
  * with the built program as a child process:
  * - the leader of the partition the ingester writes to is SIGKILLed mid-stream: after the election the ingester keeps
  *   acknowledging, every acknowledged event is in Kafka, nothing is acknowledged that Kafka does not hold;
- * - two of three brokers down: never SUCCESS (UNAVAILABLE / FAILURE); brought back, a retry stores every event;
+ * - two tenants whose partitions have different leaders, one leader SIGKILLed: every acknowledged event is in Kafka
+ *   (a send spanning two leaders while one moves);
+ * - two of three brokers down: UNAVAILABLE within 9 s (the leader's 5 s ack timeout, not the 15 s produce timeout),
+ *   never SUCCESS; brought back, a retry stores every event;
  * - two routers in one group, a third joining, then one SIGKILLed while records flow: every event routed, none missing,
  *   duplicates counted;
+ * - two nodes SIGKILLed for 30 s, the group coordinator and the topic's leader, or the topic's two followers: routing
+ *   resumes within 10 s of their return (kafkajs' restarted consumer would wait out its old member's session);
+ * - the group coordinator SIGKILLed while the router commits: every event routed, no duplicate (refused commits are
+ *   tried again at the new coordinator);
  * - two ingesters, two agents each given both (`ipv4:a,b`), the ingester they use SIGKILLed: they go on through the
  *   other one and nothing is lost.
  */
@@ -71,7 +78,13 @@ const idsIn = async (brokers: ReadonlyArray<string>, topic: string, want: number
   return { ids, records, messages }
 }
 
-const createTopic = async (brokers: ReadonlyArray<string>, topic: string, numPartitions = 1) => {
+/** `leaders`: the nodes to lead partitions 0, 1, ... (the preferred replica; the other two follow). */
+const createTopic = async (
+  brokers: ReadonlyArray<string>,
+  topic: string,
+  numPartitions = 1,
+  leaders?: ReadonlyArray<number>,
+) => {
   const admin = makeKafka("cluster-it-admin", { brokers: [...brokers] }).admin()
   await admin.connect()
   try {
@@ -79,9 +92,15 @@ const createTopic = async (brokers: ReadonlyArray<string>, topic: string, numPar
       topics: [
         {
           topic,
-          numPartitions,
-          replicationFactor: 3,
           configEntries: [{ name: "min.insync.replicas", value: "2" }],
+          ...(leaders === undefined
+            ? { numPartitions, replicationFactor: 3 }
+            : {
+                replicaAssignment: leaders.map((leader, partition) => ({
+                  partition,
+                  replicas: [leader, ...[1, 2, 3].filter((n) => n !== leader)],
+                })),
+              }),
         },
       ],
       waitForLeaders: true,
@@ -103,7 +122,8 @@ describe("a three-broker cluster (RF 3, min.insync.replicas 2)", () => {
     await cluster.start()
   }, 180_000)
   afterAll(async () => {
-    await cluster?.stop()
+    // SPILLWAY_KEEP_KAFKA=1 keeps the cluster for the next run (`npm run kafka -- cluster stop` stops it).
+    if (process.env.SPILLWAY_KEEP_KAFKA !== "1") await cluster?.stop()
   }, 120_000)
 
   const ingesterOn = (topic: string): Promise<RunningIngester> =>
@@ -160,10 +180,64 @@ describe("a three-broker cluster (RF 3, min.insync.replicas 2)", () => {
     }
   }, 300_000)
 
-  it("two of three brokers down: never SUCCESS; once they are back a retry stores every event", async () => {
+  it("two tenants on partitions of different leaders, one leader SIGKILLed: every acked event is in Kafka", async () => {
+    const topic = uniqueTopic("cluster-leaders")
+    await createTopic(cluster.brokers, topic, 3)
+    const ing = await ingesterOn(topic)
+    const client = ing.client()
+    // The record key is the access key: tenant A's records go to partition 1, tenant B's to partition 2 (murmur2).
+    const leaderA = await cluster.leaderOf(topic, 1)
+    const leaderB = await cluster.leaderOf(topic, 2)
+    try {
+      const tokens: Record<string, string> = {
+        [tenantA]: await ing.tokenFor(tenantA),
+        [tenantB]: await ing.tokenFor(tenantB),
+      }
+      const acked = new Set<string>()
+      const sent = new Map<string, ReadonlyArray<string>>()
+      let afterKill = 0
+      for (let r = 0; r < 40; r++) {
+        const runs = [tenantA, tenantB].map((tenant, t) => {
+          const batches = Array.from({ length: 4 }, (_, b) => ({
+            batch_id: `r${r}-t${t}-b${b}`,
+            events: Array.from({ length: 50 }, (_, i) =>
+              wireEvent(tenant, 500_000 + t * 100_000 + (r * 4 + b) * 50 + i, { tag: "leaders" }),
+            ),
+          }))
+          for (const b of batches)
+            sent.set(
+              b.batch_id,
+              b.events.map((e) => e.event_id!),
+            )
+          return sendBatches(client, tokens[tenant], batches, 4)
+        })
+        for (const run of await Promise.all(runs))
+          for (const a of run.acks) {
+            if (a.status !== "SUCCESS") continue
+            for (const id of sent.get(a.batch_id) ?? []) acked.add(id)
+            if (r > 5) afterKill++
+          }
+        if (r === 5) await cluster.stopNode(leaderA, "SIGKILL")
+        if (r > 5 && afterKill >= 40) break
+      }
+      const { ids, records } = await idsIn(cluster.brokers, topic, acked.size)
+      const missing = [...acked].filter((id) => !ids.has(id))
+      console.log(
+        `leaders ${leaderA} (A) and ${leaderB} (B), ${leaderA} killed: ${acked.size} acked, ${records} records in Kafka, ${missing.length} acked ids missing`,
+      )
+      expect(missing).toEqual([])
+    } finally {
+      client.close()
+      await ing.stop()
+      await cluster.startNode(leaderA)
+    }
+  }, 300_000)
+
+  it("two of three brokers down: UNAVAILABLE within seconds, never SUCCESS; once they are back a retry stores every event", async () => {
     const topic = uniqueTopic("cluster-minisr")
     await createTopic(cluster.brokers, topic)
-    const ing = await ingesterOn(topic)
+    // The ingester's defaults (produce timeout 15 s, ack timeout 5 s, request timeout 10 s).
+    const ing = await startIngester({ topic, brokers: cluster.brokers })
     const client = ing.client()
     const leader = await cluster.leaderOf(topic)
     const down = cluster.nodes.map((n) => n.nodeId).filter((id) => id !== leader)
@@ -172,12 +246,16 @@ describe("a three-broker cluster (RF 3, min.insync.replicas 2)", () => {
       const events = Array.from({ length: 300 }, (_, i) => wireEvent(tenantA, 900_000 + i, { tag: "minisr" }))
       expect((await sendEvents(client, token, events.slice(0, 50))).value?.status).toBe("SUCCESS")
       await Promise.all(down.map((id) => cluster.stopNode(id, "SIGKILL")))
+      const called = Date.now()
       const during = await sendEvents(client, token, events)
+      const answeredMs = Date.now() - called
       console.log(
-        `with only node ${leader} up: ${during.error ? `${grpc.status[during.error.code]} ${during.error.details}` : during.value?.status}`,
+        `with only node ${leader} up: ${during.error ? `${grpc.status[during.error.code]} ${during.error.details}` : during.value?.status} after ${answeredMs} ms`,
       )
       expect(during.value?.status).not.toBe("SUCCESS")
-      if (during.error) expect(during.error.code).toBe(grpc.status.UNAVAILABLE)
+      expect(during.error?.code).toBe(grpc.status.UNAVAILABLE)
+      // The leader's ack timeout (5 s) and some slack, well under the 15 s produce timeout.
+      expect(answeredMs).toBeLessThan(9_000)
 
       await Promise.all(down.map((id) => cluster.startNode(id)))
       const t0 = Date.now()
@@ -247,6 +325,171 @@ describe("a three-broker cluster (RF 3, min.insync.replicas 2)", () => {
     } finally {
       await producer.disconnect()
       for (const r of routers) await r.stop()
+    }
+  }, 300_000)
+
+  it.each([
+    { coordinatorDown: true, what: "coordinator, leader" },
+    { coordinatorDown: false, what: "both followers" },
+  ])(
+    "two brokers ($what) down for 30 s and back: routing resumes within 10 s",
+    async ({ coordinatorDown }) => {
+      const topic = uniqueTopic("cluster-reroute")
+      // The coordinator is the leader of __consumer_offsets (one partition). Either it goes down with the topic's
+      // leader (the router's fetches fail too: kafkajs restarts its consumer again and again), or it is the
+      // survivor and leads the topic, whose two followers go down. (The topic's leader down with the coordinator
+      // up is not covered: routing came back 8.7 s, once 39 s, after the brokers' return.)
+      const coordinator = await cluster.leaderOf("__consumer_offsets")
+      const survivor = coordinatorDown
+        ? cluster.nodes.map((n) => n.nodeId).find((id) => id !== coordinator)!
+        : coordinator
+      const down = cluster.nodes.map((n) => n.nodeId).filter((id) => id !== survivor)
+      await createTopic(cluster.brokers, topic, 1, [
+        coordinatorDown ? down.find((id) => id !== coordinator)! : survivor,
+      ])
+      const outputDir = mkdtempSync(join(tmpdir(), "spillway-cluster-reroute-"))
+      const group = `${topic}-group`
+      const router = await startRouter({
+        topic,
+        group,
+        tenantsFile: fixtureTenantsFile,
+        brokers: cluster.brokers,
+        outputDir,
+      })
+      const producer = makeKafka("cluster-it-producer", { brokers: [...cluster.brokers] }).producer()
+      await producer.connect()
+      const lines = () =>
+        readdirSync(outputDir)
+          .filter((f) => f.endsWith(".log"))
+          .flatMap((f) => readNdjson(join(outputDir, f)))
+      const produce = async (from: number, n: number) => {
+        const events = Array.from({ length: n }, (_, i) =>
+          wireEvent(tenantA, from + i, { tag: "reroute", message: "{}" }),
+        )
+        await producer.send({
+          topic,
+          acks: -1,
+          messages: events.map((e) => ({ value: Buffer.from(EventCodec.encode(e)) })),
+        })
+        return events.map((e) => e.event_id!)
+      }
+      try {
+        const before = await produce(700_000, 100)
+        await waitFor(() => lines().length >= before.length, 60_000, "the lines before the outage routed")
+        await Promise.all(down.map((id) => cluster.stopNode(id, "SIGKILL")))
+        const downAt = Date.now()
+        // The outage itself (a fault of a set length): long enough for kafkajs' retries to run out.
+        await waitFor(() => Date.now() - downAt >= 30_000, 60_000, "the outage", 1000)
+        await Promise.all(down.map((id) => cluster.startNode(id)))
+        const backAt = Date.now()
+        const after = await produce(710_000, 100)
+        const producedAt = Date.now()
+        const wanted = new Set(after)
+        await waitFor(
+          () => lines().some((l) => wanted.has(String(l.event_id))),
+          90_000,
+          "a line written after the outage",
+        )
+        const routedAt = Date.now()
+        const crashes = router.output().split("consumer consumer.crash").length - 1
+        console.log(
+          `reroute: nodes ${down.join(", ")} down (coordinator ${coordinator}) ${backAt - downAt} ms; ` +
+            `produced ${producedAt - backAt} ms after their return, first routed ${routedAt - backAt} ms after it; ` +
+            `${crashes} consumer crashes`,
+        )
+        await waitFor(
+          () => {
+            const seen = new Set(lines().map((l) => String(l.event_id)))
+            return [...before, ...after].every((id) => seen.has(id))
+          },
+          60_000,
+          "every event routed",
+        )
+        expect(routedAt - backAt).toBeLessThan(10_000)
+      } finally {
+        await producer.disconnect()
+        await router.stop()
+        await Promise.all(down.map((id) => cluster.startNode(id)))
+      }
+    },
+    300_000,
+  )
+
+  it("the group coordinator SIGKILLed while the router commits: every event routed, duplicates counted", async () => {
+    const topic = uniqueTopic("cluster-commit")
+    await createTopic(cluster.brokers, topic, 3)
+    const outputDir = mkdtempSync(join(tmpdir(), "spillway-cluster-commit-"))
+    const group = `${topic}-group`
+    const router = await startRouter({
+      topic,
+      group,
+      tenantsFile: fixtureTenantsFile,
+      brokers: cluster.brokers,
+      outputDir,
+    })
+    const producer = makeKafka("cluster-it-producer", { brokers: [...cluster.brokers] }).producer()
+    await producer.connect()
+    const lines = () =>
+      readdirSync(outputDir)
+        .filter((f) => f.endsWith(".log"))
+        .flatMap((f) => readNdjson(join(outputDir, f)))
+    const ids: Array<string> = []
+    let producing = true
+    // Small batches every 50 ms, each to one partition in turn: the router commits all the time. (One partition per
+    // send: kafkajs 2.2.4 can resolve a send to several leaders without the records of a partition whose leader moved
+    // to a broker that had answered already, tulios/kafkajs#1303; this test counts the router's duplicates.)
+    const background = (async () => {
+      for (let b = 0; producing; b++) {
+        const events = Array.from({ length: 20 }, (_, i) => wireEvent(tenantA, 800_000 + b * 20 + i, { message: "{}" }))
+        const partition = b % 3
+        await producer
+          .send({
+            topic,
+            acks: -1,
+            messages: events.map((e) => ({ partition, value: Buffer.from(EventCodec.encode(e)) })),
+          })
+          .then(() => ids.push(...events.map((e) => e.event_id!)))
+          .catch(() => undefined) // not counted: never acknowledged
+        await sleep(50)
+      }
+    })()
+    const coordinator = await cluster.leaderOf("__consumer_offsets")
+    try {
+      await waitFor(() => lines().length >= 500, 60_000, "lines routed before the kill")
+      await cluster.stopNode(coordinator, "SIGKILL")
+      const killedAt = ids.length
+      await waitFor(() => ids.length >= killedAt + 1000, 60_000, "records produced after the kill", 200)
+      await cluster.startNode(coordinator)
+      const backAt = ids.length
+      await waitFor(() => ids.length >= backAt + 500, 60_000, "records produced after the restart", 200)
+      producing = false
+      await background
+      const want = new Set(ids)
+      await waitFor(
+        () => {
+          const seen = new Set(lines().map((l) => String(l.event_id)))
+          return [...want].every((id) => seen.has(id))
+        },
+        120_000,
+        "every event routed",
+        500,
+      )
+      const all = lines().map((l) => String(l.event_id))
+      const seen = new Set(all)
+      const failedCommits = router.output().split("commit failed").length - 1
+      console.log(
+        `coordinator ${coordinator} killed: ${ids.length} events, ${all.length} lines, ${all.length - seen.size} duplicates; ` +
+          `${failedCommits} commits refused, ${router.output().split("cannot commit;").length - 1} given up`,
+      )
+      expect([...want].filter((id) => !seen.has(id))).toEqual([])
+      // Every refused commit was tried again until the new coordinator took it: nothing delivered twice.
+      expect(all.length - seen.size).toBe(0)
+    } finally {
+      producing = false
+      await background
+      await producer.disconnect()
+      await router.stop()
+      await cluster.startNode(coordinator)
     }
   }, 300_000)
 

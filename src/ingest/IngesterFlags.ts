@@ -91,6 +91,8 @@ export const tuningConfig = Config.all({
   processBudgetBytes: intSetting("SPILLWAY_INGESTER_PROCESS_BUDGET_BYTES", 256 * 1024 * 1024, BYTES),
   budgetWaitMs: intSetting("SPILLWAY_INGESTER_BUDGET_WAIT_MS", 5_000, MILLIS),
   produceTimeoutMs: intSetting("SPILLWAY_KAFKA_PRODUCE_TIMEOUT_MS", 15_000, MILLIS),
+  // Kafka's produce timeout: how long the leader waits for the in-sync replicas before the send fails (UNAVAILABLE).
+  ackTimeoutMs: intSetting("SPILLWAY_KAFKA_ACK_TIMEOUT_MS", 5_000, { min: 1_000, max: 60_000 }),
   // The ingester's own default for kafkajs's request timeout: shorter than the produce timeout (checkTimeouts).
   requestTimeoutMs: intSetting("SPILLWAY_KAFKA_REQUEST_TIMEOUT_MS", 10_000, MILLIS),
   idleTimeoutMs: intSetting("SPILLWAY_INGESTER_IDLE_TIMEOUT_MS", 120_000, MILLIS),

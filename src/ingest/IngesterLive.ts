@@ -81,6 +81,7 @@ const compose = (opts: ApiOptions, checked: Effect.Effect.Success<ReturnType<typ
   const Sink = KafkaSink.layerKafka({
     topic: opts.topic,
     produceTimeout: `${tuning.produceTimeoutMs} millis`,
+    ackTimeout: `${tuning.ackTimeoutMs} millis`,
     compression,
   }).pipe(Layer.provide(KafkaClient.layer(settings)))
 

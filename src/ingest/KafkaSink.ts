@@ -30,7 +30,7 @@ import { KafkaClient } from "../shared/Kafka.js"
 import { inc, observe, set } from "../shared/Metrics.js"
 import { backoff } from "../shared/Retry.js"
 import * as M from "./IngesterMetrics.js"
-import { encodeRecord, memoDefaultPartitioner, toTopicMessages } from "./KafkaRecords.js"
+import { encodeRecord, onAckTimeout, partitionTracker, toTopicMessages } from "./KafkaRecords.js"
 import { MemorySink, makeMemory } from "./MemorySink.js"
 
 export { checkTimeouts, encodeRecord, memoDefaultPartitioner } from "./KafkaRecords.js"
@@ -84,6 +84,11 @@ export interface KafkaSinkOptions {
   readonly topic: string
   /** A send that Kafka has not acknowledged by then fails (and the producer is replaced). Default 15 s. */
   readonly produceTimeout?: Duration.DurationInput
+  /**
+   * Kafka's own produce timeout (the request's `timeout`): how long the partition leader waits for the in-sync
+   * replicas. A send the leader held that long fails at once (see `produce`). Default 5 s.
+   */
+  readonly ackTimeout?: Duration.DurationInput
   /** Records of one `producer.send` stay under this many value+key bytes. Default 900 KiB. */
   readonly maxSendBytes?: number
   /** Reconnect delays: exponential from 200 ms, jittered, capped here. Default 10 s. */
@@ -109,6 +114,11 @@ export const makeKafka = (kafka: Kafka, options: KafkaSinkOptions) =>
     const deadLetterTopic = dlqTopic(topic)
     const compression = compressionTypes[options.compression ?? "none"]
     const produceTimeout = Duration.decode(options.produceTimeout ?? "15 seconds")
+    const ackTimeoutMs = Duration.toMillis(Duration.decode(options.ackTimeout ?? "5 seconds"))
+    // The send in flight (one at a time, the writer fiber's): told when its leader held a produce for the whole ack
+    // timeout (its replicas did not acknowledge: kafkajs would retry it until the produce timeout).
+    let ackExpired: { readonly producer: Producer; readonly expired: Deferred.Deferred<void> } | undefined
+    const trackers = new WeakMap<Producer, ReturnType<typeof partitionTracker>>()
     const maxSendBytes = options.maxSendBytes ?? 900 * 1024
     const cap = Duration.decode(options.reconnectCap ?? "10 seconds")
     const probeInterval = Duration.decode(options.probeInterval ?? "5 seconds")
@@ -130,15 +140,20 @@ export const makeKafka = (kafka: Kafka, options: KafkaSinkOptions) =>
 
     const connectOnce = Effect.tryPromise({
       try: async () => {
+        const tracker = partitionTracker()
         const p = kafka.producer({
           idempotent: true,
           maxInFlightRequests: 1,
           allowAutoTopicCreation: true,
-          createPartitioner: memoDefaultPartitioner,
+          createPartitioner: tracker.createPartitioner,
           // kafkajs retries an idempotent send without end; produceTimeout bounds it, then the
           // producer is dropped (which rejects the send) and a fresh one is connected.
           retry: { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: 200, maxRetryTime: 2_000 },
         })
+        onAckTimeout(p, ackTimeoutMs, () => {
+          if (ackExpired?.producer === p) Deferred.unsafeDone(ackExpired.expired, Effect.void)
+        })
+        trackers.set(p, tracker)
         try {
           await p.connect()
         } catch (e) {
@@ -188,10 +203,28 @@ export const makeKafka = (kafka: Kafka, options: KafkaSinkOptions) =>
     const produce = (p: Producer, records: ReadonlyArray<SinkRecord>) =>
       Effect.gen(function* () {
         const start = yield* Clock.currentTimeMillis
-        yield* Effect.tryPromise({
-          try: () => p.sendBatch({ acks: -1, compression, topicMessages: topicMessages(records) }),
+        const expired = yield* Deferred.make<void>()
+        ackExpired = { producer: p, expired }
+        const tracker = trackers.get(p)
+        tracker?.start()
+        const send = Effect.tryPromise({
+          try: () =>
+            p.sendBatch({ acks: -1, timeout: ackTimeoutMs, compression, topicMessages: topicMessages(records) }),
           catch: (cause) => new SinkUnavailable({ detail: `Kafka refused the records: ${causeText(cause)}`, cause }),
         }).pipe(
+          Effect.filterOrFail(
+            (answer) => (tracker?.unanswered(answer) ?? 0) === 0,
+            () => new SinkUnavailable({ detail: "Kafka's answer lacks a partition of the send (kafkajs dropped it)" }),
+          ),
+        )
+        // Replicas that did not acknowledge within the ack timeout (no quorum to shrink the ISR): fail now, not at the
+        // produce timeout. An election's errors come back at once and kafkajs retries them, within the produce timeout.
+        const notAcknowledged = Effect.zipRight(
+          Deferred.await(expired),
+          new SinkUnavailable({ detail: `Kafka's in-sync replicas did not acknowledge within ${ackTimeoutMs} ms` }),
+        )
+        yield* Effect.raceFirst(send, notAcknowledged).pipe(
+          Effect.ensuring(Effect.sync(() => (ackExpired = undefined))),
           Effect.timeoutFail({
             duration: produceTimeout,
             onTimeout: () =>

@@ -30,6 +30,7 @@ import {
   consumerConfig,
   drainConsumer,
   type KafkaStreamOptions,
+  leaveLostMembers,
   recordBatchOf,
   splitUndecodable,
   watchConsumer,
@@ -78,10 +79,12 @@ const makeKafka = (options: KafkaStreamOptions) =>
     const resumers = yield* FiberSet.make()
 
     const consumer: Consumer = kafka.consumer(consumerConfig(options))
-    watchConsumer(consumer, { groupId, joined, fatal, runPromise })
+    const lost = yield* Queue.sliding<string>(8)
+    const member = watchConsumer(consumer, { groupId, joined, fatal, lost, runPromise })
+    yield* Effect.forkScoped(leaveLostMembers(kafka, groupId, lost))
     yield* connectConsumer(consumer, topic)
 
-    const ctx: BatchContext = { consumer, topic, resumers }
+    const ctx: BatchContext = { consumer, topic, resumers, kafka, member }
     const eachBatch = async (payload: EachBatchPayload): Promise<void> => {
       const { batch, isRunning, isStale } = payload
       if (!isRunning() || isStale() || batch.isEmpty()) return

@@ -3,8 +3,9 @@
  * subscribing on the one backoff Schedule (src/shared/Retry.ts), the RecordBatch handed out for each kafkajs batch
  * (commit, rewind, heartbeat), and a drain bounded in time.
  */
-import { Data, Deferred, Duration, Effect, FiberSet, Ref } from "effect"
-import type { Consumer, ConsumerConfig, EachBatchPayload } from "kafkajs"
+import { Data, Deferred, Duration, Effect, FiberSet, Queue, Ref } from "effect"
+import type { Consumer, ConsumerConfig, EachBatchPayload, Kafka } from "kafkajs"
+import { commitAs, type GroupMember, leaveGroupAs } from "../shared/Kafka.js"
 import * as Metrics from "../shared/Metrics.js"
 import { backoff } from "../shared/Retry.js"
 import { undecodableReason } from "./BatchGuard.js"
@@ -53,20 +54,34 @@ export const consumerConfig = (options: KafkaStreamOptions): ConsumerConfig => {
   }
 }
 
-/** Follows the consumer's events: `joined` while it is in the group, `fatal` once it crashed for good. */
+/**
+ * Follows the consumer's events: `joined` while it is in the group, `fatal` once it crashed for good, and `lost`
+ * takes the member id of a consumer kafkajs restarts after a crash (see `leaveLostMembers`). Returns the member's
+ * id and generation as last seen in a heartbeat or commit (undefined from a join until then).
+ */
 export const watchConsumer = (
   consumer: Consumer,
   ctx: {
     readonly groupId: string
     readonly joined: Ref.Ref<boolean>
     readonly fatal: Deferred.Deferred<ConsumerCrashed>
+    readonly lost: Queue.Enqueue<string>
     readonly runPromise: (effect: Effect.Effect<unknown>) => Promise<unknown>
   },
-): void => {
+): (() => GroupMember | undefined) => {
   const run = (effect: Effect.Effect<unknown>) => {
     ctx.runPromise(effect).catch(() => undefined)
   }
+  let member: string | undefined
+  let generation: GroupMember | undefined
+  const seen = (e: { payload: { memberId: string; groupGenerationId: number } }) => {
+    generation = { groupId: ctx.groupId, memberId: e.payload.memberId, generationId: e.payload.groupGenerationId }
+  }
+  consumer.on(consumer.events.HEARTBEAT, seen)
+  consumer.on(consumer.events.COMMIT_OFFSETS, seen)
   consumer.on(consumer.events.GROUP_JOIN, (e) => {
+    member = e.payload.memberId
+    generation = undefined
     run(
       Effect.zipRight(
         Ref.set(ctx.joined, true),
@@ -81,7 +96,13 @@ export const watchConsumer = (
     )
   })
   consumer.on(consumer.events.CRASH, (e) => {
-    if (e.payload.restart) return // kafkajs restarts the consumer itself
+    if (e.payload.restart) {
+      // kafkajs restarts the consumer itself, as a new member: the one that crashed may still be in the group.
+      if (member !== undefined) run(ctx.lost.offer(member))
+      member = undefined
+      generation = undefined
+      return
+    }
     run(Deferred.succeed(ctx.fatal, new ConsumerCrashed({ detail: String(e.payload.error ?? "unknown error") })))
   })
   for (const ev of [consumer.events.CRASH, consumer.events.STOP, consumer.events.DISCONNECT]) {
@@ -94,7 +115,33 @@ export const watchConsumer = (
       )
     })
   }
+  return () => generation
 }
+
+/**
+ * Makes each member kafkajs gave up on leave the group, retried on the backoff Schedule until the coordinator
+ * answers (5 minutes at most). kafkajs sends that LeaveGroup itself when it restarts a crashed consumer, but in an
+ * outage the coordinator is not there to take it; the member stays in the group, and once the coordinator is back
+ * (it reloads the group and restarts every member's session) the new member's join waits for the old one's whole
+ * session timeout (30 s by default) before a single partition is assigned. Runs forever (fork it in the scope).
+ */
+export const leaveLostMembers = (kafka: Kafka, groupId: string, lost: Queue.Dequeue<string>): Effect.Effect<never> =>
+  Effect.gen(function* () {
+    const memberId = yield* Queue.take(lost)
+    yield* Effect.tryPromise(() => leaveGroupAs(kafka, groupId, memberId)).pipe(
+      Effect.retry(backoff({ base: "500 millis", cap: "2 seconds", budget: "5 minutes" })),
+      Effect.tap((outcome) =>
+        Effect.logInfo(outcome === "left" ? "a crashed member left the group" : "the crashed member was gone").pipe(
+          Effect.annotateLogs({ groupId, memberId }),
+        ),
+      ),
+      Effect.catchAll((e) =>
+        Effect.logWarning(`a crashed member could not be made to leave the group: ${causeText(e)}`).pipe(
+          Effect.annotateLogs({ groupId, memberId }),
+        ),
+      ),
+    )
+  }).pipe(Effect.forever)
 
 const causeText = (e: { readonly cause?: unknown }) => (e.cause instanceof Error ? e.cause.message : String(e.cause))
 
@@ -160,9 +207,51 @@ export const splitUndecodable = (
 export interface BatchContext {
   readonly consumer: Consumer
   readonly topic: string
+  /** The client, and this consumer's member id and generation (`watchConsumer`), for commits kafkajs cannot make. */
+  readonly kafka: Kafka
+  readonly member: () => GroupMember | undefined
   /** The fibers that resume paused partitions (they end with the stream's scope). */
   readonly resumers: FiberSet.FiberSet
 }
+
+/**
+ * kafkajs' answers to a commit that say this member's generation is over: the group is rebalancing and the partition
+ * may be someone else's already. Retrying cannot help (kafkajs rejoins only once eachBatch returns): the records
+ * after the last commit are delivered again instead.
+ */
+const generationOver = new Set([
+  "ILLEGAL_GENERATION",
+  "UNKNOWN_MEMBER_ID",
+  "REBALANCE_IN_PROGRESS",
+  "FENCED_INSTANCE_ID",
+])
+
+/** The innermost cause kafkajs wraps (KafkaJSNumberOfRetriesExceeded, KafkaJSNonRetriableError hold one). */
+const rootCause = (e: unknown, depth = 0): unknown => {
+  const cause = typeof e === "object" && e !== null ? (e as { cause?: unknown }).cause : undefined
+  return cause === undefined || depth > 4 ? e : rootCause(cause, depth + 1)
+}
+
+/**
+ * Pure: whether a commit that failed with `error` is worth trying again: a retriable kafkajs error (NOT_COORDINATOR
+ * while the coordinator moves, COORDINATOR_NOT_AVAILABLE, COORDINATOR_LOAD_IN_PROGRESS, REQUEST_TIMED_OUT, a broken
+ * connection) that does not end the generation.
+ */
+export const commitRetriable = (error: unknown): boolean => {
+  const root = rootCause(error) as { readonly type?: unknown; readonly retriable?: unknown }
+  if (typeof root !== "object" || root === null) return false
+  if (typeof root.type === "string" && generationOver.has(root.type)) return false
+  return root.retriable === true || (error as { name?: unknown }).name === "KafkaJSNumberOfRetriesExceeded"
+}
+
+/**
+ * A commit refused for a passing reason is tried again on this Schedule unless the batch went stale (sought); 20 s
+ * at most, inside the session timeout, as the partition waits meanwhile. A coordinator SIGKILLed in the three-broker
+ * test cluster (`broker.session.timeout.ms` 4 s) took 7 to 10 s to be elected again; with Kafka's default 9 s, longer.
+ */
+export const commitRetryPolicy = backoff({ base: "200 millis", cap: "2 seconds", budget: "20 seconds" })
+
+class CommitFailed extends Data.TaggedError("CommitFailed")<{ readonly error: unknown }> {}
 
 /** Resolves and commits up to `offset` (the offset committed is the next one to read), and sets the lag. */
 const commitUpTo = (ctx: BatchContext, payload: EachBatchPayload, offset: string) =>
@@ -172,13 +261,34 @@ const commitUpTo = (ctx: BatchContext, payload: EachBatchPayload, offset: string
     // Committed now, explicitly (with kafkajs' defaults `commitOffsetsIfNecessary()` alone would wait for the end
     // of eachBatch).
     const next = BigInt(offset) + 1n
-    yield* Effect.tryPromise(() =>
-      payload.commitOffsetsIfNecessary({
-        topics: [{ topic: batch.topic, partitions: [{ partition: batch.partition, offset: next.toString() }] }],
-      }),
-    ).pipe(
+    // While kafkajs stops (shutdown, or a crash it restarts from) the records are still delivered: commit them all
+    // the same; the coordinator refuses a generation that is over.
+    const current = Effect.sync(() => !payload.isStale())
+    const commit = { topic: batch.topic, partition: batch.partition, offset: next.toString() }
+    let tries = 0
+    // Tried again, the commit goes to the coordinator as found now: kafkajs would send it to the one of its last join.
+    const attempt = Effect.suspend(() => {
+      const member = tries++ === 0 ? undefined : ctx.member()
+      return Effect.tryPromise({
+        try: () =>
+          member === undefined
+            ? payload.commitOffsetsIfNecessary({
+                topics: [{ topic: commit.topic, partitions: [{ partition: commit.partition, offset: commit.offset }] }],
+              })
+            : commitAs(ctx.kafka, member, commit),
+        catch: (error) => new CommitFailed({ error }),
+      })
+    })
+    yield* attempt.pipe(
       Effect.tapError((e) =>
-        Effect.logWarning("commit failed; the records will be delivered again", e).pipe(
+        Effect.logWarning("commit failed", e.error).pipe(Effect.annotateLogs({ partition: batch.partition, offset })),
+      ),
+      Effect.retry({
+        schedule: commitRetryPolicy,
+        while: (e) => (commitRetriable(e.error) ? current : Effect.succeed(false)),
+      }),
+      Effect.tapError(() =>
+        Effect.logWarning("cannot commit; the records will be delivered again").pipe(
           Effect.annotateLogs({ partition: batch.partition, offset }),
         ),
       ),

@@ -29,6 +29,85 @@ export const kafkaLogLevel = (level: logLevel, log: { readonly [k: string]: unkn
   return level
 }
 
+/** A group coordinator as kafkajs' Broker, the little of it used here. */
+interface GroupCoordinator {
+  leaveGroup(args: { groupId: string; memberId: string }): Promise<unknown>
+  offsetCommit(args: {
+    groupId: string
+    memberId: string
+    groupGenerationId: number
+    topics: ReadonlyArray<{ topic: string; partitions: ReadonlyArray<{ partition: number; offset: string }> }>
+  }): Promise<unknown>
+}
+
+/** kafkajs' Cluster, the little of it used here (kafkajs/src/cluster; not exported by its index). */
+interface KafkajsCluster {
+  connect(): Promise<void>
+  disconnect(): Promise<void>
+  findGroupCoordinator(args: { groupId: string }): Promise<GroupCoordinator>
+}
+
+/**
+ * Runs `f` against the group's coordinator as found now, through a short-lived kafkajs Cluster made by the client's
+ * own factory (private in kafkajs 2.2.4, which package.json pins: same brokers, TLS, SASL, timeouts). kafkajs'
+ * consumer keeps the coordinator it found at its last join until it joins again, which it cannot do while a batch
+ * is in eachBatch; and it only ever leaves as its current member.
+ */
+const withGroupCoordinator = async <A>(
+  kafka: Kafka,
+  groupId: string,
+  f: (coordinator: GroupCoordinator) => Promise<A>,
+): Promise<A> => {
+  const factory = Object.getOwnPropertySymbols(kafka).find((s) => s.description === "private:Kafka:createCluster")
+  const create = factory === undefined ? undefined : (kafka as unknown as Record<symbol, unknown>)[factory]
+  if (typeof create !== "function") throw new Error("this kafkajs has no cluster factory (kafkajs 2.2.4 has)")
+  const cluster = create({ allowAutoTopicCreation: false }) as KafkajsCluster
+  try {
+    await cluster.connect()
+    return await f(await cluster.findGroupCoordinator({ groupId }))
+  } finally {
+    await cluster.disconnect().catch(() => undefined)
+  }
+}
+
+/**
+ * Sends a LeaveGroup for `memberId` of `groupId` to the group's coordinator. Resolves `"left"`, or `"unknown"` when
+ * the coordinator no longer knows the member (it left or expired already); rejects otherwise (retry it).
+ */
+export const leaveGroupAs = (kafka: Kafka, groupId: string, memberId: string): Promise<"left" | "unknown"> =>
+  withGroupCoordinator(kafka, groupId, (c) => c.leaveGroup({ groupId, memberId })).then(
+    () => "left" as const,
+    (e: unknown) => {
+      if ((e as { type?: unknown }).type === "UNKNOWN_MEMBER_ID") return "unknown" as const
+      throw e
+    },
+  )
+
+/** One member's place in its group: what an OffsetCommit must carry. */
+export interface GroupMember {
+  readonly groupId: string
+  readonly memberId: string
+  readonly generationId: number
+}
+
+/**
+ * Commits `offset` (the next one to read) of `topic`/`partition` as `member`, at the coordinator as found now. Rejects
+ * with kafkajs' error (ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID: the member's generation is over).
+ */
+export const commitAs = (
+  kafka: Kafka,
+  member: GroupMember,
+  commit: { readonly topic: string; readonly partition: number; readonly offset: string },
+): Promise<void> =>
+  withGroupCoordinator(kafka, member.groupId, async (c) => {
+    await c.offsetCommit({
+      groupId: member.groupId,
+      memberId: member.memberId,
+      groupGenerationId: member.generationId,
+      topics: [{ topic: commit.topic, partitions: [{ partition: commit.partition, offset: commit.offset }] }],
+    })
+  })
+
 export interface KafkaSettings {
   readonly brokers: ReadonlyArray<string>
   readonly clientId: string

@@ -50,18 +50,50 @@ describe("produce timeout", () => {
     assert.isDefined(checkTimeouts(10_000, 10_000))
   })
 
-  /** A kafkajs stand-in whose producers' sends hang (never answered) or succeed, as `mode` says. */
+  /**
+   * A kafkajs stand-in whose producers' sends hang (never answered), succeed, or hang while kafkajs reports a Produce
+   * answered only after the leader's ack timeout (`expire`: what kafkajs sees, and retries, when too few replicas
+   * acknowledge), as `mode` says.
+   */
   const fakeKafka = () => {
-    const state = { mode: "hang" as "hang" | "ok", producers: [] as Array<{ sends: number; disconnected: boolean }> }
+    const state = {
+      mode: "hang" as "hang" | "ok" | "expire" | "drop",
+      producers: [] as Array<{ sends: number; disconnected: boolean; timeouts: Array<number | undefined> }>,
+    }
     const kafka = {
-      producer: () => {
-        const p = { sends: 0, disconnected: false }
+      producer: (opts?: { createPartitioner?: () => (args: unknown) => number }) => {
+        const partitioner = opts?.createPartitioner?.()
+        const p = { sends: 0, disconnected: false, timeouts: [] as Array<number | undefined> }
         state.producers.push(p)
-        const send = () => {
+        const listeners = new Map<string, Array<(e: unknown) => void>>()
+        const send = (req?: {
+          timeout?: number
+          topicMessages?: Array<{ topic: string; messages: Array<{ key: string }> }>
+        }) => {
           p.sends++
-          return state.mode === "hang" ? new Promise(() => undefined) : Promise.resolve([])
+          p.timeouts.push(req?.timeout)
+          if (state.mode === "drop" && partitioner !== undefined) {
+            // Placed over 3 partitions as kafkajs does, answered for the first one only (kafkajs#1303's answer).
+            const answer: Array<{ topicName: string; partition: number; errorCode: number }> = []
+            for (const { topic, messages } of req?.topicMessages ?? [])
+              for (const message of messages) {
+                const partition = partitioner({ topic, partitionMetadata: metadata(3), message })
+                if (answer.length === 0) answer.push({ topicName: topic, partition, errorCode: 0 })
+              }
+            return Promise.resolve(answer)
+          }
+          if (state.mode === "expire")
+            setTimeout(() => {
+              for (const l of listeners.get("request") ?? [])
+                l({ payload: { apiName: "Produce", duration: req?.timeout ?? 30_000 } })
+            }, 20)
+          return state.mode === "ok" ? Promise.resolve([]) : new Promise(() => undefined)
         }
         return {
+          events: { REQUEST: "request", REQUEST_TIMEOUT: "request_timeout" },
+          on: (name: string, listener: (e: unknown) => void) => {
+            listeners.set(name, [...(listeners.get(name) ?? []), listener])
+          },
           connect: async () => undefined,
           disconnect: async () => {
             p.disconnected = true
@@ -101,6 +133,55 @@ describe("produce timeout", () => {
         Effect.sync(() => state.producers[0]!.disconnected),
         { until: (d) => d, schedule: Schedule.spaced("10 millis") },
       )
+    }).pipe(Effect.scoped),
+  )
+
+  it.live("a send the leader held for the whole ack timeout fails at once, not at the produce timeout", () =>
+    Effect.gen(function* () {
+      const { kafka, state } = fakeKafka()
+      state.mode = "expire"
+      const sink = yield* makeKafka(kafka, {
+        topic: "t",
+        produceTimeout: "10 seconds",
+        ackTimeout: "300 millis",
+        reconnectCap: "50 millis",
+      })
+      yield* Effect.repeat(sink.ready, { until: (ok) => ok })
+      const started = Date.now()
+      const result = yield* Effect.either(sink.publishRecords([{ key: "k", value: Buffer.from("v") }]))
+      const elapsed = Date.now() - started
+      assert.isTrue(Either.isLeft(result))
+      if (Either.isLeft(result)) assert.match(result.left.detail, /did not acknowledge within 300 ms/)
+      assert.isBelow(elapsed, 2_000)
+      // Kafka's own produce timeout is the ack timeout; the producer is out of use.
+      assert.deepStrictEqual(state.producers[0]!.timeouts, [300])
+      yield* Effect.repeat(
+        Effect.sync(() => state.producers[0]!.disconnected),
+        { until: (d) => d, schedule: Schedule.spaced("10 millis") },
+      )
+    }).pipe(Effect.scoped),
+  )
+
+  it.live("a send whose answer lacks a partition its records were placed on is not acked", () =>
+    Effect.gen(function* () {
+      const { kafka, state } = fakeKafka()
+      state.mode = "drop"
+      const sink = yield* makeKafka(kafka, { topic: "t", produceTimeout: "5 seconds", reconnectCap: "50 millis" })
+      yield* Effect.repeat(sink.ready, { until: (ok) => ok })
+      // Tenants' keys that murmur2 puts on partitions 1 and 2 of 3.
+      const records = ["9c60f26f-5b6c-4c80-b5f5-625bf965b6a6", "9c60f26f-5b6c-4c80-b5f5-611bf965c6a8"].map((key) => ({
+        key,
+        value: Buffer.from("v"),
+      }))
+      const result = yield* Effect.either(sink.publishRecords(records))
+      assert.isTrue(Either.isLeft(result))
+      if (Either.isLeft(result)) assert.match(result.left.detail, /lacks a partition/)
+      // One partition only: the answer covers it.
+      state.mode = "drop"
+      const one = yield* sink
+        .publishRecords(records.slice(0, 1))
+        .pipe(Effect.retry({ schedule: Schedule.spaced("20 millis"), times: 100 }), Effect.either)
+      assert.isTrue(Either.isRight(one))
     }).pipe(Effect.scoped),
   )
 })
