@@ -9,7 +9,7 @@ import { commitAs, type GroupMember, leaveGroupAs } from "../shared/Kafka.js"
 import * as Metrics from "../shared/Metrics.js"
 import { backoff } from "../shared/Retry.js"
 import { undecodableReason } from "./BatchGuard.js"
-import type { RecordBatch, SourceRecord, Undecodable } from "./RecordBatch.js"
+import { type RecordBatch, type SourceRecord, sourceOf, type Undecodable } from "./RecordBatch.js"
 import { consumerLag, partitionPauses } from "./RouterMetrics.js"
 
 /** The consumer stopped and will not restart (a non-retriable Kafka error): the program should exit. */
@@ -193,13 +193,16 @@ export const splitUndecodable = (
     readonly key: Buffer | null
     readonly value: Buffer | null
     readonly timestamp: string
+    readonly headers?: Readonly<Record<string, unknown>>
   }>,
 ): { readonly records: ReadonlyArray<SourceRecord>; readonly undecodable?: Undecodable } => {
   const records: Array<SourceRecord> = []
   for (const m of messages) {
     const reason = undecodableReason(m.value)
     if (reason !== undefined) return { records, undecodable: { offset: m.offset, reason } }
-    records.push({ offset: m.offset, key: m.key, value: m.value, timestamp: m.timestamp })
+    const source = sourceOf(m.headers)
+    const r = { offset: m.offset, key: m.key, value: m.value, timestamp: m.timestamp }
+    records.push(source === undefined ? r : { ...r, source })
   }
   return { records }
 }

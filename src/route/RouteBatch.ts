@@ -25,6 +25,7 @@ import type { LineFailure } from "./destinations/Delivery.js"
 import type { RecordBatch, SourceRecord } from "./EventStream.js"
 import { noteFailure, noteSuccess, overThreshold, type Plan, prune, targetKey } from "./Isolation.js"
 import type { Pauses } from "./Pauses.js"
+import { originOf } from "./RecordBatch.js"
 import { type KeyEntry, type PreparedRecords, prepareRecords, reasonCodes } from "./RouterLines.js"
 import * as M from "./RouterMetrics.js"
 
@@ -172,7 +173,7 @@ export const publishLetters = (ctx: RouterContext, letters: ReadonlyArray<DeadLe
 /** Delivers one target's lines, retrying what is retryable within the budget (not once the router is stopping). */
 export const deliverGroup = (ctx: RouterContext, batch: RecordBatch, group: Group): Effect.Effect<Outcome> => {
   let attempts = 0
-  const origin = { topic: batch.topic, partition: batch.partition, offsets: group.records.map((r) => r.offset) }
+  const origin = originOf(batch, group.records)
   const key = targetKey(group.target)
   const iso = ctx.isolation
   // On the source path with isolation, a target failing past the threshold stops retrying: its tenants are diverted.

@@ -3,7 +3,7 @@
  * tenants of its partition keep flowing, and it goes back to direct delivery only once the retry path caught up.
  * In-memory layers (Destinations, DeadLetters, RetryTopic) and TestClock: the retries' waits are stepped, not slept.
  */
-import { assert, describe, it } from "@effect/vitest"
+import { assert, describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, Fiber, Layer, Logger, LogLevel, Schema, TestClock } from "effect"
 import { DestinationError } from "../../src/domain/Errors.js"
 import { type Target, TenantsFile } from "../../src/domain/Tenant.js"
@@ -11,6 +11,7 @@ import { Destinations } from "../../src/route/Destinations.js"
 import type { MemoryLog, RecordBatch, SourceRecord } from "../../src/route/EventStream.js"
 import { memoryLog } from "../../src/route/EventStream.js"
 import { makeIsolationState, noteDiverted, noteFailure, planBatch, routeOf } from "../../src/route/Isolation.js"
+import { originOf, sourceOf } from "../../src/route/RecordBatch.js"
 import { RetryTopic, retryMemoryLog, retryTopicName } from "../../src/route/RetryTopic.js"
 import { defaultRouterOptions, makeRouter } from "../../src/route/Router.js"
 import { ConfigStore } from "../../src/shared/ConfigStore.js"
@@ -238,5 +239,40 @@ describe("Isolation (router, in memory)", () => {
         assert.strictEqual(log.rewinds[0]?.offset, "1")
       }).pipe(Effect.provide(layer)),
     )
+  })
+})
+
+describe("a record set aside keeps its source place", () => {
+  it("sourceOf reads the retry topic's headers, and refuses malformed ones", () => {
+    const h = { "source-topic": Buffer.from("fb-kafka"), "source-partition": Buffer.from("2"), "source-offset": "41" }
+    expect(sourceOf(h)).toEqual({ topic: "fb-kafka", partition: 2, offset: "41" })
+    expect(sourceOf(undefined)).toBeUndefined()
+    expect(sourceOf({ ...h, "source-offset": "-1" })).toBeUndefined()
+    expect(sourceOf({ ...h, "source-topic": "bad topic/" })).toBeUndefined()
+    expect(sourceOf({ "source-topic": "t", "source-partition": "0" })).toBeUndefined()
+  })
+
+  it("originOf names a retry group by the source's place, so keys and ids match a direct delivery", () => {
+    const rec = (offset: string, source?: { topic: string; partition: number; offset: string }) => ({
+      offset,
+      key: null,
+      value: null,
+      timestamp: "0",
+      ...(source === undefined ? {} : { source }),
+    })
+    const retry = { topic: "fb-kafka-retry-g", partition: 2 }
+    const fromSource = [
+      rec("7", { topic: "fb-kafka", partition: 2, offset: "150" }),
+      rec("8", { topic: "fb-kafka", partition: 2, offset: "151" }),
+    ]
+    expect(originOf(retry, fromSource)).toEqual({ topic: "fb-kafka", partition: 2, offsets: ["150", "151"] })
+    // No headers (or mixed partitions): the batch's own place.
+    expect(originOf(retry, [rec("7"), rec("8")])).toEqual({
+      topic: "fb-kafka-retry-g",
+      partition: 2,
+      offsets: ["7", "8"],
+    })
+    const mixed = [fromSource[0]!, rec("9", { topic: "fb-kafka", partition: 1, offset: "3" })]
+    expect(originOf(retry, mixed).topic).toBe("fb-kafka-retry-g")
   })
 })

@@ -182,6 +182,9 @@ const runOutage = async (store: Store, id: string) => {
       SPILLWAY_ROUTER_RETRY_CAP: "500 millis",
       SPILLWAY_ROUTER_PAUSE_BASE: "500 millis",
       SPILLWAY_ROUTER_PAUSE_MAX: "2 seconds",
+      // This file proves the pause path (nothing committed past what the store holds). Setting a failing tenant
+      // aside in the retry topic, which commits its partition, is test/route/isolation.it.test.ts.
+      SPILLWAY_ROUTER_ISOLATE: "false",
     },
   })
   try {
