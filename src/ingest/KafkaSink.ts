@@ -20,17 +20,17 @@
  * connects a fresh one on an exponential, jittered, capped Schedule. Readiness = a connected
  * producer and a broker that answered the last probe.
  */
-import { Clock, Context, Deferred, Duration, Effect, Layer, Option, Queue, Ref, Schedule } from "effect"
-import type { Kafka, Producer } from "kafkajs"
+import { Context, Deferred, Duration, Effect, Layer, Option, Queue, Ref, Schedule } from "effect"
+import type { Admin, Kafka, Producer } from "kafkajs"
 import { SinkUnavailable } from "../domain/Errors.js"
 import type { Event } from "../domain/Event.js"
 import { type CompressionName, compressionTypes } from "../shared/Codecs.js"
 import { dlqTopic } from "../shared/DeadLetter.js"
 import { KafkaClient } from "../shared/Kafka.js"
-import { inc, observe, set } from "../shared/Metrics.js"
-import { backoff } from "../shared/Retry.js"
+import { set } from "../shared/Metrics.js"
 import * as M from "./IngesterMetrics.js"
-import { encodeRecord, onAckTimeout, partitionTracker, toTopicMessages } from "./KafkaRecords.js"
+import { disconnect, manageProducer, type ProducerState, probeBroker, produce } from "./KafkaProducer.js"
+import { encodeRecord } from "./KafkaRecords.js"
 import { MemorySink, makeMemory } from "./MemorySink.js"
 
 export { checkTimeouts, encodeRecord, memoDefaultPartitioner } from "./KafkaRecords.js"
@@ -106,216 +106,58 @@ interface Pending {
   readonly done: Deferred.Deferred<void, SinkUnavailable>
 }
 
-const causeText = (e: unknown) => (e instanceof Error ? `${e.name}: ${e.message}` : String(e))
+/** Pure: a round of publishes cut into sends of at most `maxBytes`; each publish completes with its last record's send. */
+export const cutSends = (items: ReadonlyArray<Pending>, maxBytes: number) => {
+  const sends: Array<{ records: Array<SinkRecord>; completes: Array<Pending> }> = []
+  let cur = { records: [] as Array<SinkRecord>, completes: [] as Array<Pending> }
+  let bytes = 0
+  for (const item of items) {
+    for (const r of item.records) {
+      const size = r.value.length + Buffer.byteLength(r.key)
+      if (bytes + size > maxBytes && cur.records.length > 0) {
+        sends.push(cur)
+        cur = { records: [], completes: [] }
+        bytes = 0
+      }
+      cur.records.push(r)
+      bytes += size
+    }
+    cur.completes.push(item)
+  }
+  if (cur.records.length > 0 || cur.completes.length > 0) sends.push(cur)
+  return sends
+}
 
-export const makeKafka = (kafka: Kafka, options: KafkaSinkOptions) =>
+/** Sends a round of pending publishes on the producer in use; completes every deferred. */
+const sendRound = (s: ProducerState, items: ReadonlyArray<Pending>, maxSendBytes: number) =>
   Effect.gen(function* () {
-    const topic = options.topic
-    const deadLetterTopic = dlqTopic(topic)
-    const compression = compressionTypes[options.compression ?? "none"]
-    const produceTimeout = Duration.decode(options.produceTimeout ?? "15 seconds")
-    const ackTimeoutMs = Duration.toMillis(Duration.decode(options.ackTimeout ?? "5 seconds"))
-    // The send in flight (one at a time, the writer fiber's): told when its leader held a produce for the whole ack
-    // timeout (its replicas did not acknowledge: kafkajs would retry it until the produce timeout).
-    let ackExpired: { readonly producer: Producer; readonly expired: Deferred.Deferred<void> } | undefined
-    const trackers = new WeakMap<Producer, ReturnType<typeof partitionTracker>>()
-    const maxSendBytes = options.maxSendBytes ?? 900 * 1024
-    const cap = Duration.decode(options.reconnectCap ?? "10 seconds")
-    const probeInterval = Duration.decode(options.probeInterval ?? "5 seconds")
+    const current = yield* Ref.get(s.producer)
+    if (Option.isNone(current)) {
+      const err = new SinkUnavailable({ detail: "not connected to Kafka" })
+      yield* Effect.forEach(items, (i) => Deferred.fail(i.done, err), { discard: true })
+      return
+    }
+    const sends = cutSends(items, maxSendBytes)
+    for (let i = 0; i < sends.length; i++) {
+      const send = sends[i]!
+      const result =
+        send.records.length === 0 ? undefined : yield* Effect.either(produce(s, current.value, send.records))
+      if (result !== undefined && result._tag === "Left") {
+        for (const rest of sends.slice(i))
+          yield* Effect.forEach(rest.completes, (c) => Deferred.fail(c.done, result.left), { discard: true })
+        return
+      }
+      yield* Effect.forEach(send.completes, (c) => Deferred.succeed(c.done, undefined), { discard: true })
+    }
+  })
 
-    const producer = yield* Ref.make(Option.none<Producer>())
-    const probeOk = yield* Ref.make(false)
-    const broken = yield* Queue.sliding<Producer>(4)
-    // Bytes in flight are bounded by the ingester's budgets; this bound (batches waiting for the writer) makes
-    // publish wait rather than grow the queue if a caller ever bypasses them.
-    const queue = yield* Queue.bounded<Pending>(options.maxPendingBatches ?? 4096)
-
-    const setConnectedGauge = Effect.gen(function* () {
-      const ok = Option.isSome(yield* Ref.get(producer)) && (yield* Ref.get(probeOk))
-      yield* set(M.kafkaConnected, ok ? 1 : 0)
-    })
-
-    const disconnect = (p: Producer) =>
-      Effect.promise(() => p.disconnect().catch(() => undefined)).pipe(Effect.timeout("5 seconds"), Effect.ignore)
-
-    const connectOnce = Effect.tryPromise({
-      try: async () => {
-        const tracker = partitionTracker()
-        const p = kafka.producer({
-          idempotent: true,
-          maxInFlightRequests: 1,
-          allowAutoTopicCreation: true,
-          createPartitioner: tracker.createPartitioner,
-          // kafkajs retries an idempotent send without end; produceTimeout bounds it, then the
-          // producer is dropped (which rejects the send) and a fresh one is connected.
-          retry: { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: 200, maxRetryTime: 2_000 },
-        })
-        onAckTimeout(p, ackTimeoutMs, () => {
-          if (ackExpired?.producer === p) Deferred.unsafeDone(ackExpired.expired, Effect.void)
-        })
-        trackers.set(p, tracker)
-        try {
-          await p.connect()
-        } catch (e) {
-          await p.disconnect().catch(() => undefined)
-          throw e
-        }
-        return p
-      },
-      catch: (cause) => new SinkUnavailable({ detail: `cannot connect to Kafka: ${causeText(cause)}`, cause }),
-    }).pipe(
-      Effect.timeoutFail({
-        duration: produceTimeout,
-        onTimeout: () => new SinkUnavailable({ detail: "connecting to Kafka timed out" }),
-      }),
-    )
-
-    const reconnectSchedule = backoff({ base: "200 millis", cap })
-
-    // The producer's owner: connect (retrying), hold until reported broken, drop, repeat.
-    const manager = Effect.gen(function* () {
-      const p = yield* connectOnce.pipe(
-        Effect.tapError((e) =>
-          Effect.logWarning("Kafka producer not connected, retrying").pipe(Effect.annotateLogs({ detail: e.detail })),
-        ),
-        Effect.retry(reconnectSchedule),
-      )
-      yield* Ref.set(producer, Option.some(p))
-      yield* Ref.set(probeOk, true)
-      yield* setConnectedGauge
-      yield* Effect.logInfo("Kafka producer connected").pipe(Effect.annotateLogs({ topic }))
-      // Reports about an earlier producer are stale: wait for this one's.
-      yield* Queue.take(broken).pipe(Effect.repeat({ until: (b) => b === p }))
-      yield* Ref.set(producer, Option.none())
-      yield* setConnectedGauge
-      yield* disconnect(p)
-    }).pipe(Effect.forever)
-
-    /** A producer whose send failed or timed out is taken out of use at once (its request may still be in flight). */
-    const markBroken = (p: Producer) =>
-      Effect.zipRight(
-        Ref.update(producer, (cur) => (Option.isSome(cur) && cur.value === p ? Option.none() : cur)),
-        Queue.offer(broken, p),
-      )
-
-    const topicMessages = (records: ReadonlyArray<SinkRecord>) => toTopicMessages(topic, deadLetterTopic, records)
-
-    const produce = (p: Producer, records: ReadonlyArray<SinkRecord>) =>
-      Effect.gen(function* () {
-        const start = yield* Clock.currentTimeMillis
-        const expired = yield* Deferred.make<void>()
-        ackExpired = { producer: p, expired }
-        const tracker = trackers.get(p)
-        tracker?.start()
-        const send = Effect.tryPromise({
-          try: () =>
-            p.sendBatch({ acks: -1, timeout: ackTimeoutMs, compression, topicMessages: topicMessages(records) }),
-          catch: (cause) => new SinkUnavailable({ detail: `Kafka refused the records: ${causeText(cause)}`, cause }),
-        }).pipe(
-          Effect.filterOrFail(
-            (answer) => (tracker?.unanswered(answer) ?? 0) === 0,
-            () => new SinkUnavailable({ detail: "Kafka's answer lacks a partition of the send (kafkajs dropped it)" }),
-          ),
-        )
-        // Replicas that did not acknowledge within the ack timeout (no quorum to shrink the ISR): fail now, not at the
-        // produce timeout. An election's errors come back at once and kafkajs retries them, within the produce timeout.
-        const notAcknowledged = Effect.zipRight(
-          Deferred.await(expired),
-          new SinkUnavailable({ detail: `Kafka's in-sync replicas did not acknowledge within ${ackTimeoutMs} ms` }),
-        )
-        yield* Effect.raceFirst(send, notAcknowledged).pipe(
-          Effect.ensuring(Effect.sync(() => (ackExpired = undefined))),
-          Effect.timeoutFail({
-            duration: produceTimeout,
-            onTimeout: () =>
-              new SinkUnavailable({
-                detail: `Kafka did not acknowledge within ${Duration.format(produceTimeout)}`,
-              }),
-          }),
-        )
-        const end = yield* Clock.currentTimeMillis
-        yield* observe(M.produceLatency, (end - start) / 1000)
-      }).pipe(
-        Effect.tapError((e) =>
-          Effect.all([
-            inc(M.produceErrors),
-            Effect.logWarning("Kafka produce failed").pipe(Effect.annotateLogs({ detail: e.detail, topic })),
-            markBroken(p),
-          ]),
-        ),
-      )
-
-    /** Sends a round of pending publishes in sends of at most maxSendBytes; completes every deferred. */
-    const sendRound = (items: ReadonlyArray<Pending>) =>
-      Effect.gen(function* () {
-        const current = yield* Ref.get(producer)
-        if (Option.isNone(current)) {
-          const err = new SinkUnavailable({ detail: "not connected to Kafka" })
-          yield* Effect.forEach(items, (i) => Deferred.fail(i.done, err), { discard: true })
-          return
-        }
-        const p = current.value
-        // Cut the round into sends; each item is done when the send holding its last record succeeded.
-        const sends: Array<{ records: Array<SinkRecord>; completes: Array<Pending> }> = []
-        let cur = { records: [] as Array<SinkRecord>, completes: [] as Array<Pending> }
-        let bytes = 0
-        for (const item of items) {
-          for (const r of item.records) {
-            const size = r.value.length + Buffer.byteLength(r.key)
-            if (bytes + size > maxSendBytes && cur.records.length > 0) {
-              sends.push(cur)
-              cur = { records: [], completes: [] }
-              bytes = 0
-            }
-            cur.records.push(r)
-            bytes += size
-          }
-          cur.completes.push(item)
-        }
-        if (cur.records.length > 0 || cur.completes.length > 0) sends.push(cur)
-        for (let i = 0; i < sends.length; i++) {
-          const send = sends[i]!
-          const result = send.records.length === 0 ? undefined : yield* Effect.either(produce(p, send.records))
-          if (result !== undefined && result._tag === "Left") {
-            for (const rest of sends.slice(i))
-              yield* Effect.forEach(rest.completes, (c) => Deferred.fail(c.done, result.left), { discard: true })
-            return
-          }
-          yield* Effect.forEach(send.completes, (c) => Deferred.succeed(c.done, undefined), { discard: true })
-        }
-      })
-
-    const writer = Effect.gen(function* () {
-      const first = yield* Queue.take(queue)
-      const rest = yield* Queue.takeAll(queue)
-      yield* sendRound([first, ...rest])
-    }).pipe(Effect.forever)
-
-    // Readiness probe: the broker answers a metadata request.
-    const admin = kafka.admin()
-    let adminConnected = false
-    const probe = Effect.gen(function* () {
-      const ok = yield* Effect.tryPromise(async () => {
-        if (!adminConnected) {
-          await admin.connect()
-          adminConnected = true
-        }
-        await admin.describeCluster()
-      }).pipe(
-        Effect.timeout(Duration.millis(Math.max(1000, Duration.toMillis(probeInterval) - 500))),
-        Effect.as(true),
-        Effect.catchAll(() => Effect.succeed(false)),
-      )
-      const was = yield* Ref.getAndSet(probeOk, ok)
-      if (was && !ok) yield* Effect.logWarning("Kafka broker does not answer").pipe(Effect.annotateLogs({ topic }))
-      if (!was && ok) yield* Effect.logInfo("Kafka broker answers again").pipe(Effect.annotateLogs({ topic }))
-      yield* setConnectedGauge
-    })
-
+/** Closes the producer and the probe's admin client when the scope closes (after the queue drained, see makeKafka). */
+const closeOnRelease = (s: ProducerState, admin: Admin) =>
+  Effect.gen(function* () {
     // Finalizers run in reverse: the fibers stop first, then the queue drains, then the producer goes.
     yield* Effect.addFinalizer(() =>
       Effect.gen(function* () {
-        const p = yield* Ref.get(producer)
+        const p = yield* Ref.get(s.producer)
         if (Option.isSome(p)) yield* disconnect(p.value)
         yield* Effect.promise(() => admin.disconnect().catch(() => undefined)).pipe(
           Effect.timeout("5 seconds"),
@@ -324,14 +166,47 @@ export const makeKafka = (kafka: Kafka, options: KafkaSinkOptions) =>
         yield* set(M.kafkaConnected, 0)
       }),
     )
-    yield* Effect.forkScoped(manager)
+  })
+
+export const makeKafka = (kafka: Kafka, options: KafkaSinkOptions) =>
+  Effect.gen(function* () {
+    const s: ProducerState = {
+      kafka,
+      topic: options.topic,
+      deadLetterTopic: dlqTopic(options.topic),
+      compression: compressionTypes[options.compression ?? "none"],
+      produceTimeout: Duration.decode(options.produceTimeout ?? "15 seconds"),
+      ackTimeoutMs: Duration.toMillis(Duration.decode(options.ackTimeout ?? "5 seconds")),
+      reconnectCap: Duration.decode(options.reconnectCap ?? "10 seconds"),
+      probeInterval: Duration.decode(options.probeInterval ?? "5 seconds"),
+      producer: yield* Ref.make(Option.none<Producer>()),
+      probeOk: yield* Ref.make(false),
+      broken: yield* Queue.sliding<Producer>(4),
+      trackers: new WeakMap(),
+      ackExpired: undefined,
+    }
+    const maxSendBytes = options.maxSendBytes ?? 900 * 1024
+    // Bytes in flight are bounded by the ingester's budgets; this bound (batches waiting for the writer) makes
+    // publish wait rather than grow the queue if a caller ever bypasses them.
+    const queue = yield* Queue.bounded<Pending>(options.maxPendingBatches ?? 4096)
+    const writer = Effect.gen(function* () {
+      const first = yield* Queue.take(queue)
+      const rest = yield* Queue.takeAll(queue)
+      yield* sendRound(s, [first, ...rest], maxSendBytes)
+    }).pipe(Effect.forever)
+
+    const admin = kafka.admin()
+    yield* closeOnRelease(s, admin)
+    yield* Effect.forkScoped(manageProducer(s))
     yield* Effect.forkScoped(writer)
-    yield* Effect.forkScoped(probe.pipe(Effect.repeat(Schedule.spaced(probeInterval))))
+    yield* Effect.forkScoped(probeBroker(s, admin).pipe(Effect.repeat(Schedule.spaced(s.probeInterval))))
     // Flush: let queued publishes finish (bounded) before the writer is interrupted.
     yield* Effect.addFinalizer(() =>
-      Effect.gen(function* () {
-        while ((yield* Queue.size(queue)) > 0) yield* Effect.sleep("50 millis")
-      }).pipe(Effect.timeout("10 seconds"), Effect.ignore),
+      Queue.size(queue).pipe(
+        Effect.repeat({ while: (n) => n > 0, schedule: Schedule.spaced("50 millis") }),
+        Effect.timeout("10 seconds"),
+        Effect.ignore,
+      ),
     )
 
     const publishRecords = (records: ReadonlyArray<SinkRecord>) =>
@@ -342,10 +217,8 @@ export const makeKafka = (kafka: Kafka, options: KafkaSinkOptions) =>
         yield* Deferred.await(done)
       })
     const publish = (events: ReadonlyArray<Event>) => Effect.suspend(() => publishRecords(events.map(encodeRecord)))
-
     const ready = Effect.gen(function* () {
-      return Option.isSome(yield* Ref.get(producer)) && (yield* Ref.get(probeOk))
+      return Option.isSome(yield* Ref.get(s.producer)) && (yield* Ref.get(s.probeOk))
     })
-
     return KafkaSink.of({ publish, publishRecords, ready })
   })

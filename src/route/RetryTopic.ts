@@ -120,6 +120,57 @@ const ensureTopic = (admin: Admin, options: RetryTopicOptions) =>
     return partitions.length
   })
 
+interface Source {
+  readonly topic: string
+  readonly partition: number
+}
+
+/** One produce of `run` to `partition` of the retry topic: the offset of its last record once Kafka has them all. */
+const send = (producer: Producer, topic: string, source: Source, partition: number, run: ReadonlyArray<SourceRecord>) =>
+  Effect.tryPromise({
+    try: () =>
+      producer.send({
+        topic,
+        acks: -1,
+        compression: CompressionTypes.None,
+        messages: run.map((r) => ({
+          partition,
+          key: r.key === null ? null : Buffer.from(r.key),
+          value: r.value === null ? null : Buffer.from(r.value),
+          headers: headersOf(source.topic, source.partition, r),
+        })),
+      }),
+    catch: unavailable("the retry topic refused the records"),
+  }).pipe(
+    Effect.flatMap((meta) => {
+      const base = meta.find((m) => m.partition === partition)?.baseOffset
+      return base === undefined
+        ? Effect.fail(new SinkUnavailable({ detail: "no offset in the retry topic's answer" }))
+        : Effect.succeed(BigInt(base) + BigInt(run.length - 1))
+    }),
+  )
+
+/** `send`, with a run refused as too large split in halves; a single record refused so fails. */
+const sendRun = (
+  producer: Producer,
+  topic: string,
+  source: Source,
+  partition: number,
+  run: ReadonlyArray<SourceRecord>,
+): Effect.Effect<bigint, SinkUnavailable> =>
+  send(producer, topic, source, partition, run).pipe(
+    Effect.catchIf(
+      (e) => run.length > 1 && isTooLarge(e.cause),
+      () => {
+        const half = Math.ceil(run.length / 2)
+        return Effect.zipRight(
+          sendRun(producer, topic, source, partition, run.slice(0, half)),
+          sendRun(producer, topic, source, partition, run.slice(half)),
+        )
+      },
+    ),
+  )
+
 const makeKafka = (options: RetryTopicOptions) =>
   Effect.gen(function* () {
     const kafka = yield* KafkaClient
@@ -149,49 +200,6 @@ const makeKafka = (options: RetryTopicOptions) =>
       Effect.orDie,
     )
 
-    const send = (sourceTopic: string, sourcePartition: number, partition: number, run: ReadonlyArray<SourceRecord>) =>
-      Effect.tryPromise({
-        try: () =>
-          producer.send({
-            topic: options.topic,
-            acks: -1,
-            compression: CompressionTypes.None,
-            messages: run.map((r) => ({
-              partition,
-              key: r.key === null ? null : Buffer.from(r.key),
-              value: r.value === null ? null : Buffer.from(r.value),
-              headers: headersOf(sourceTopic, sourcePartition, r),
-            })),
-          }),
-        catch: unavailable("the retry topic refused the records"),
-      }).pipe(
-        Effect.flatMap((meta) => {
-          const base = meta.find((m) => m.partition === partition)?.baseOffset
-          return base === undefined
-            ? Effect.fail(new SinkUnavailable({ detail: "no offset in the retry topic's answer" }))
-            : Effect.succeed(BigInt(base) + BigInt(run.length - 1))
-        }),
-      )
-    /** A run refused as too large is split in halves; a single record refused so fails. */
-    const sendRun = (
-      sourceTopic: string,
-      sourcePartition: number,
-      partition: number,
-      run: ReadonlyArray<SourceRecord>,
-    ): Effect.Effect<bigint, SinkUnavailable> =>
-      send(sourceTopic, sourcePartition, partition, run).pipe(
-        Effect.catchIf(
-          (e) => run.length > 1 && isTooLarge(e.cause),
-          () => {
-            const half = Math.ceil(run.length / 2)
-            return Effect.zipRight(
-              sendRun(sourceTopic, sourcePartition, partition, run.slice(0, half)),
-              sendRun(sourceTopic, sourcePartition, partition, run.slice(half)),
-            )
-          },
-        ),
-      )
-
     return {
       topic: options.topic,
       groupId: options.groupId,
@@ -200,7 +208,13 @@ const makeKafka = (options: RetryTopicOptions) =>
           const partition = sourcePartition % Math.max(1, partitions)
           let lastOffset = -1n
           for (const run of runsOf(records, maxBatchBytes))
-            lastOffset = yield* sendRun(sourceTopic, sourcePartition, partition, run)
+            lastOffset = yield* sendRun(
+              producer,
+              options.topic,
+              { topic: sourceTopic, partition: sourcePartition },
+              partition,
+              run,
+            )
           return { partition, lastOffset }
         }),
       committed: Effect.tryPromise({

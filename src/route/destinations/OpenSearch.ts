@@ -111,6 +111,48 @@ export const statusFailure = (status: number, text: string | undefined): { retry
   return { retryable: false, detail: `opensearch refused the bulk request (http ${status})${why}` }
 }
 
+interface BulkEndpoint {
+  readonly name: string
+  readonly timeoutMs: number
+  readonly authorization: Redacted.Redacted<string> | undefined
+  /** The next of the target's urls (round robin). */
+  readonly base: () => string
+}
+
+/** One `_bulk` POST: the server's per-item answer (read up to a cap), or its status; retryable when unreachable. */
+const postBulk = (to: BulkEndpoint, request: BulkRequest, documents: number) =>
+  Effect.tryPromise({
+    try: async (signal): Promise<Answer> => {
+      const headers: Record<string, string> = { "content-type": "application/x-ndjson" }
+      if (to.authorization !== undefined) headers.authorization = Redacted.value(to.authorization)
+      const res = await fetch(`${to.base()}/_bulk?filter_path=${BULK_FILTER_PATH}`, {
+        method: "POST",
+        headers,
+        body: request.body,
+        signal,
+      })
+      if (res.status === 200) {
+        const cap = maxBulkAnswerBytes(documents)
+        const text = await readCapped(res.body, cap)
+        return text === undefined ? { _tag: "TooLarge", cap } : { _tag: "Items", text }
+      }
+      return { _tag: "Status", status: res.status, text: await readCapped(res.body, MAX_ERROR_ANSWER_BYTES) }
+    },
+    catch: (cause) =>
+      new DestinationError({
+        target: to.name,
+        retryable: true,
+        detail: `opensearch unreachable: ${networkCode(cause)}`,
+        cause,
+      }),
+  }).pipe(
+    Effect.timeoutFail({
+      duration: to.timeoutMs,
+      onTimeout: () =>
+        new DestinationError({ target: to.name, retryable: true, detail: "opensearch: no answer in time" }),
+    }),
+  )
+
 /**
  * Builds an `opensearch` target: resolves its auth secret (fails, not retryable, when the reference is
  * unusable). Each delivery goes to the next of the target's urls.
@@ -126,46 +168,19 @@ export const makeOpenSearchDestination = (
     const bases = t.urls.map((u) => u.replace(/\/+$/, ""))
     let next = 0
 
-    const send = (request: BulkRequest, documents: number) =>
-      Effect.tryPromise({
-        try: async (signal): Promise<Answer> => {
-          const base = bases[next++ % bases.length]!
-          const headers: Record<string, string> = { "content-type": "application/x-ndjson" }
-          if (authorization !== undefined) headers.authorization = Redacted.value(authorization)
-          const res = await fetch(`${base}/_bulk?filter_path=${BULK_FILTER_PATH}`, {
-            method: "POST",
-            headers,
-            body: request.body,
-            signal,
-          })
-          if (res.status === 200) {
-            const cap = maxBulkAnswerBytes(documents)
-            const text = await readCapped(res.body, cap)
-            return text === undefined ? { _tag: "TooLarge", cap } : { _tag: "Items", text }
-          }
-          return { _tag: "Status", status: res.status, text: await readCapped(res.body, MAX_ERROR_ANSWER_BYTES) }
-        },
-        catch: (cause) =>
-          new DestinationError({
-            target: name,
-            retryable: true,
-            detail: `opensearch unreachable: ${networkCode(cause)}`,
-            cause,
-          }),
-      }).pipe(
-        Effect.timeoutFail({
-          duration: t.timeoutMs,
-          onTimeout: () =>
-            new DestinationError({ target: name, retryable: true, detail: "opensearch: no answer in time" }),
-        }),
-      )
+    const to: BulkEndpoint = {
+      name,
+      timeoutMs: t.timeoutMs,
+      authorization,
+      base: () => bases[next++ % bases.length]!,
+    }
 
     const deliverOne = (batch: DeliveryBatch) =>
       Effect.gen(function* () {
         const request = bulkRequest(t.index, batch)
         if (request.indexes.length === 0) return { failures: request.refused }
         yield* Effect.annotateCurrentSpan({ documents: request.indexes.length, bytes: request.body.length })
-        const answer = yield* send(request, request.indexes.length)
+        const answer = yield* postBulk(to, request, request.indexes.length)
         if (answer._tag === "TooLarge")
           return yield* new DestinationError({
             target: name,
