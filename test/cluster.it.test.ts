@@ -254,8 +254,10 @@ describe("a three-broker cluster (RF 3, min.insync.replicas 2)", () => {
       )
       expect(during.value?.status).not.toBe("SUCCESS")
       expect(during.error?.code).toBe(grpc.status.UNAVAILABLE)
-      // The leader's ack timeout (5 s) and some slack, well under the 15 s produce timeout.
-      expect(answeredMs).toBeLessThan(9_000)
+      // Before the ack timeout, this answer came at the 15 s produce timeout. Now it comes after the leader's 5 s ack
+      // timeout plus reconnects to the dead brokers: 5.2-5.3 s, once 10.3 s on a loaded machine. The bound is for
+      // "earlier than the produce timeout", not for a speed.
+      expect(answeredMs).toBeLessThan(13_000)
 
       await Promise.all(down.map((id) => cluster.startNode(id)))
       const t0 = Date.now()
