@@ -22,6 +22,8 @@ export interface IsolationContext {
   readonly drainPause: Duration.DurationInput
   /** The retry group's committed offsets, as last fetched (at most every `snapshotMs`). */
   readonly snapshot: { at: number; committed: ReadonlyMap<number, bigint> | undefined }
+  /** Per source partition, the assignment (RecordBatch.assignment) at which the retry topic was last read for it. */
+  readonly scanned: Map<number, number>
 }
 
 const snapshotMs = 200
@@ -43,6 +45,7 @@ export const planSource = (
 ): Effect.Effect<Plan> =>
   Effect.gen(function* () {
     const { state } = iso
+    yield* learnSetAside(iso, batch, tenants)
     const n = batch.records.length
     const healthy = healthyIn(state, tenants)
     const now = yield* Clock.currentTimeMillis
@@ -61,6 +64,37 @@ export const planSource = (
     yield* Metrics.set(M.divertedTenants, state.diverted.size)
     return plan
   })
+
+/**
+ * Once per source partition and assignment: which tenants are set aside in the retry topic and not delivered yet,
+ * by this router before a restart or by another before a rebalance (RetryTopic.pending). Each becomes diverted here
+ * too, so that its new records stay behind the set-aside ones. Without the retry topic's answer the router goes on
+ * with what it knows (at worst such a tenant's new records overtake its set-aside ones; none is lost).
+ */
+const learnSetAside = (iso: IsolationContext, batch: RecordBatch, tenants: TenantsFile): Effect.Effect<void> => {
+  const assignment = batch.assignment ?? 0
+  if (iso.scanned.get(batch.partition) === assignment) return Effect.void
+  iso.scanned.set(batch.partition, assignment)
+  return iso.retry
+    .pending(batch.partition, (key) => Object.hasOwn(tenants, key))
+    .pipe(
+      Effect.flatMap((p) =>
+        Effect.gen(function* () {
+          for (const [tenant, offset] of p.last) noteDiverted(iso.state, tenant, p.partition, offset)
+          if (p.last.size > 0)
+            yield* Effect.logInfo("tenants set aside before this assignment stay set aside").pipe(
+              Effect.annotateLogs({ partition: batch.partition, tenants: p.last.size }),
+            )
+          if (!p.complete)
+            yield* Effect.logWarning(
+              "the retry backlog is larger than the scan reads; tenants past it may be reordered",
+            )
+          yield* Metrics.set(M.divertedTenants, iso.state.diverted.size)
+        }),
+      ),
+      Effect.catchAll((e) => Effect.logWarning("cannot read what the retry topic holds", e.detail)),
+    )
+}
 
 /** The tenant's UserID for logs (the access key is a credential). */
 const annotate = (tenant: string, tenants: TenantsFile) =>

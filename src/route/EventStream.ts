@@ -30,7 +30,6 @@ import {
   consumerConfig,
   drainConsumer,
   type KafkaStreamOptions,
-  leaveLostMembers,
   recordBatchOf,
   splitUndecodable,
   watchConsumer,
@@ -38,6 +37,7 @@ import {
 import type { RecordBatch, SourceRecord, Undecodable } from "./RecordBatch.js"
 import { RetryTopic } from "./RetryTopic.js"
 import { recordsIn } from "./RouterMetrics.js"
+import { consumerKeepingMemberId } from "./SameMember.js"
 
 export {
   ConsumerCrashed,
@@ -78,13 +78,13 @@ const makeKafka = (options: KafkaStreamOptions) =>
     const runPromise = yield* FiberSet.makeRuntimePromise<never>()
     const resumers = yield* FiberSet.make()
 
-    const consumer: Consumer = kafka.consumer(consumerConfig(options))
-    const lost = yield* Queue.sliding<string>(8)
-    const member = watchConsumer(consumer, { groupId, joined, fatal, lost, runPromise })
-    yield* Effect.forkScoped(leaveLostMembers(kafka, groupId, lost))
+    // Restarted by kafkajs after a crash, the consumer rejoins as the member it was (see SameMember.ts).
+    const consumer: Consumer = consumerKeepingMemberId(kafka, consumerConfig(options), { id: undefined })
+    const joins = { count: 0 }
+    const member = watchConsumer(consumer, { groupId, joined, fatal, joins, runPromise })
     yield* connectConsumer(consumer, topic)
 
-    const ctx: BatchContext = { consumer, topic, resumers, kafka, member }
+    const ctx: BatchContext = { consumer, topic, resumers, kafka, member, assignment: () => joins.count }
     const eachBatch = async (payload: EachBatchPayload): Promise<void> => {
       const { batch, isRunning, isStale } = payload
       if (!isRunning() || isStale() || batch.isEmpty()) return

@@ -3,9 +3,9 @@
  * subscribing on the one backoff Schedule (src/shared/Retry.ts), the RecordBatch handed out for each kafkajs batch
  * (commit, rewind, heartbeat), and a drain bounded in time.
  */
-import { Data, Deferred, Duration, Effect, FiberSet, Queue, Ref } from "effect"
+import { Data, Deferred, Duration, Effect, FiberSet, Ref } from "effect"
 import type { Consumer, ConsumerConfig, EachBatchPayload, Kafka } from "kafkajs"
-import { commitAs, type GroupMember, leaveGroupAs } from "../shared/Kafka.js"
+import { commitAs, type GroupMember } from "../shared/Kafka.js"
 import * as Metrics from "../shared/Metrics.js"
 import { backoff } from "../shared/Retry.js"
 import { undecodableReason } from "./BatchGuard.js"
@@ -55,9 +55,8 @@ export const consumerConfig = (options: KafkaStreamOptions): ConsumerConfig => {
 }
 
 /**
- * Follows the consumer's events: `joined` while it is in the group, `fatal` once it crashed for good, and `lost`
- * takes the member id of a consumer kafkajs restarts after a crash (see `leaveLostMembers`). Returns the member's
- * id and generation as last seen in a heartbeat or commit (undefined from a join until then).
+ * Follows the consumer's events: `joined` while it is in the group, `fatal` once it crashed for good. Returns the
+ * member's id and generation as last seen in a heartbeat or commit (undefined from a join until then).
  */
 export const watchConsumer = (
   consumer: Consumer,
@@ -65,14 +64,14 @@ export const watchConsumer = (
     readonly groupId: string
     readonly joined: Ref.Ref<boolean>
     readonly fatal: Deferred.Deferred<ConsumerCrashed>
-    readonly lost: Queue.Enqueue<string>
+    /** Counts the joins. */
+    readonly joins: { count: number }
     readonly runPromise: (effect: Effect.Effect<unknown>) => Promise<unknown>
   },
 ): (() => GroupMember | undefined) => {
   const run = (effect: Effect.Effect<unknown>) => {
     ctx.runPromise(effect).catch(() => undefined)
   }
-  let member: string | undefined
   let generation: GroupMember | undefined
   const seen = (e: { payload: { memberId: string; groupGenerationId: number } }) => {
     generation = { groupId: ctx.groupId, memberId: e.payload.memberId, generationId: e.payload.groupGenerationId }
@@ -80,7 +79,7 @@ export const watchConsumer = (
   consumer.on(consumer.events.HEARTBEAT, seen)
   consumer.on(consumer.events.COMMIT_OFFSETS, seen)
   consumer.on(consumer.events.GROUP_JOIN, (e) => {
-    member = e.payload.memberId
+    ctx.joins.count++
     generation = undefined
     run(
       Effect.zipRight(
@@ -97,9 +96,7 @@ export const watchConsumer = (
   })
   consumer.on(consumer.events.CRASH, (e) => {
     if (e.payload.restart) {
-      // kafkajs restarts the consumer itself, as a new member: the one that crashed may still be in the group.
-      if (member !== undefined) run(ctx.lost.offer(member))
-      member = undefined
+      // kafkajs restarts the consumer itself; it rejoins as the same member (consumerKeepingMemberId).
       generation = undefined
       return
     }
@@ -117,31 +114,6 @@ export const watchConsumer = (
   }
   return () => generation
 }
-
-/**
- * Makes each member kafkajs gave up on leave the group, retried on the backoff Schedule until the coordinator
- * answers (5 minutes at most). kafkajs sends that LeaveGroup itself when it restarts a crashed consumer, but in an
- * outage the coordinator is not there to take it; the member stays in the group, and once the coordinator is back
- * (it reloads the group and restarts every member's session) the new member's join waits for the old one's whole
- * session timeout (30 s by default) before a single partition is assigned. Runs forever (fork it in the scope).
- */
-export const leaveLostMembers = (kafka: Kafka, groupId: string, lost: Queue.Dequeue<string>): Effect.Effect<never> =>
-  Effect.gen(function* () {
-    const memberId = yield* Queue.take(lost)
-    yield* Effect.tryPromise(() => leaveGroupAs(kafka, groupId, memberId)).pipe(
-      Effect.retry(backoff({ base: "500 millis", cap: "2 seconds", budget: "5 minutes" })),
-      Effect.tap((outcome) =>
-        Effect.logInfo(outcome === "left" ? "a crashed member left the group" : "the crashed member was gone").pipe(
-          Effect.annotateLogs({ groupId, memberId }),
-        ),
-      ),
-      Effect.catchAll((e) =>
-        Effect.logWarning(`a crashed member could not be made to leave the group: ${causeText(e)}`).pipe(
-          Effect.annotateLogs({ groupId, memberId }),
-        ),
-      ),
-    )
-  }).pipe(Effect.forever)
 
 const causeText = (e: { readonly cause?: unknown }) => (e.cause instanceof Error ? e.cause.message : String(e.cause))
 
@@ -213,6 +185,8 @@ export interface BatchContext {
   /** The client, and this consumer's member id and generation (`watchConsumer`), for commits kafkajs cannot make. */
   readonly kafka: Kafka
   readonly member: () => GroupMember | undefined
+  /** How many times the consumer joined its group so far (`watchConsumer`). */
+  readonly assignment?: () => number
   /** The fibers that resume paused partitions (they end with the stream's scope). */
   readonly resumers: FiberSet.FiberSet
 }
@@ -341,6 +315,7 @@ export const recordBatchOf = (
   records: split.records,
   ...(split.undecodable === undefined ? {} : { undecodable: split.undecodable }),
   highWatermark: payload.batch.highWatermark,
+  assignment: ctx.assignment?.() ?? 0,
   commit: (offset) => commitUpTo(ctx, payload, offset),
   retryFrom: (offset, delay) => rewind(ctx, payload, offset, delay),
   heartbeat: Effect.tryPromise(() => payload.heartbeat()).pipe(Effect.ignore),

@@ -59,6 +59,11 @@ export interface RecordBatch {
   /** The fetch held a batch that cannot be decoded after `records`: retry the partition from its offset. */
   readonly undecodable?: Undecodable
   readonly highWatermark: string
+  /**
+   * Which of the consumer's assignments handed the batch out (it counts the group joins; 0 in memory): a new one
+   * means another router may have owned the partition in between.
+   */
+  readonly assignment?: number
   /** Resolves every record up to and including `offset` and commits it. Call only once they are delivered. */
   readonly commit: (offset: string) => Effect.Effect<void>
   /** Pauses this partition, rewinds it to `offset`, and resumes it after `delay`. */

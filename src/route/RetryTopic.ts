@@ -12,7 +12,7 @@ import { Context, Effect, Layer } from "effect"
 import { type Admin, CompressionTypes, type Producer } from "kafkajs"
 import { SinkUnavailable } from "../domain/Errors.js"
 import { isTooLarge, runsByBytes } from "../shared/DeadLetter.js"
-import { KafkaClient } from "../shared/Kafka.js"
+import { KafkaClient, lastOffsetsOfKeys } from "../shared/Kafka.js"
 import { backoff } from "../shared/Retry.js"
 import type { SourceRecord } from "./RecordBatch.js"
 
@@ -36,6 +36,16 @@ export class RetryTopic extends Context.Tag("spillway/RetryTopic")<
     ) => Effect.Effect<Written, SinkUnavailable>
     /** The retry group's committed offsets (the next offset to read), per retry partition. */
     readonly committed: Effect.Effect<ReadonlyMap<number, bigint>, SinkUnavailable>
+    /**
+     * What is set aside and not delivered yet for the records of source partition `sourcePartition`: per key kept by
+     * `keep` (a tenant's access key), the offset of its last record in the retry partition past the retry group's
+     * committed offset. Read from Kafka (`scanMaxBytes` at most), so a router that takes a partition over learns what
+     * another one set aside.
+     */
+    readonly pending: (
+      sourcePartition: number,
+      keep: (key: string) => boolean,
+    ) => Effect.Effect<Pending, SinkUnavailable>
   }
 >() {
   static readonly layerKafka = (options: RetryTopicOptions): Layer.Layer<RetryTopic, never, KafkaClient> =>
@@ -54,8 +64,33 @@ export class RetryTopic extends Context.Tag("spillway/RetryTopic")<
           return Effect.succeed({ partition, lastOffset: BigInt(count - 1) })
         }),
       committed: Effect.sync(() => new Map(log.committed)),
+      pending: (sourcePartition, keep) =>
+        Effect.sync(() => {
+          const from = log.committed.get(sourcePartition) ?? 0n
+          const last = new Map<string, bigint>()
+          let offset = 0n
+          for (const w of log.written) {
+            if (w.partition !== sourcePartition) continue
+            const key = w.record.key === null ? undefined : Buffer.from(w.record.key).toString("latin1")
+            if (offset >= from && key !== undefined && keep(key)) last.set(key, offset)
+            offset++
+          }
+          return { partition: sourcePartition, last, complete: true }
+        }),
     })
 }
+
+export interface Pending {
+  /** The retry partition read. */
+  readonly partition: number
+  /** Per key, the offset of its last record not delivered yet. */
+  readonly last: ReadonlyMap<string, bigint>
+  /** False when the scan stopped at `scanMaxBytes` before the end. */
+  readonly complete: boolean
+}
+
+/** The most a `pending` scan reads of one retry partition: 256 MiB. */
+export const scanMaxBytes = 256 * 1_048_576
 
 export interface RetryMemoryLog {
   readonly written: Array<{ readonly partition: number; readonly record: SourceRecord }>
@@ -199,6 +234,16 @@ const makeKafka = (options: RetryTopicOptions) =>
       Effect.retry(backoff({ base: "500 millis", cap: "5 seconds", budget: "2 minutes" })),
       Effect.orDie,
     )
+    const committed = Effect.tryPromise({
+      try: () => admin.fetchOffsets({ groupId: options.groupId, topics: [options.topic] }),
+      catch: unavailable("cannot fetch the retry group's offsets"),
+    }).pipe(
+      Effect.map((topics) => {
+        const out = new Map<number, bigint>()
+        for (const p of topics[0]?.partitions ?? []) if (Number(p.offset) >= 0) out.set(p.partition, BigInt(p.offset))
+        return out
+      }),
+    )
 
     return {
       topic: options.topic,
@@ -217,15 +262,29 @@ const makeKafka = (options: RetryTopicOptions) =>
             )
           return { partition, lastOffset }
         }),
-      committed: Effect.tryPromise({
-        try: () => admin.fetchOffsets({ groupId: options.groupId, topics: [options.topic] }),
-        catch: unavailable("cannot fetch the retry group's offsets"),
-      }).pipe(
-        Effect.map((topics) => {
-          const out = new Map<number, bigint>()
-          for (const p of topics[0]?.partitions ?? []) if (Number(p.offset) >= 0) out.set(p.partition, BigInt(p.offset))
-          return out
+      committed,
+      pending: (sourcePartition: number, keep: (key: string) => boolean) =>
+        Effect.gen(function* () {
+          const partition = sourcePartition % Math.max(1, partitions)
+          const [done, ends] = yield* Effect.all([committed, watermarks(admin, options.topic)])
+          const end = ends.get(partition)
+          const from = done.get(partition) ?? end?.low ?? 0n
+          if (end === undefined || from >= end.high) return { partition, last: new Map(), complete: true }
+          const scan = { topic: options.topic, partition, from, to: end.high, keep, maxBytes: scanMaxBytes }
+          const found = yield* Effect.tryPromise({
+            try: () => lastOffsetsOfKeys(kafka, scan),
+            catch: unavailable("cannot read the retry topic"),
+          })
+          return { partition, ...found }
         }),
-      ),
     }
   })
+
+/** The earliest and the next offset (high watermark) of each partition of `topic`. */
+const watermarks = (admin: Admin, topic: string) =>
+  Effect.tryPromise({
+    try: () => admin.fetchTopicOffsets(topic),
+    catch: unavailable("cannot read the retry topic's offsets"),
+  }).pipe(
+    Effect.map((ps) => new Map(ps.map((p) => [p.partition, { low: BigInt(p.low), high: BigInt(p.high) }] as const))),
+  )

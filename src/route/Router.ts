@@ -96,6 +96,7 @@ export const makeRouter = (options: RouterOptions) =>
           retry: retry.value,
           drainPause: "200 millis",
           snapshot: { at: Number.NEGATIVE_INFINITY, committed: undefined },
+          scanned: new Map(),
         }
     const ctx: RouterContext = {
       mode: "source",

@@ -31,7 +31,6 @@ export const kafkaLogLevel = (level: logLevel, log: { readonly [k: string]: unkn
 
 /** A group coordinator as kafkajs' Broker, the little of it used here. */
 interface GroupCoordinator {
-  leaveGroup(args: { groupId: string; memberId: string }): Promise<unknown>
   offsetCommit(args: {
     groupId: string
     memberId: string
@@ -40,48 +39,125 @@ interface GroupCoordinator {
   }): Promise<unknown>
 }
 
+/** A partition's records in a kafkajs Fetch answer, the little of them used here. */
+interface FetchedRecord {
+  readonly offset: string
+  readonly key: Buffer | null
+}
+
+/** A broker as kafkajs' Broker, for a plain Fetch (no consumer group). */
+interface FetchBroker {
+  fetch(args: {
+    replicaId: number
+    isolationLevel: number
+    maxWaitTime: number
+    minBytes: number
+    maxBytes: number
+    topics: ReadonlyArray<{
+      topic: string
+      partitions: ReadonlyArray<{ partition: number; fetchOffset: string; maxBytes: number }>
+    }>
+  }): Promise<{
+    responses: ReadonlyArray<{ partitions: ReadonlyArray<{ messages: ReadonlyArray<FetchedRecord> }> }>
+  }>
+}
+
 /** kafkajs' Cluster, the little of it used here (kafkajs/src/cluster; not exported by its index). */
 interface KafkajsCluster {
   connect(): Promise<void>
   disconnect(): Promise<void>
   findGroupCoordinator(args: { groupId: string }): Promise<GroupCoordinator>
+  addTargetTopic(topic: string): Promise<void>
+  findLeaderForPartitions(topic: string, partitions: ReadonlyArray<number>): Record<string, ReadonlyArray<number>>
+  findBroker(args: { nodeId: string }): Promise<FetchBroker>
 }
 
 /**
- * Runs `f` against the group's coordinator as found now, through a short-lived kafkajs Cluster made by the client's
- * own factory (private in kafkajs 2.2.4, which package.json pins: same brokers, TLS, SASL, timeouts). kafkajs'
- * consumer keeps the coordinator it found at its last join until it joins again, which it cannot do while a batch
- * is in eachBatch; and it only ever leaves as its current member.
+ * Runs `f` against a short-lived kafkajs Cluster made by the client's own factory (private in kafkajs 2.2.4, which
+ * package.json pins: same brokers, TLS, SASL, timeouts), disconnected afterwards.
  */
-const withGroupCoordinator = async <A>(
-  kafka: Kafka,
-  groupId: string,
-  f: (coordinator: GroupCoordinator) => Promise<A>,
-): Promise<A> => {
+const withCluster = async <A>(kafka: Kafka, f: (cluster: KafkajsCluster) => Promise<A>): Promise<A> => {
   const factory = Object.getOwnPropertySymbols(kafka).find((s) => s.description === "private:Kafka:createCluster")
   const create = factory === undefined ? undefined : (kafka as unknown as Record<symbol, unknown>)[factory]
   if (typeof create !== "function") throw new Error("this kafkajs has no cluster factory (kafkajs 2.2.4 has)")
   const cluster = create({ allowAutoTopicCreation: false }) as KafkajsCluster
   try {
     await cluster.connect()
-    return await f(await cluster.findGroupCoordinator({ groupId }))
+    return await f(cluster)
   } finally {
     await cluster.disconnect().catch(() => undefined)
   }
 }
 
 /**
- * Sends a LeaveGroup for `memberId` of `groupId` to the group's coordinator. Resolves `"left"`, or `"unknown"` when
- * the coordinator no longer knows the member (it left or expired already); rejects otherwise (retry it).
+ * Runs `f` against the group's coordinator as found now. kafkajs' consumer keeps the coordinator it found at its last
+ * join until it joins again, which it cannot do while a batch is in eachBatch.
  */
-export const leaveGroupAs = (kafka: Kafka, groupId: string, memberId: string): Promise<"left" | "unknown"> =>
-  withGroupCoordinator(kafka, groupId, (c) => c.leaveGroup({ groupId, memberId })).then(
-    () => "left" as const,
-    (e: unknown) => {
-      if ((e as { type?: unknown }).type === "UNKNOWN_MEMBER_ID") return "unknown" as const
-      throw e
-    },
-  )
+const withGroupCoordinator = <A>(
+  kafka: Kafka,
+  groupId: string,
+  f: (coordinator: GroupCoordinator) => Promise<A>,
+): Promise<A> => withCluster(kafka, async (cluster) => f(await cluster.findGroupCoordinator({ groupId })))
+
+export interface KeyScan {
+  readonly topic: string
+  readonly partition: number
+  /** First offset to read. */
+  readonly from: bigint
+  /** Reads up to, not including, this offset (a high watermark read before). */
+  readonly to: bigint
+  /** Which keys to keep (the map stays bounded by what it accepts). */
+  readonly keep: (key: string) => boolean
+  /** Stops after reading this many bytes of fetch answers (1 MiB per fetch). */
+  readonly maxBytes: number
+}
+
+/**
+ * Reads `topic`/`partition` from `from` to `to` with plain Fetch requests at its leader (no consumer group, nothing
+ * committed) and returns, per kept key (latin1), the offset of its last record, and whether the scan reached `to`
+ * (false when `maxBytes` ran out first).
+ */
+export const lastOffsetsOfKeys = (
+  kafka: Kafka,
+  scan: KeyScan,
+): Promise<{ readonly last: ReadonlyMap<string, bigint>; readonly complete: boolean }> =>
+  withCluster(kafka, async (cluster) => {
+    const last = new Map<string, bigint>()
+    await cluster.addTargetTopic(scan.topic)
+    const nodeId = Object.keys(cluster.findLeaderForPartitions(scan.topic, [scan.partition]))[0]
+    if (nodeId === undefined) throw new Error("the partition has no leader")
+    const broker = await cluster.findBroker({ nodeId })
+    const perFetch = 1_048_576
+    let offset = scan.from
+    for (let read = 0; offset < scan.to; read += perFetch) {
+      if (read >= scan.maxBytes) return { last, complete: false }
+      const answer = await broker.fetch({
+        replicaId: -1,
+        isolationLevel: 1,
+        maxWaitTime: 100,
+        minBytes: 1,
+        maxBytes: perFetch,
+        topics: [
+          {
+            topic: scan.topic,
+            partitions: [{ partition: scan.partition, fetchOffset: String(offset), maxBytes: perFetch }],
+          },
+        ],
+      })
+      const messages = answer.responses[0]?.partitions[0]?.messages ?? []
+      const before = offset
+      for (const m of messages) {
+        const o = BigInt(m.offset)
+        if (o < offset || o >= scan.to) continue
+        offset = o + 1n
+        const key = m.key === null ? undefined : m.key.toString("latin1")
+        if (key !== undefined && scan.keep(key)) last.set(key, o)
+      }
+      // Nothing past `offset` in this answer (compacted away, aborted or control records): step over the gap.
+      if (offset === before) offset = messages.length === 0 ? scan.to : offset + 1n
+    }
+    return { last, complete: true }
+  })
 
 /** One member's place in its group: what an OffsetCommit must carry. */
 export interface GroupMember {

@@ -203,6 +203,38 @@ describe("Isolation (router, in memory)", () => {
     )
   })
 
+  it.effect(
+    "a router new to a partition learns from the retry topic who is set aside: A stays behind its backlog",
+    () => {
+      // Another router (or this one before a restart) set A's records 1 and 2 aside; the retry path delivered none yet.
+      const { delivered, retryLog, layer, router } = setup(() => false)
+      retryLog.written.push({ partition: 0, record: rec(0, A, 1) }, { partition: 0, record: rec(2, A, 2) })
+      retryLog.committed.set(0, 0n)
+      const log = memoryLog()
+      return quiet(
+        Effect.gen(function* () {
+          const r = yield* router
+          // A's destination works, but its new record 3 must wait for 1 and 2: a drain cuts the batch before it.
+          yield* stepped(r.handle(batchOf(log, "src", [rec(3, B, 1), rec(4, A, 3), rec(5, B, 2)])))
+          assert.deepStrictEqual(delivered.get("http:a.example"), undefined, "A's new record not delivered first")
+          assert.deepStrictEqual(ns(delivered.get("file:b.log")), [1])
+          assert.deepStrictEqual(log.commits.at(-1), { partition: 0, offset: "3" })
+          assert.deepStrictEqual(log.rewinds.at(-1), { partition: 0, offset: "4", delayMs: 200 })
+          // The retry path delivers the backlog and commits past it: A goes direct, after its set-aside records.
+          const retryLogs = memoryLog()
+          const retried = retryLog.written.map((w, i) => ({ ...w.record, offset: String(i) }))
+          yield* stepped(r.handleRetry(batchOf(retryLogs, "retry", retried)))
+          retryLog.committed.set(0, 2n)
+          yield* TestClock.adjust("1 second")
+          yield* stepped(r.handle(batchOf(log, "src", [rec(4, A, 3), rec(5, B, 2)])))
+          assert.deepStrictEqual(ns(delivered.get("http:a.example")), [1, 2, 3])
+          assert.deepStrictEqual(ns(delivered.get("file:b.log")), [1, 2])
+          assert.strictEqual(r.isolation?.state.diverted.size, 0)
+        }).pipe(Effect.provide(layer)),
+      )
+    },
+  )
+
   it.effect("a blip under the threshold keeps the pause and rewind; nothing goes to the retry topic", () => {
     const { retryLog, layer, router } = setup(() => true)
     const log = memoryLog()
