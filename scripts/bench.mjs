@@ -614,11 +614,14 @@ async function main() {
   const rc = results.receivers
   const o = results.overload
   const rows = []
-  if (results.startup)
-    for (const x of Object.values(results.startup))
+  if (results.startup) {
+    const s = results.startup
+    for (const x of [s.ingester, s.router, s.agent])
       rows.push(
         `| ${x.name} start to ready, median of ${x.runs.length} (ms) | ${fmt(x.medianMs)} | | ${fmt(x.medianCpuSeconds, 2)} CPU-s by then |`,
+        `| ${x.name} loading: \`--version\` to exit (ms) | ${fmt(x.load.medianMs)} | ${fmt(s.node.medianMs)} (\`node -e 0\`) | ${fmt(x.load.medianCpuSeconds, 2)} CPU-s (node ${fmt(s.node.medianCpuSeconds, 2)}) |`,
       )
+  }
   if (i) {
     const ratio = (x) => fmt(x / b.eventsPerSec, 2)
     rows.push(

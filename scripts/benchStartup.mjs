@@ -5,12 +5,19 @@
  *  - router: the first line of a topic that already holds records is in its output file (consumer joined, fetched,
  *    decrypted, written);
  *  - agent: `/readyz` answers 200 (buffer open and writable, inputs started).
- * Each program is started BENCH_STARTUP_RUNS times (5); the medians are reported with the runs.
+ * Each program is started BENCH_STARTUP_RUNS times (5); the medians are reported with the runs. Readiness is polled
+ * every 5 ms, so a figure is at most about 5 ms (plus one request) late.
+ *
+ * What loading alone costs is measured beside it: `node -e 0` (Node's own start) and `node dist/programs/<p>.js
+ * --version` (reading, compiling and evaluating the program's code, and the command line), each run to its exit,
+ * with the CPU it used (reported by the child itself at exit).
  */
+
+import { spawnSync } from "node:child_process"
 import { randomUUID } from "node:crypto"
 import fs from "node:fs"
 import path from "node:path"
-import { cpuSeconds, createTopic, envInt, freePort, sleep, stopChild } from "./harness.mjs"
+import { cpuSeconds, createTopic, dist, envInt, freePort, sleep, stopChild } from "./harness.mjs"
 
 const RUNS = envInt("BENCH_STARTUP_RUNS", 5)
 
@@ -35,6 +42,20 @@ const readyz = (port) => async () => {
   } catch {
     return false
   }
+}
+
+// Preloaded into the child: writes the CPU it used, in microseconds, to stderr as it exits.
+const CPU_AT_EXIT =
+  'data:text/javascript,import{writeSync}from"node:fs";process.on("exit",()=>{const u=process.cpuUsage();writeSync(2,"\\ncpu-us="+(u.user+u.system)+"\\n")})'
+
+/** One run of `node ...args` to its exit: wall milliseconds and the CPU-seconds it used. */
+function timeToExit(args) {
+  const t0 = performance.now()
+  const r = spawnSync(process.execPath, [`--import=${CPU_AT_EXIT}`, ...args], { encoding: "utf8", env: { PATH: "" } })
+  const ms = performance.now() - t0
+  const cpu = /cpu-us=(\d+)/.exec(r.stderr ?? "")
+  if (r.status !== 0 || cpu === null) throw new Error(`node ${args.join(" ")} failed (${r.status}): ${r.stderr}`)
+  return { ms, cpuSeconds: Number(cpu[1]) / 1e6 }
 }
 
 const summary = (name, runs) => ({
@@ -93,12 +114,24 @@ export async function benchStartup({ brokers, harness: h, token, produce, log })
     router.push(await timeToReady(rt, t0, async () => fs.existsSync(file) && fs.statSync(file).size > 0))
     await stopChild(rt)
   }
-  const r = {
-    ingester: summary("ingester", ingester),
-    router: summary("router", router),
-    agent: summary("agent", agent),
+  // Loading alone, interleaved so that the machine's load disturbs each alike.
+  const loads = { node: [], ingester: [], router: [], agent: [] }
+  for (let i = 0; i < RUNS; i++) {
+    loads.node.push(timeToExit(["-e", "0"]))
+    for (const p of ["ingester", "router", "agent"])
+      loads[p].push(timeToExit([dist("programs", `${p}.js`), "--version"]))
   }
-  for (const x of Object.values(r))
-    log(`  ${x.name}: ready in ${x.medianMs.toFixed(0)} ms (median of ${RUNS}), ${x.medianCpuSeconds.toFixed(2)} CPU-s`)
+  const r = {
+    ingester: { ...summary("ingester", ingester), load: summary("ingester --version", loads.ingester) },
+    router: { ...summary("router", router), load: summary("router --version", loads.router) },
+    agent: { ...summary("agent", agent), load: summary("agent --version", loads.agent) },
+    node: summary("node -e 0", loads.node),
+  }
+  for (const x of [r.ingester, r.router, r.agent])
+    log(
+      `  ${x.name}: ready in ${x.medianMs.toFixed(0)} ms (median of ${RUNS}), ${x.medianCpuSeconds.toFixed(2)} CPU-s; ` +
+        `--version ${x.load.medianMs.toFixed(0)} ms, ${x.load.medianCpuSeconds.toFixed(2)} CPU-s`,
+    )
+  log(`  node -e 0: ${r.node.medianMs.toFixed(0)} ms, ${r.node.medianCpuSeconds.toFixed(2)} CPU-s`)
   return r
 }

@@ -7,6 +7,12 @@
  *
  * Native addons stay outside the bundle and load from node_modules. Files read at run time (proto/) are found
  * relative to dist/<folder>/<module>.js, the depth every bundle and every tsc module has. Source maps point at src/.
+ *
+ * Code most runs never touch is split off (`splitting`): what a program reaches only through a dynamic `import()`
+ * (for example the ingester's OTLP and Forward receivers) is a chunk, dist/programs/chunk-<hash>.js, read only when
+ * it is used; code two programs share is a chunk too. Chunks sit beside the programs, so the depth above holds.
+ * @effect/cli's parsers for YAML, TOML and INI option files are replaced by a stub: no program has a file option,
+ * and those parsers were 240 kB of every bundle to parse at start.
  */
 import fs from "node:fs"
 import path from "node:path"
@@ -19,10 +25,33 @@ const programs = fs
   .filter((f) => f.endsWith(".ts"))
   .map((f) => path.join(root, "src", "programs", f))
 
+// Old chunks (<name>-<hash of their content>.js) would pile up across builds.
+const outdir = path.join(root, "dist", "programs")
+if (fs.existsSync(outdir))
+  for (const f of fs.readdirSync(outdir)) if (/-[A-Z0-9]{8}\.js(\.map)?$/.test(f)) fs.rmSync(path.join(outdir, f))
+
+/** `yaml`, `toml` and `ini` as imported by @effect/cli (its file options): a parser that refuses. */
+const noFileParsers = {
+  name: "no-cli-file-parsers",
+  setup(b) {
+    b.onResolve({ filter: /^(yaml|toml|ini)$/ }, (args) =>
+      args.importer.includes(`${path.sep}@effect${path.sep}cli${path.sep}`)
+        ? { path: args.path, namespace: "no-cli-file-parsers" }
+        : undefined,
+    )
+    b.onLoad({ filter: /.*/, namespace: "no-cli-file-parsers" }, (args) => ({
+      contents: `export const parse = () => { throw new Error("${args.path} option files are not supported") }`,
+      loader: "js",
+    }))
+  },
+}
+
 await build({
   entryPoints: programs,
-  outdir: path.join(root, "dist", "programs"),
+  outdir,
   bundle: true,
+  splitting: true,
+  plugins: [noFileParsers],
   platform: "node",
   format: "esm",
   target: "node20",

@@ -16,7 +16,6 @@ import { type ApiOptions, tuningConfig } from "./IngesterFlags.js"
 import { IngesterServer, IngesterStartError } from "./IngesterServer.js"
 import { checkTimeouts, KafkaSink } from "./KafkaSink.js"
 import { anyReceiver, receiversOptionsOf } from "./receivers/ReceiverFlags.js"
-import { receiversLayer } from "./receivers/ReceiversLive.js"
 
 /** What the options say, checked: the TLS files, the brokers, the codec, the Kafka client's settings. */
 const checkOptions = (opts: ApiOptions) =>
@@ -100,8 +99,16 @@ const compose = (opts: ApiOptions, checked: Effect.Effect.Success<ReturnType<typ
 
   // Built in this order: secret, tenants and budget (fail fast), then Kafka, then the servers.
   // The operations port opens once the gRPC server listens, so /readyz never answers 200 before it does.
-  // The OTLP and Forward receivers (off unless a port is given) share the auth, tenants and Kafka producer.
-  const Receivers = anyReceiver(opts) ? receiversLayer(receiversOptionsOf(opts, opts.host, tls)) : Layer.empty
+  // The OTLP and Forward receivers (off unless a port is given) share the auth, tenants and Kafka producer. Their
+  // code (protobuf schemas, msgpack) is loaded only when one is on: it is a chunk of its own in the bundle.
+  const Receivers = anyReceiver(opts)
+    ? Layer.unwrapEffect(
+        Effect.map(
+          Effect.promise(() => import("./receivers/ReceiversLive.js")),
+          (m) => m.receiversLayer(receiversOptionsOf(opts, opts.host, tls)),
+        ),
+      )
+    : Layer.empty
   return OpsServerLive({ host: opts.metricsHost, port: opts.metricsPort }).pipe(
     Layer.provideMerge(Readiness.pipe(Layer.provideMerge(Layer.merge(Server, Receivers)))),
     Layer.provide(Sink),

@@ -8,13 +8,23 @@
  * header, then length-prefixed snappy blocks); sarama and librdkafka may write one raw snappy block. Reading
  * accepts both; writing uses xerial's framing, as the Java client does.
  */
+
+import { createRequire } from "node:module"
 import kafkajs from "kafkajs"
-import { compressFrameSync, decompressFrameSync } from "lz4-napi"
-import { compressSync as snappyCompress, uncompressSync as snappyUncompress } from "snappy"
-import { compress as zstdCompress, decompress as zstdDecompress } from "zstd-napi"
+import type * as Lz4 from "lz4-napi"
+import type * as Snappy from "snappy"
+import type * as Zstd from "zstd-napi"
 
 // kafkajs is CommonJS and Node's ESM loader does not see these two as named exports.
 const { CompressionCodecs, CompressionTypes } = kafkajs
+
+// The native codecs load on first use: resolving and opening each costs milliseconds of every program's start-up,
+// and a topic uses one of them or none.
+const load = createRequire(import.meta.url)
+const modules: { snappy?: typeof Snappy; lz4?: typeof Lz4; zstd?: typeof Zstd } = {}
+const snappy = () => (modules.snappy ??= load("snappy") as typeof Snappy)
+const lz4 = () => (modules.lz4 ??= load("lz4-napi") as typeof Lz4)
+const zstd = () => (modules.zstd ??= load("zstd-napi") as typeof Zstd)
 
 /** The compression names operators write (`--compression`), with kafkajs's type for each. */
 export const compressionTypes = {
@@ -39,7 +49,7 @@ export const snappyEncode = (data: Buffer): Buffer => {
   header.writeInt32BE(1, 12)
   const parts: Array<Buffer> = [header]
   for (let at = 0; at < data.length; at += XERIAL_BLOCK) {
-    const block = snappyCompress(data.subarray(at, at + XERIAL_BLOCK))
+    const block = snappy().compressSync(data.subarray(at, at + XERIAL_BLOCK))
     const len = Buffer.alloc(4)
     len.writeInt32BE(block.length, 0)
     parts.push(len, block)
@@ -50,7 +60,7 @@ export const snappyEncode = (data: Buffer): Buffer => {
 /** Pure: xerial-framed or raw snappy; throws on a corrupt input. */
 export const snappyDecode = (data: Buffer): Buffer => {
   if (data.length < XERIAL_HEADER || !data.subarray(0, 8).equals(XERIAL_MAGIC))
-    return Buffer.from(snappyUncompress(data) as Buffer)
+    return Buffer.from(snappy().uncompressSync(data) as Buffer)
   const parts: Array<Buffer> = []
   let at = XERIAL_HEADER
   while (at < data.length) {
@@ -58,7 +68,7 @@ export const snappyDecode = (data: Buffer): Buffer => {
     const len = data.readInt32BE(at)
     at += 4
     if (len < 0 || at + len > data.length) throw new Error("snappy: truncated xerial block")
-    parts.push(Buffer.from(snappyUncompress(data.subarray(at, at + len)) as Buffer))
+    parts.push(Buffer.from(snappy().uncompressSync(data.subarray(at, at + len)) as Buffer))
     at += len
   }
   return Buffer.concat(parts)
@@ -79,11 +89,11 @@ export const registerCodecs = (): void => {
   registered = true
   CompressionCodecs[CompressionTypes.Snappy] = codec(snappyEncode, snappyDecode)
   CompressionCodecs[CompressionTypes.LZ4] = codec(
-    (b) => compressFrameSync(b),
-    (b) => decompressFrameSync(b),
+    (b) => lz4().compressFrameSync(b),
+    (b) => lz4().decompressFrameSync(b),
   )
   CompressionCodecs[CompressionTypes.ZSTD] = codec(
-    (b) => zstdCompress(b),
-    (b) => zstdDecompress(b),
+    (b) => zstd().compress(b),
+    (b) => zstd().decompress(b),
   )
 }

@@ -5,7 +5,7 @@
 
 import { spawnSync } from "node:child_process"
 import { createHash } from "node:crypto"
-import { appendFileSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs"
+import { appendFileSync, mkdirSync, mkdtempSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, assert, describe, it } from "@effect/vitest"
@@ -129,6 +129,35 @@ describe("tail: an inode reused while the agent was down", () => {
         },
       )
     })
+  })
+})
+
+describe("tail: a plain path (no glob syntax)", () => {
+  it.live("is read once it appears, and after a rotation the new file under its name is read too", () => {
+    const dir = fresh()
+    const file = join(dir, "logs", "app.log")
+    const b = bufferOn(dir)
+    // Spelled with a doubled slash: still the one file, as the glob would name it.
+    const spec: TailSpec = {
+      input: "tail",
+      globs: [`${join(dir, "logs")}//app.log`],
+      parse: tailParser("t"),
+      pollMs: 50,
+    }
+    return Effect.gen(function* () {
+      const fiber = yield* Effect.fork(runTail(spec))
+      yield* Effect.sleep("150 millis") // scans of a path that does not exist yet
+      writeFileSync(file, lines("a", 3))
+      yield* eventually(() => b.ref.store !== undefined && b.ref.store.eventCount >= 3, "the first file")
+      renameSync(file, join(dir, "logs", "app.log.1"))
+      writeFileSync(file, lines("b", 2))
+      yield* eventually(() => b.ref.store!.eventCount >= 5, "the file under the name after the rotation")
+      yield* Fiber.interrupt(fiber)
+      assert.deepStrictEqual(
+        logsIn(b.ref.store!).map((r) => r.log),
+        ["a-0", "a-1", "a-2", "b-0", "b-1"],
+      )
+    }).pipe(Effect.provide(b.layer))
   })
 })
 

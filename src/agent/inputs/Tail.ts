@@ -17,7 +17,7 @@
  */
 import { createHash } from "node:crypto"
 import { closeSync, fstatSync, openSync, readdirSync, readSync, statSync } from "node:fs"
-import { dirname, join } from "node:path"
+import { dirname, join, resolve } from "node:path"
 import { Effect, Schedule } from "effect"
 import { globSync } from "tinyglobby"
 import { type Checkpoint, type NewRecord, rowBytes } from "../buffer/BufferStore.js"
@@ -213,10 +213,29 @@ const finishOrphans = (ctx: TailCtx, present: ReadonlyMap<string, string>) =>
     }
   })
 
+/** Characters that make a pattern a glob (or an escape); without them it names one path. */
+const GLOB_SYNTAX = /[*?[\]{}()!+@\\]/
+
+/**
+ * The files a pattern matches, as `globSync(…, { absolute: true, onlyFiles: true })` finds them. A pattern without
+ * glob syntax that names a regular file is that file: globbing it cost 10-20 ms of CPU per scan.
+ */
+const globFiles = (globs: ReadonlyArray<string>): ReadonlyArray<string> => {
+  if (globs.every((g) => !GLOB_SYNTAX.test(g)))
+    try {
+      const files = globs.map((g) => ({ path: resolve(g), st: statSync(g, { throwIfNoEntry: false }) }))
+      if (files.every((f) => f.st === undefined || f.st.isFile()))
+        return [...new Set(files.filter((f) => f.st !== undefined).map((f) => f.path))]
+    } catch {
+      // not a plain path after all (ENOTDIR, EACCES): let the glob decide
+    }
+  return globSync([...globs], { absolute: true, onlyFiles: true })
+}
+
 /** The matched files now: identity to path. */
 const matchedFiles = (ctx: TailCtx): Map<string, string> => {
   const present = new Map<string, string>()
-  for (const path of globSync([...ctx.spec.globs], { absolute: true, onlyFiles: true })) {
+  for (const path of globFiles(ctx.spec.globs)) {
     try {
       const st = statSync(path)
       if (st.isFile()) present.set(fileIdOf(ctx, st), path)
