@@ -12,8 +12,7 @@
  * SPILLWAY_ROUTER_SESSION_TIMEOUT_MS (30000), SPILLWAY_ROUTER_MAX_BYTES_PER_PARTITION (4 MiB per fetch),
  * SPILLWAY_ROUTER_DRAIN_TIMEOUT (15 seconds: at SIGTERM, how long the batches in flight may take to finish),
  * SPILLWAY_ROUTER_ISOLATE (true: set a failing tenant's events aside in the retry topic, docs/isolation.md),
- * SPILLWAY_ROUTER_ISOLATE_AFTER (5 seconds), SPILLWAY_ROUTER_DRAIN_MAX (10 seconds), SPILLWAY_ROUTER_WORKERS
- * (line worker threads that decode, decrypt and format batches; 0: on the router's thread; see LinePool.ts).
+ * SPILLWAY_ROUTER_ISOLATE_AFTER (5 seconds), SPILLWAY_ROUTER_DRAIN_MAX (10 seconds).
  */
 import { mkdirSync, readFileSync } from "node:fs"
 import { Command } from "@effect/cli"
@@ -21,7 +20,6 @@ import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Cause, Config, Console, Duration, Effect, Either, Layer } from "effect"
 import { Destinations } from "../route/Destinations.js"
 import { defaultMaxBytesPerPartition, EventStream, RetryStream } from "../route/EventStream.js"
-import { defaultLineWorkers, LinePool } from "../route/LinePool.js"
 import { RetryTopic, retryGroupId, retryTopicName } from "../route/RetryTopic.js"
 import { defaultRouterOptions, runRouter } from "../route/Router.js"
 import { deadLettersTruncated } from "../route/RouterMetrics.js"
@@ -92,7 +90,6 @@ const tuning = Config.all({
   isolate: Config.boolean("SPILLWAY_ROUTER_ISOLATE").pipe(Config.withDefault(true)),
   isolateAfter: durationSetting("SPILLWAY_ROUTER_ISOLATE_AFTER", defaultRouterOptions.isolateAfter),
   drainMax: durationSetting("SPILLWAY_ROUTER_DRAIN_MAX", defaultRouterOptions.drainMax),
-  workers: intSetting("SPILLWAY_ROUTER_WORKERS", defaultLineWorkers, { min: 0, max: 16 }),
 })
 
 /** The first non-empty message along an error's causes (a platform error wraps Node's, e.g. EADDRINUSE). */
@@ -236,7 +233,6 @@ const launch = (opts: ConsumerOptions, brokerList: ReadonlyArray<string>) =>
       Destinations.layer(opts.outputDir),
       ConfigStore.layerFile(opts.tenants),
       Crypto.Default,
-      LinePool.layerWorkers({ workers: tune.workers }),
     ).pipe(Layer.provide(KafkaClient.layer(settings)))
     yield* Effect.logInfo("router starting").pipe(
       Effect.annotateLogs({

@@ -24,10 +24,9 @@ import { divertFailed, type IsolationContext, planSource, writeDiverted } from "
 import type { LineFailure } from "./destinations/Delivery.js"
 import type { RecordBatch, SourceRecord } from "./EventStream.js"
 import { noteFailure, noteSuccess, overThreshold, type Plan, prune, targetKey } from "./Isolation.js"
-import type { LinePool } from "./LinePool.js"
 import type { Pauses } from "./Pauses.js"
 import { originOf } from "./RecordBatch.js"
-import { type KeyEntry, type PreparedRecords, reasonCodes } from "./RouterLines.js"
+import { type KeyEntry, type PreparedRecords, prepareRecords, reasonCodes } from "./RouterLines.js"
 import * as M from "./RouterMetrics.js"
 
 export interface RouterContext {
@@ -35,8 +34,6 @@ export interface RouterContext {
   readonly printEvents: boolean
   readonly store: ConfigStore["Type"]
   readonly crypto: Crypto
-  /** Where a batch's records are decoded, decrypted and formatted (the router's thread or line workers). */
-  readonly lines: LinePool["Type"]
   readonly destinations: Destinations["Type"]
   readonly deadLetters: DeadLetters["Type"]
   readonly pauses: Pauses
@@ -318,7 +315,7 @@ export const processBatch = (ctx: RouterContext, batch: RecordBatch): Effect.Eff
   Effect.gen(function* () {
     const tenants = yield* ctx.store.current
     const keys = yield* tenantKeys(ctx, tenants)
-    const prepared = yield* ctx.lines.prepare(
+    const prepared = prepareRecords(
       batch.records.map((r) => r.value),
       ctx.decrypt,
       keys.entries,

@@ -34,7 +34,6 @@ import { Destinations } from "./Destinations.js"
 import type { IsolationContext } from "./Divert.js"
 import { type ConsumerCrashed, EventStream, type RecordBatch, RetryStream, type Undecodable } from "./EventStream.js"
 import { makeIsolationState } from "./Isolation.js"
-import { LinePool } from "./LinePool.js"
 import { makePauses } from "./Pauses.js"
 import { RetryTopic } from "./RetryTopic.js"
 import { durationMillis, partitionKey, processBatch, type RouterContext, type Settled } from "./RouteBatch.js"
@@ -80,8 +79,6 @@ export const defaultRouterOptions: RouterOptions = {
   drainMax: "10 seconds",
 }
 
-const inThread = Effect.runSync(Effect.provide(LinePool, LinePool.layerInThread))
-
 /** How long readiness stays red after an undecodable batch was last seen (beyond its pause). */
 const undecodableGrace = Duration.seconds(30)
 
@@ -107,7 +104,6 @@ export const makeRouter = (options: RouterOptions) =>
       printEvents: options.printEvents,
       store: yield* ConfigStore,
       crypto: yield* Crypto,
-      lines: Option.getOrElse(yield* Effect.serviceOption(LinePool), () => inThread),
       destinations: yield* Destinations,
       deadLetters: yield* DeadLetters,
       pauses: makePauses({ base: options.pauseBase, cap: options.pauseMax }),
