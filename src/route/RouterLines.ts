@@ -25,7 +25,7 @@ import {
 } from "../domain/Event.js"
 import { type Key, openHex } from "../shared/Crypto.js"
 import type { DeadLetterReason } from "../shared/DeadLetter.js"
-import { EventCodec } from "../wire/Wire.js"
+import { EventCodec } from "../wire/Protobuf.js"
 
 /**
  * What the router checks of a record: the domain's `WireEventStruct` (src/domain/Event.ts), the wire object of
