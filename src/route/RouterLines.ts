@@ -5,9 +5,6 @@
  * groups the lines by target and publishes the dead letters.
  */
 import { Either, type ParseResult, Schema } from "effect"
-
-type ParseError = ParseResult.ParseError
-
 import { CryptoError } from "../domain/Errors.js"
 import {
   type AccessKey,
@@ -34,6 +31,7 @@ import { EventCodec } from "../wire/Protobuf.js"
  * formatted by `timestampOf`, with `repairTimestamp`'s rules.
  */
 const decodeWire = Schema.decodeUnknownEither(WireEventStruct, { errors: "first" })
+type ParseError = ParseResult.ParseError
 const isWireEventOwn = Schema.is(WireEventOwn)
 const isWireEventSender = Schema.is(WireEventSender)
 type WireEventChecked = typeof WireEventStruct.Type
