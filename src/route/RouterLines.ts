@@ -4,7 +4,7 @@
  * batch and says, per record, which tenant its line goes to or why it is a dead letter; Router.ts
  * groups the lines by target and publishes the dead letters.
  */
-import { Either, Schema } from "effect"
+import { Either, type ParseResult, Schema } from "effect"
 import { CryptoError } from "../domain/Errors.js"
 import {
   type AccessKey,
@@ -15,12 +15,14 @@ import {
   nowNanos,
   repairTimestamp,
   type UserID,
+  WireEventOwn,
+  WireEventSender,
   WireEventStruct,
   type WireTimestamp,
 } from "../domain/Event.js"
 import { type Key, openHex } from "../shared/Crypto.js"
 import type { DeadLetterReason } from "../shared/DeadLetter.js"
-import { EventCodec } from "../wire/Wire.js"
+import { EventCodec } from "../wire/Protobuf.js"
 
 /**
  * What the router checks of a record: the domain's `WireEventStruct` (src/domain/Event.ts), the wire object of
@@ -29,6 +31,39 @@ import { EventCodec } from "../wire/Wire.js"
  * formatted by `timestampOf`, with `repairTimestamp`'s rules.
  */
 const decodeWire = Schema.decodeUnknownEither(WireEventStruct, { errors: "first" })
+type ParseError = ParseResult.ParseError
+const isWireEventOwn = Schema.is(WireEventOwn)
+const isWireEventSender = Schema.is(WireEventSender)
+type WireEventChecked = typeof WireEventStruct.Type
+
+/**
+ * `decodeWire` for the records of one batch, cheaper: `WireEventStruct` is `WireEventOwn` (timestamp, message,
+ * event_id) and `WireEventSender` (agent_id, tag, UserID, AccessKey) together, and the sender fields repeat from
+ * record to record, so they are checked once per run of records that repeat the strings last checked; every
+ * field rule still holds for every record. Only a value refused here goes through `decodeWire`, for its error.
+ * Both checks only read the named fields of the plain object protobufjs gives, so `Schema.is` passing means the
+ * decode would give those same values.
+ */
+export const makeWireCheck = (): ((u: unknown) => Either.Either<WireEventChecked, ParseError>) => {
+  let sender: { agent_id: string; tag: string; UserID: string; AccessKey: string } | undefined
+  return (u) => {
+    if (isWireEventOwn(u)) {
+      const o = u as unknown as WireEventChecked
+      const known =
+        sender !== undefined &&
+        o.AccessKey === sender.AccessKey &&
+        o.UserID === sender.UserID &&
+        o.agent_id === sender.agent_id &&
+        o.tag === sender.tag
+      if (known) return Either.right(o)
+      if (isWireEventSender(u)) {
+        sender = { agent_id: o.agent_id, tag: o.tag, UserID: o.UserID, AccessKey: o.AccessKey }
+        return Either.right(o)
+      }
+    }
+    return decodeWire(u)
+  }
+}
 
 /**
  * A decoded record as a line shows it: the event's fields (`EventFields`), the timestamp already in RFC 3339 with
@@ -69,7 +104,10 @@ export const timestampOf = (ts: WireTimestamp | null | undefined): string | unde
  * Decodes a record value: the protobuf encoding of `api.Event` (DESIGN.md), or, when it starts
  * with `{`, its JSON object form. Left is why it cannot be decoded.
  */
-export const decodeRecord = (value: Uint8Array | null): Either.Either<RoutedEvent, string> => {
+export const decodeRecord = (
+  value: Uint8Array | null,
+  check: (u: unknown) => Either.Either<WireEventChecked, ParseError> = decodeWire,
+): Either.Either<RoutedEvent, string> => {
   if (value === null) return Either.left("the record has no value")
   let wire: unknown
   try {
@@ -78,7 +116,7 @@ export const decodeRecord = (value: Uint8Array | null): Either.Either<RoutedEven
     // Neither the parser's message nor the bytes: both may quote the record (the JSON parser does).
     return Either.left(value[0] === 0x7b ? "not an api.Event: not valid JSON" : "not an api.Event: not valid protobuf")
   }
-  const decoded = decodeWire(wire)
+  const decoded = check(wire)
   if (Either.isLeft(decoded)) return Either.left(describeInvalidEvent(decoded.left))
   const w = decoded.right
   const timestamp = timestampOf(w.timestamp)
@@ -99,15 +137,42 @@ export const decodeRecord = (value: Uint8Array | null): Either.Either<RoutedEven
  * The NDJSON line of an event (no newline). `message` is the decrypted object, or the string as
  * carried. The same bytes as `JSON.stringify` of the object with these keys in this order.
  */
-export const formatLine = (event: RoutedEvent, message: unknown): string => {
+export const formatLine = (event: RoutedEvent, message: unknown): string =>
+  lineOf(JSON.stringify(event.timestamp), senderPart(event), event, message)
+
+/** The sender fields of a line, `,"agent_id":…,"access_key":…`: the same for a run of records of one sender. */
+const senderPart = (event: RoutedEvent): string =>
+  `,"agent_id":${JSON.stringify(event.agentId)},"tag":${JSON.stringify(event.tag)}` +
+  `,"user_id":${JSON.stringify(event.userId)},"access_key":${JSON.stringify(event.accessKey)}`
+
+/** The line with its timestamp (a JSON string) and sender part given. */
+const lineOf = (timestamp: string, sender: string, event: RoutedEvent, message: unknown): string => {
   const m = JSON.stringify(message)
   return (
-    `{"timestamp":${JSON.stringify(event.timestamp)},"agent_id":${JSON.stringify(event.agentId)}` +
-    `,"tag":${JSON.stringify(event.tag)},"user_id":${JSON.stringify(event.userId)}` +
-    `,"access_key":${JSON.stringify(event.accessKey)}` +
+    `{"timestamp":${timestamp}${sender}` +
     (event.eventId === "" ? "" : `,"event_id":${JSON.stringify(event.eventId)}`) +
     (m === undefined ? "}" : `,"message":${m}}`)
   )
+}
+
+/** `formatLine` for the records of a batch: the sender part formatted once per run of records that repeat it. */
+const makeLineFormatter = () => {
+  let last: RoutedEvent | undefined
+  let part = ""
+  return (event: RoutedEvent, message: unknown): string => {
+    if (
+      last === undefined ||
+      last.accessKey !== event.accessKey ||
+      last.userId !== event.userId ||
+      last.agentId !== event.agentId ||
+      last.tag !== event.tag
+    ) {
+      part = senderPart(event)
+      last = event
+    }
+    // `timestampOf`'s strings hold only digits, "+", "-", ":", "T", "." and "Z": quoted as they are.
+    return lineOf(`"${event.timestamp}"`, part, event, message)
+  }
 }
 
 /** Pure: the message of an event as its line carries it, or why it is refused (undecryptable). */
@@ -160,8 +225,10 @@ const prepareOne = (
   value: Uint8Array | null,
   decrypt: boolean,
   keys: ReadonlyMap<string, KeyEntry>,
+  check: (u: unknown) => Either.Either<WireEventChecked, ParseError>,
+  format: (event: RoutedEvent, message: unknown) => string,
 ): number | string => {
-  const decoded = decodeRecord(value)
+  const decoded = decodeRecord(value, check)
   if (Either.isLeft(decoded)) {
     lastDetail = decoded.left
     return 1
@@ -186,7 +253,7 @@ const prepareOne = (
     message = opened.right
   }
   lastAccessKey = event.accessKey
-  return formatLine(event, message)
+  return format(event, message)
 }
 
 /**
@@ -204,6 +271,8 @@ export const prepareRecords = (
   const tenants: Array<string> = []
   const indexOf = new Map<string, number>()
   const texts: Array<string> = new Array(n)
+  const check = makeWireCheck()
+  const format = makeLineFormatter()
   const tenantOf = (accessKey: string): number => {
     let t = indexOf.get(accessKey)
     if (t === undefined) {
@@ -215,7 +284,7 @@ export const prepareRecords = (
   for (let i = 0; i < n; i++) {
     // Whatever goes wrong with one record (a value no check foresaw) is that record's dead letter, not the batch's.
     try {
-      const outcome = prepareOne(values[i]!, decrypt, keys)
+      const outcome = prepareOne(values[i]!, decrypt, keys, check, format)
       if (typeof outcome === "number") {
         reasons[i] = outcome
         texts[i] = lastDetail

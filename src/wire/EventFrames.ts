@@ -12,7 +12,7 @@
  */
 import protobuf from "protobufjs"
 import { Limits } from "../domain/Event.js"
-import { EventCodec } from "./Wire.js"
+import { EventCodec } from "./Protobuf.js"
 
 export interface EventFrame {
   /** The `api.Event` bytes as received (a view into the gRPC message). */
