@@ -6,10 +6,12 @@
  * A failed send ends the call with UNAVAILABLE at once; so does the stream guard (expired token, tenant removed or
  * changed) with its own status.
  *
- * The reading of one send's messages is plain code (`groupReader`): a message that grpc-js has buffered, and whose
- * bytes the budget has, is taken synchronously, so a send costs one effect (plus one per wait for the network or
- * for the budget), not several per message; the Stream only sees whole sends. A Stream element per message cost
- * about 80 µs of CPU, effects per message (budget, read, decode) about 20 µs more (docs/benchmarks.md).
+ * The reading of one send's messages is plain code (`groupReader`): a message is taken (its bytes into the budget,
+ * decoded, added to the send) synchronously, either at once when grpc-js has it buffered or in the stream's
+ * "readable" listener when it arrives, so a send costs one effect (plus one per wait for the budget), not one or
+ * more per message; the Stream only sees whole sends. A Stream element per message cost about 80 µs of CPU; an
+ * effect per message, even one wait each (grpc-js hands over each message a microtask after the previous one, so
+ * nearly every message is a wait), cost about 20 µs more (docs/benchmarks.md, round 3).
  */
 import type * as grpc from "@grpc/grpc-js"
 import { Effect, Either, Option, Stream } from "effect"
@@ -122,13 +124,34 @@ const groupReader = (deps: RpcDeps, open: OpenStream, call: grpc.ServerReadableS
     }
     return "done"
   }
-  const awaitStream = Effect.async<void>((resume) => {
-    if (failure !== undefined || call.readableEnded || call.readableLength > 0) return resume(Effect.void)
-    wake = () => resume(Effect.void)
-    return Effect.sync(() => {
-      wake = undefined
+  /**
+   * Fills `g` until it is full, the budget lacks a message's bytes, or the stream is done: at once with what grpc-js
+   * has buffered, then from the stream's "readable" listener (plain code, no effect per message: grpc-js hands over
+   * each message a microtask after the previous one, so nearly every message is a wait).
+   */
+  const gather = (g: Gathering) =>
+    Effect.async<Stop>((resume) => {
+      const attempt = (): boolean => {
+        let stop: Stop
+        try {
+          stop = fill(g)
+        } catch (defect) {
+          resume(Effect.die(defect))
+          return true
+        }
+        if (stop === "stream" && failure === undefined) return false
+        resume(Effect.succeed(stop))
+        return true
+      }
+      if (attempt()) return
+      const onWake = () => {
+        if (!attempt()) wake = onWake
+      }
+      wake = onWake
+      return Effect.sync(() => {
+        wake = undefined
+      })
     })
-  })
   const finish = (g: Gathering): Effect.Effect<Option.Option<Group>, RpcError> => {
     if (g.frames.length === 0) return Effect.succeedNone
     const accepted = toRecords(g.frames, open.caller, check, {
@@ -138,18 +161,17 @@ const groupReader = (deps: RpcDeps, open: OpenStream, call: grpc.ServerReadableS
     if (Either.isLeft(accepted)) return crossTenant(accepted.left)
     return Effect.succeedSome({ accepted: accepted.right, bytes: g.bytes })
   }
-  const step = (g: Gathering): Effect.Effect<Option.Option<Group>, RpcError> => {
-    const stop = fill(g)
-    if (failure !== undefined) return Effect.fail(failure)
-    if (stop === "full" || stop === "done" || (stop === "budget" && g.frames.length > 0)) return finish(g)
-    if (stop === "stream") return Effect.flatMap(awaitStream, () => step(g))
-    const msg = waiting!
-    return Effect.flatMap(open.budget.acquire(msg.size), () => {
-      waiting = undefined
-      taken(g, msg)
-      return step(g)
+  const step = (g: Gathering): Effect.Effect<Option.Option<Group>, RpcError> =>
+    Effect.flatMap(gather(g), (stop) => {
+      if (failure !== undefined) return Effect.fail(failure)
+      if (stop !== "budget" || g.frames.length > 0) return finish(g)
+      const msg = waiting!
+      return Effect.flatMap(open.budget.acquire(msg.size), () => {
+        waiting = undefined
+        taken(g, msg)
+        return step(g)
+      })
     })
-  }
   return Effect.suspend(() => step({ frames: [], bytes: 0, cost: 0 }))
 }
 
