@@ -1,112 +1,187 @@
 /**
- * SendEvent (the proof of concept's client stream): messages are read one at a time, each event is checked
- * (Records.ts) and its bytes taken from the stream's budget before the next message is read, events are gathered
- * into Kafka sends (`batchEvents` events or `batchBytes` bytes), several sends may be in flight, and the answer is
- * SUCCESS only once Kafka acknowledged every event of the stream. A failed send ends the call with UNAVAILABLE at
- * once; so does the stream guard (expired token, tenant removed or changed) with its own status.
+ * SendEvent (the proof of concept's client stream): messages are read one at a time, each message's bytes are
+ * taken from the stream's budget before the next message is read, the messages are gathered into Kafka sends
+ * (`batchEvents` events or `batchBytes` bytes) whose events are checked together (Records.ts, one pass per send),
+ * several sends may be in flight, and the answer is SUCCESS only once Kafka acknowledged every event of the stream.
+ * A failed send ends the call with UNAVAILABLE at once; so does the stream guard (expired token, tenant removed or
+ * changed) with its own status.
  *
- * The reading of one send's messages is one plain loop (`readGroup`), and the Stream only sees whole sends: a
- * Stream element per message cost about 80 µs of CPU in the stream's machinery, more than the rest of the path
- * (see docs/benchmarks.md, round 2).
+ * The reading of one send's messages is plain code (`groupReader`): a message is taken (its bytes into the budget,
+ * decoded, added to the send) synchronously, either at once when grpc-js has it buffered or in the stream's
+ * "readable" listener when it arrives, so a send costs one effect (plus one per wait for the budget), not one or
+ * more per message; the Stream only sees whole sends. A Stream element per message cost about 80 µs of CPU; an
+ * effect per message, even one wait each (grpc-js hands over each message a microtask after the previous one, so
+ * nearly every message is a wait), cost about 20 µs more (docs/benchmarks.md, round 3).
  */
-import type { Readable } from "node:stream"
 import type * as grpc from "@grpc/grpc-js"
 import { Effect, Either, Option, Stream } from "effect"
+import { InvalidEvent } from "../domain/Errors.js"
 import { makeWireEventChecker } from "../domain/Event.js"
+import type { EventFrame } from "../wire/EventFrames.js"
 import type { WireEResponse } from "../wire/Wire.js"
 import type { RpcError } from "./GrpcStatus.js"
-import { decodeEvent, malformed, nextMessage, type Raw, readNothingAhead, requestNext } from "./Messages.js"
+import { decodeEvent, malformed, type Raw, readNothingAhead, requestNext } from "./Messages.js"
 import { type Accepted, toRecords } from "./Records.js"
 import { counted, crossTenant, type OpenStream, openStream, type RpcDeps } from "./RpcContext.js"
 
-interface Item {
-  readonly accepted: Accepted
-  readonly size: number
-}
-
 /** The events of one Kafka send, and the budget bytes they hold. */
 interface Group {
-  readonly items: ReadonlyArray<Item>
+  readonly accepted: Accepted
   readonly bytes: number
+}
+
+/** A send being gathered. */
+interface Gathering {
+  readonly frames: Array<EventFrame>
+  /** Budget bytes of its messages. */
+  bytes: number
+  /** Each message counts at least batchBytes / batchEvents. */
+  cost: number
 }
 
 /** Sends of one stream in flight at once (each holds its bytes in the stream's budget). */
 const SENDS_IN_FLIGHT = 8
 
-/**
- * Takes one message's bytes from the stream's budget, then decodes and checks its event (the bytes stay in the
- * budget until its send ends, or until the call ends when it is refused).
- */
-const acceptMessage = (
-  deps: RpcDeps,
-  open: OpenStream,
-  call: Readable,
-  check: ReturnType<typeof makeWireEventChecker>,
-  msg: Raw,
-): Effect.Effect<Item, RpcError> =>
-  Effect.flatMap(open.budget.acquire(msg.size), (): Effect.Effect<Item, RpcError> => {
-    requestNext(call)
-    const frame = decodeEvent(msg)
-    if (frame === undefined) return Effect.fail(malformed())
-    const accepted = toRecords([frame], open.caller, check, {
-      maxEventBytes: deps.limits.maxEventBytes,
-      keepChecked: deps.limits.printEvents,
-    })
-    if (Either.isLeft(accepted)) return crossTenant(accepted.left)
-    return Effect.succeed({ accepted: accepted.right, size: msg.size })
-  })
-
-/** One Kafka send of gathered events; gives their bytes back to the budget however it ends. */
-const publishGroup = (deps: RpcDeps, open: OpenStream, group: Group) =>
-  Effect.suspend(() => {
-    const accepted = group.items.map((i) => i.accepted)
-    const records = accepted.length === 1 ? accepted[0]!.records : accepted.flatMap((a) => a.records)
-    return counted(open.caller, accepted, group.bytes).pipe(
-      Effect.zipRight(deps.sink.publishRecords(records)),
-      Effect.as(records.length),
-      Effect.ensuring(open.budget.release(group.bytes)),
-    )
-  })
+/** Why `fill` stopped: the send is full, the stream must be waited for, the budget must be waited for, or done. */
+type Stop = "full" | "stream" | "budget" | "done"
 
 /**
- * Reads and accepts messages until they fill one send: each event costs at least batchBytes / batchEvents, so a
- * send closes at whichever limit comes first, and the message that would overfill it opens the next one (`carry`).
- * A single message larger than a send goes alone. None once the stream ended and nothing is left.
+ * Reads messages into sends: each message costs at least batchBytes / batchEvents, so a send closes at whichever
+ * limit comes first, and the message that would overfill it opens the next one (`carry`); a single message larger
+ * than a send goes alone. When the budget lacks a message's bytes, what is gathered goes out first; an empty send
+ * waits for them (Budget.acquire: Overloaded past its wait). None once the stream ended and nothing is left.
  */
 const groupReader = (deps: RpcDeps, open: OpenStream, call: grpc.ServerReadableStream<Raw, WireEResponse>) => {
   const check = makeWireEventChecker()
   const maxCost = deps.limits.batchBytes
   const minCost = Math.ceil(deps.limits.batchBytes / deps.limits.batchEvents)
-  let carry: Item | undefined
+  /** A message in the budget that opens the next send. */
+  let carry: { readonly frame: EventFrame; readonly size: number } | undefined
+  /** A message read whose bytes are not in the budget yet. */
+  let waiting: Raw | undefined
   let ended = false
-  return Effect.gen(function* () {
-    const items: Array<Item> = []
-    let cost = 0
-    let bytes = 0
-    while (true) {
-      let item = carry
-      carry = undefined
-      if (item === undefined) {
-        if (ended) break
-        const next = yield* nextMessage(call)
-        if (Option.isNone(next)) {
-          ended = true
-          break
-        }
-        item = yield* acceptMessage(deps, open, call, check, next.value)
-      }
-      const c = Math.max(item.size, minCost)
-      if (items.length > 0 && cost + c > maxCost) {
-        carry = item
-        break
-      }
-      items.push(item)
-      cost += c
-      bytes += item.size
-    }
-    return items.length === 0 ? Option.none<Group>() : Option.some<Group>({ items, bytes })
+  let failure: RpcError | undefined
+  let wake: (() => void) | undefined
+  const signal = () => {
+    const w = wake
+    wake = undefined
+    w?.()
+  }
+  call.on("readable", signal)
+  call.on("end", signal)
+  call.on("error", () => {
+    failure ??= new InvalidEvent({ detail: "the request stream failed" })
+    signal()
   })
+  call.on("close", () => {
+    if (!call.readableEnded) failure ??= new InvalidEvent({ detail: "the stream was closed" })
+    signal()
+  })
+
+  const add = (g: Gathering, frame: EventFrame, size: number): boolean => {
+    const c = Math.max(size, minCost)
+    if (g.frames.length > 0 && g.cost + c > maxCost) {
+      carry = { frame, size }
+      return false
+    }
+    g.frames.push(frame)
+    g.cost += c
+    g.bytes += size
+    return true
+  }
+  /** A message whose bytes are in the budget: asks for the next one, decodes it and adds it (false: full). */
+  const taken = (g: Gathering, msg: Raw): boolean => {
+    requestNext(call)
+    const frame = decodeEvent(msg)
+    if (frame !== undefined) return add(g, frame, msg.size)
+    failure = malformed()
+    return true
+  }
+  /** Synchronously: takes the messages grpc-js has buffered while the budget has their bytes. */
+  const fill = (g: Gathering): Stop => {
+    if (carry !== undefined) {
+      const c = carry
+      carry = undefined
+      add(g, c.frame, c.size)
+    }
+    while (failure === undefined) {
+      let msg = waiting
+      if (msg === undefined) {
+        if (ended || call.readableEnded) {
+          ended = true
+          return "done"
+        }
+        const read = call.read() as Raw | null
+        if (read === null) return "stream"
+        msg = read
+      }
+      if (!open.budget.tryAcquire(msg.size)) {
+        waiting = msg
+        return "budget"
+      }
+      waiting = undefined
+      if (!taken(g, msg)) return "full"
+    }
+    return "done"
+  }
+  /**
+   * Fills `g` until it is full, the budget lacks a message's bytes, or the stream is done: at once with what grpc-js
+   * has buffered, then from the stream's "readable" listener (plain code, no effect per message: grpc-js hands over
+   * each message a microtask after the previous one, so nearly every message is a wait).
+   */
+  const gather = (g: Gathering) =>
+    Effect.async<Stop>((resume) => {
+      const attempt = (): boolean => {
+        let stop: Stop
+        try {
+          stop = fill(g)
+        } catch (defect) {
+          resume(Effect.die(defect))
+          return true
+        }
+        if (stop === "stream" && failure === undefined) return false
+        resume(Effect.succeed(stop))
+        return true
+      }
+      if (attempt()) return
+      const onWake = () => {
+        if (!attempt()) wake = onWake
+      }
+      wake = onWake
+      return Effect.sync(() => {
+        wake = undefined
+      })
+    })
+  const finish = (g: Gathering): Effect.Effect<Option.Option<Group>, RpcError> => {
+    if (g.frames.length === 0) return Effect.succeedNone
+    const accepted = toRecords(g.frames, open.caller, check, {
+      maxEventBytes: deps.limits.maxEventBytes,
+      keepChecked: deps.limits.printEvents,
+    })
+    if (Either.isLeft(accepted)) return crossTenant(accepted.left)
+    return Effect.succeedSome({ accepted: accepted.right, bytes: g.bytes })
+  }
+  const step = (g: Gathering): Effect.Effect<Option.Option<Group>, RpcError> =>
+    Effect.flatMap(gather(g), (stop) => {
+      if (failure !== undefined) return Effect.fail(failure)
+      if (stop !== "budget" || g.frames.length > 0) return finish(g)
+      const msg = waiting!
+      return Effect.flatMap(open.budget.acquire(msg.size), () => {
+        waiting = undefined
+        taken(g, msg)
+        return step(g)
+      })
+    })
+  return Effect.suspend(() => step({ frames: [], bytes: 0, cost: 0 }))
 }
+
+/** One Kafka send of gathered events; gives their bytes back to the budget however it ends. */
+const publishGroup = (deps: RpcDeps, open: OpenStream, group: Group) =>
+  counted(open.caller, [group.accepted], group.bytes).pipe(
+    Effect.zipRight(deps.sink.publishRecords(group.accepted.records)),
+    Effect.as(group.accepted.records.length),
+    Effect.ensuring(open.budget.release(group.bytes)),
+  )
 
 /** The number of events of the stream, once Kafka has all of them; fails with the first failure. */
 export const sendEvent = (deps: RpcDeps, call: grpc.ServerReadableStream<Raw, WireEResponse>) =>
