@@ -12,11 +12,10 @@ import {
   EpochNanos,
   type EventFields,
   formatRfc3339Nano,
+  makeWireStructCheck,
   nowNanos,
   repairTimestamp,
   type UserID,
-  WireEventOwn,
-  WireEventSender,
   WireEventStruct,
   type WireTimestamp,
 } from "../domain/Event.js"
@@ -32,36 +31,20 @@ import { EventCodec } from "../wire/Protobuf.js"
  */
 const decodeWire = Schema.decodeUnknownEither(WireEventStruct, { errors: "first" })
 type ParseError = ParseResult.ParseError
-const isWireEventOwn = Schema.is(WireEventOwn)
-const isWireEventSender = Schema.is(WireEventSender)
 type WireEventChecked = typeof WireEventStruct.Type
 
 /**
- * `decodeWire` for the records of one batch, cheaper: `WireEventStruct` is `WireEventOwn` (timestamp, message,
- * event_id) and `WireEventSender` (agent_id, tag, UserID, AccessKey) together, and the sender fields repeat from
- * record to record, so they are checked once per run of records that repeat the strings last checked; every
- * field rule still holds for every record. Only a value refused here goes through `decodeWire`, for its error.
- * Both checks only read the named fields of the plain object protobufjs gives, so `Schema.is` passing means the
- * decode would give those same values.
+ * `decodeWire` for the records of one batch, cheaper: `makeWireStructCheck` (src/domain/Event.ts) checks the sender
+ * fields once per run of records that repeat them and each record's own fields every time, so every field rule
+ * still holds for every record. Only a value refused there goes through `decodeWire`, for its error. Both checks
+ * only read the named fields of the plain object protobufjs gives, so passing means the decode would give those
+ * same values.
  */
 export const makeWireCheck = (): ((u: unknown) => Either.Either<WireEventChecked, ParseError>) => {
-  let sender: { agent_id: string; tag: string; UserID: string; AccessKey: string } | undefined
+  const struct = makeWireStructCheck()
   return (u) => {
-    if (isWireEventOwn(u)) {
-      const o = u as unknown as WireEventChecked
-      const known =
-        sender !== undefined &&
-        o.AccessKey === sender.AccessKey &&
-        o.UserID === sender.UserID &&
-        o.agent_id === sender.agent_id &&
-        o.tag === sender.tag
-      if (known) return Either.right(o)
-      if (isWireEventSender(u)) {
-        sender = { agent_id: o.agent_id, tag: o.tag, UserID: o.UserID, AccessKey: o.AccessKey }
-        return Either.right(o)
-      }
-    }
-    return decodeWire(u)
+    const w = struct(u)
+    return w === undefined ? decodeWire(u) : Either.right(w)
   }
 }
 
