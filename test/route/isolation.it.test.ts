@@ -171,6 +171,16 @@ const setup = async (prefix: string, down: () => boolean, options: { readonly re
   return { topic, target, router, fileB: join(router.outputDir, "b.log") }
 }
 
+/** Waits until 50 of A's records are set aside, then SIGKILLs the router. */
+const killOnceSetAside = async (router: Awaited<ReturnType<typeof setup>>["router"]) => {
+  await waitFor(
+    async () => (await router.metric("spillway_router_diverted_records_total")) >= 50,
+    60_000,
+    "A's records set aside",
+  )
+  await router.kill("SIGKILL")
+}
+
 describe("tenant isolation (built router, real Kafka)", () => {
   it("B keeps flowing on A's partition while A's http target is down; A gets every event, in order, after", {
     timeout: OUTAGE_MS + 120_000,
@@ -253,12 +263,7 @@ describe("tenant isolation (built router, real Kafka)", () => {
     const { topic, target, router, fileB } = await setup("iso-kill", () => down)
     const producer = await steadyProducer(topic)
     try {
-      await waitFor(
-        async () => (await router.metric("spillway_router_diverted_records_total")) >= 50,
-        60_000,
-        "A's records set aside",
-      )
-      await router.kill("SIGKILL")
+      await killOnceSetAside(router)
       await router.restart()
       await waitFor(
         async () => (await router.metric("spillway_router_diverted_records_total")) > 0,
@@ -306,12 +311,7 @@ describe("tenant isolation (built router, real Kafka)", () => {
     })
     let holding = false
     try {
-      await waitFor(
-        async () => (await router.metric("spillway_router_diverted_records_total")) >= 50,
-        60_000,
-        "A's records set aside",
-      )
-      await router.kill("SIGKILL")
+      await killOnceSetAside(router)
       down = false
       await blocker.connect()
       await blocker.subscribe({ topics: [retryTopicName(topic, `${topic}-g`)], fromBeginning: true })
