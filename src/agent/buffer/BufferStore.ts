@@ -65,6 +65,9 @@ export const rowBytes = (r: NewRecord): number =>
 
 export type SyncMode = "FULL" | "NORMAL"
 
+/** The SQLite page cache of the buffer, in KiB. */
+export const PAGE_CACHE_KIB = 2048
+
 export class BufferStore {
   readonly db: Database.Database
   private used = 0
@@ -88,6 +91,9 @@ export class BufferStore {
     this.db = new Database(join(dir, "buffer.db"))
     this.db.pragma("journal_mode = WAL")
     this.db.pragma(`synchronous = ${sync}`)
+    // better-sqlite3 builds SQLite with a 16 MiB page cache per connection; the buffer's hot pages are the newest
+    // rows (the sender reads them right after the inputs wrote them): SQLite's own default of 2 MiB bounds it lower.
+    this.db.pragma(`cache_size = -${PAGE_CACHE_KIB}`)
     this.db.exec(`
       CREATE TABLE IF NOT EXISTS events (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
