@@ -72,6 +72,7 @@ export class BufferStore {
   readonly db: Database.Database
   private used = 0
   private count = 0
+  private last = 0
   private readonly insertStmt: Database.Statement
   private readonly claimStmt: Database.Statement
   private readonly deleteRangeStmt: Database.Statement
@@ -79,7 +80,10 @@ export class BufferStore {
   private readonly putCheckpointStmt: Database.Statement
   private readonly getCheckpointStmt: Database.Statement
   private readonly delCheckpointStmt: Database.Statement
-  private readonly appendTx: (records: ReadonlyArray<NewRecord>, checkpoint: Checkpoint | undefined) => number
+  private readonly appendTx: (
+    records: ReadonlyArray<NewRecord>,
+    checkpoint: Checkpoint | undefined,
+  ) => { bytes: number; last: number }
   private readonly deleteTx: (first: number, last: number) => { n: number; bytes: number }
 
   constructor(
@@ -111,6 +115,10 @@ export class BufferStore {
     }
     this.used = totals.b
     this.count = totals.n
+    const seq = this.db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'events'").get() as
+      | { seq: number }
+      | undefined
+    this.last = seq?.seq ?? 0
     this.insertStmt = this.db.prepare(
       "INSERT INTO events (tag, ts, event_id, record, bytes, inserted_at) VALUES (?, ?, ?, ?, ?, ?)",
     )
@@ -133,10 +141,11 @@ export class BufferStore {
     this.appendTx = this.db.transaction((records: ReadonlyArray<NewRecord>, checkpoint: Checkpoint | undefined) => {
       const now = Date.now()
       let bytes = 0
+      let last = this.last
       for (const r of records) {
         const b = rowBytes(r)
         bytes += b
-        this.insertStmt.run(r.tag, r.ts, r.eventId, r.record, b, now)
+        last = Number(this.insertStmt.run(r.tag, r.ts, r.eventId, r.record, b, now).lastInsertRowid)
       }
       if (checkpoint !== undefined)
         this.putCheckpointStmt.run(
@@ -146,7 +155,7 @@ export class BufferStore {
           checkpoint.fingerprint ?? "",
           now,
         )
-      return bytes
+      return { bytes, last }
     })
     this.deleteTx = this.db.transaction((first: number, last: number) => {
       const s = this.sumRangeStmt.get(first, last) as { n: number; b: number }
@@ -164,9 +173,15 @@ export class BufferStore {
     return this.count
   }
 
+  /** The id of the newest row ever inserted (0 for none): rows after `afterId` are at most `lastId - afterId`. */
+  get lastId(): number {
+    return this.last
+  }
+
   /** Inserts the records and (optionally) advances a file checkpoint, atomically. Returns the bytes added. */
   append(records: ReadonlyArray<NewRecord>, checkpoint?: Checkpoint): number {
-    const bytes = this.appendTx(records, checkpoint)
+    const { bytes, last } = this.appendTx(records, checkpoint)
+    this.last = last
     this.used += bytes
     this.count += records.length
     return bytes

@@ -4,7 +4,7 @@
  * counting first sends apart from resends.
  */
 import { randomBytes } from "node:crypto"
-import { Duration, Effect, Option, Redacted, Ref } from "effect"
+import { type Deferred, Duration, Effect, Option, Redacted, Ref } from "effect"
 import type { AgentConfig } from "../../domain/AgentConfig.js"
 import {
   type AccessKey,
@@ -164,6 +164,27 @@ export interface Batch {
 }
 
 /**
+ * A partial batch waits for its linger to end, or for the buffer to hold enough for a full one, or for the drain.
+ * Appends wake it, but it reads the rows again only then (from counters, not from SQLite): an input that appends
+ * every few milliseconds would otherwise have the same rows read once per append.
+ */
+const awaitFill = (
+  ctx: SenderContext,
+  afterId: number,
+  since: Deferred.Deferred<void>,
+  until: number,
+): Effect.Effect<void> => {
+  const { buffer, options } = ctx
+  const full = () => buffer.lastId() - afterId > options.batch.maxEvents || buffer.usedBytes() >= options.batch.maxBytes
+  const state = { since }
+  return Effect.gen(function* () {
+    yield* buffer.changed.wait(state.since, Duration.millis(Math.max(0, until - Date.now())))
+    state.since = yield* buffer.changed.current // taken before the checks: a later append wakes the next wait
+    return full() || (yield* Ref.get(ctx.draining)) || Date.now() >= until
+  }).pipe(Effect.repeat({ until: (done) => done }), Effect.asVoid)
+}
+
+/**
  * One look at the buffer after `afterId`: a batch when one is ready, else none after waiting for a change
  * (or the linger). Rows that can never fit in a message are moved to the rejected folder first.
  */
@@ -175,9 +196,13 @@ const planNext = (ctx: SenderContext, afterId: number) =>
       .peek(afterId, options.batch.maxEvents + 1, Number.POSITIVE_INFINITY)
       .pipe(Effect.mapError(bufferFailure))
     const plan = planBatch(available, options.batch, Date.now(), yield* Ref.get(ctx.draining))
-    if (plan.rows.length === 0 || !plan.ready) {
+    if (plan.rows.length === 0) {
       // woken early by new events or by the drain at shutdown
-      yield* buffer.changed.wait(since, plan.rows.length === 0 ? Duration.seconds(1) : Duration.millis(plan.waitMs))
+      yield* buffer.changed.wait(since, Duration.seconds(1))
+      return Option.none<Batch>()
+    }
+    if (!plan.ready) {
+      yield* awaitFill(ctx, afterId, since, Date.now() + plan.waitMs)
       return Option.none<Batch>()
     }
     const settings = yield* Ref.get(ctx.settings)
