@@ -8,19 +8,21 @@
  */
 import type * as grpc from "@grpc/grpc-js"
 import { Duration, Effect, Ref, Schedule, Stream } from "effect"
+import type { WireEvent } from "../../domain/Event.js"
 import * as Metrics from "../../shared/Metrics.js"
 import type { WireBatchAck, WireEventBatch } from "../../wire/Wire.js"
 import * as M from "../AgentMetrics.js"
+import type { BufferedRow } from "../buffer/BufferStore.js"
 import { isPermanentRejection } from "./Batching.js"
 import { type Client, classify, metadataFor, SendError } from "./Connection.js"
-import { type Batch, bufferFailure, countSent, nextBatch, type SenderContext, toWireBatch } from "./Outbox.js"
+import { type Batch, bufferFailure, countSent, nextBatch, type SenderContext, toWire } from "./Outbox.js"
 import { rejectRows } from "./Rejected.js"
 
 interface InflightBatch {
   readonly id: string
   readonly first: number
   readonly last: number
-  /** Rows in flight are not held (read again from the buffer if the batch is rejected): less heap per batch. */
+  readonly rows: ReadonlyArray<BufferedRow>
   readonly sentAt: number
 }
 
@@ -48,11 +50,13 @@ const write = (call: BatchCall, batch: WireEventBatch) =>
 
 const sendBatch = (ctx: SenderContext, call: BatchCall, state: StreamState, batch: Batch) =>
   Effect.gen(function* () {
-    const events = yield* toWireBatch(batch.settings, ctx.options.agentId, batch.rows)
+    const events: Array<WireEvent> = yield* Effect.forEach(batch.rows, (row) =>
+      toWire(ctx.crypto, batch.settings, ctx.options.agentId, row),
+    )
     const id = `${state.sid}-${++state.seq}`
     const first = batch.rows[0]!.id
     const last = batch.rows[batch.rows.length - 1]!.id
-    state.inflight.set(id, { id, first, last, sentAt: Date.now() })
+    state.inflight.set(id, { id, first, last, rows: batch.rows, sentAt: Date.now() })
     state.cursor = last
     yield* Metrics.set(M.inflightBatches, state.inflight.size)
     yield* write(call, { batch_id: id, events })
@@ -77,13 +81,6 @@ const onSuccess = (ctx: SenderContext, state: StreamState, b: InflightBatch) =>
     yield* Effect.logInfo("ingester acknowledging batches")
   })
 
-/** The rows of a batch in flight, read again from the buffer (they stay there until acknowledged). */
-const rowsOf = (ctx: SenderContext, b: InflightBatch) =>
-  ctx.buffer.peek(b.first - 1, b.last - b.first + 1, Number.POSITIVE_INFINITY).pipe(
-    Effect.map((rows) => rows.filter((r) => r.id <= b.last)),
-    Effect.mapError(bufferFailure),
-  )
-
 const onAck = (ctx: SenderContext, state: StreamState, permits: Effect.Semaphore, ack: WireBatchAck) =>
   Effect.gen(function* () {
     const b = state.inflight.get(ack.batch_id)
@@ -97,9 +94,7 @@ const onAck = (ctx: SenderContext, state: StreamState, permits: Effect.Semaphore
     const detail = String(ack.detail ?? "").slice(0, 500)
     if (ack.status === "SUCCESS" || (ack.status as unknown) === 0) yield* onSuccess(ctx, state, b)
     else if (isPermanentRejection(ack.code)) {
-      const rows = yield* rowsOf(ctx, b)
-      if (rows.length > 0)
-        yield* rejectRows(ctx.buffer, { id: b.id, code: ack.code, detail, reason: "ingester", rows }, true)
+      yield* rejectRows(ctx.buffer, { id: b.id, code: ack.code, detail, reason: "ingester", rows: b.rows }, true)
       state.inflight.delete(b.id)
     } else {
       // A retryable failure for this batch (UNAVAILABLE, RESOURCE_EXHAUSTED...): reconnect and resend.
