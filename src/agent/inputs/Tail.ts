@@ -15,7 +15,7 @@
  *   leaves the file unread (its position does not move).
  * - Joined lines (Kubernetes CRI partials): the checkpoint stays at the first line of a pending event.
  * - Between polls, a change of a tracked file (fs.watch, Wake.ts) wakes the loop to read the tracked files at once,
- *   then it pauses `readGapMs` so that lines written meanwhile go into one buffer transaction (one fsync).
+ *   then it pauses `readGapMs` (30 ms) so that lines written meanwhile go into one buffer transaction (one fsync).
  */
 import { createHash } from "node:crypto"
 import { closeSync, fstatSync, openSync, readdirSync, readSync, statSync } from "node:fs"
@@ -47,7 +47,7 @@ export interface TailSpec {
   /** Joins lines into events (CRI partials); every line is an event by default. */
   readonly join?: Joiner
   readonly pollMs: number
-  /** Least time between two reads woken by file changes (default 10 ms); 0 reads at every change. */
+  /** Least time between two reads woken by file changes (default 30 ms); 0 reads at every change. */
   readonly readGapMs?: number
   /** Bytes read per step (and per buffer transaction). */
   readonly chunkBytes?: number
@@ -284,8 +284,11 @@ const scan = (ctx: TailCtx, first: boolean) =>
     for (const t of ctx.tracked.values()) yield* readFile(ctx, t, false)
   })
 
-/** Default `readGapMs`: measured with `npm run bench` (docs/benchmarks.md, agent latency). */
-export const DEFAULT_READ_GAP_MS = 10
+/**
+ * Default `readGapMs`. 10 ms cost the agent 0.40 of a core at 10,000 lines/s, 30 ms 0.36 (two runs each, same
+ * p50); docs/benchmarks.md, agent and latency.
+ */
+export const DEFAULT_READ_GAP_MS = 30
 
 /** One turn of the loop: a scan when `pollMs` passed since the last one, else a read of the tracked files if woken. */
 const step = (ctx: TailCtx, clock: { nextScan: number }) =>
