@@ -33,6 +33,23 @@ const rec = (i: number, size = 10): NewRecord => ({
 })
 
 describe("BufferStore (SQLite disk buffer)", () => {
+  it("lastId is the newest row id, also after deletes and after reopening (what a partial batch waits on)", () => {
+    const d = dir()
+    const b = new BufferStore(d)
+    expect(b.lastId).toBe(0)
+    b.append(Array.from({ length: 5 }, (_, i) => rec(i)))
+    const rows = b.peek(0, 10, Number.POSITIVE_INFINITY)
+    expect(b.lastId).toBe(rows.at(-1)!.id)
+    b.remove(rows[0]!.id, rows.at(-1)!.id)
+    expect(b.lastId).toBe(rows.at(-1)!.id)
+    b.close()
+    const again = new BufferStore(d)
+    expect(again.lastId).toBe(rows.at(-1)!.id)
+    again.append([rec(9)])
+    expect(again.lastId).toBe(rows.at(-1)!.id + 1)
+    again.close()
+  })
+
   it("appends in order, peeks after a cursor, removes a batch range, tracks bytes", () => {
     const b = new BufferStore(dir())
     const records = Array.from({ length: 10 }, (_, i) => rec(i))
