@@ -18,9 +18,11 @@ export interface Key {
 
 const algorithm = (bytes: Uint8Array) => `aes-${bytes.length * 8}-gcm` as "aes-128-gcm" | "aes-192-gcm" | "aes-256-gcm"
 
-/** Pure synchronous core, exported for benchmarks and hot loops that already run inside an Effect. */
-export const sealHex = (key: Uint8Array, plaintext: Uint8Array): string => {
-  const nonce = randomBytes(NONCE)
+/**
+ * Pure synchronous core, exported for benchmarks and hot loops that already run inside an Effect. `nonce`: 12 fresh
+ * random bytes, never used before with this key (a batch takes them from one `randomBytes` call; default: its own).
+ */
+export const sealHex = (key: Uint8Array, plaintext: Uint8Array, nonce: Uint8Array = randomBytes(NONCE)): string => {
   const cipher = createCipheriv(algorithm(key), key, nonce)
   const body = cipher.update(plaintext)
   const final = cipher.final()

@@ -16,7 +16,9 @@ import {
 import { type CliValues, decodeAgentFile, resolveSettings } from "../../src/agent/Settings.js"
 import { type BatchLimits, isPermanentRejection, planBatch } from "../../src/agent/sender/Batching.js"
 import { channelSettings, hostOf, IP_SNI_PLACEHOLDER } from "../../src/agent/sender/Connection.js"
+import { toWireBatch } from "../../src/agent/sender/Outbox.js"
 import { classify } from "../../src/agent/sender/Sender.js"
+import { openHex } from "../../src/shared/Crypto.js"
 
 const root = mkdtempSync(join(tmpdir(), "spillway-agent-unit-"))
 afterAll(() => rmSync(root, { recursive: true, force: true }))
@@ -31,6 +33,23 @@ const rec = (i: number, size = 10): NewRecord => ({
 })
 
 describe("BufferStore (SQLite disk buffer)", () => {
+  it("lastId is the newest row id, also after deletes and after reopening (what a partial batch waits on)", () => {
+    const d = dir()
+    const b = new BufferStore(d)
+    expect(b.lastId).toBe(0)
+    b.append(Array.from({ length: 5 }, (_, i) => rec(i)))
+    const rows = b.peek(0, 10, Number.POSITIVE_INFINITY)
+    expect(b.lastId).toBe(rows.at(-1)!.id)
+    b.remove(rows[0]!.id, rows.at(-1)!.id)
+    expect(b.lastId).toBe(rows.at(-1)!.id)
+    b.close()
+    const again = new BufferStore(d)
+    expect(again.lastId).toBe(rows.at(-1)!.id)
+    again.append([rec(9)])
+    expect(again.lastId).toBe(rows.at(-1)!.id + 1)
+    again.close()
+  })
+
   it("appends in order, peeks after a cursor, removes a batch range, tracks bytes", () => {
     const b = new BufferStore(dir())
     const records = Array.from({ length: 10 }, (_, i) => rec(i))
@@ -398,6 +417,36 @@ describe("agent settings and config file", () => {
       const base = { ...cli, tail: ["/x"], tokenFile: Option.some("/t") }
       expect((yield* resolveWith(base)).maxMessageBytes).toBe(8 * 1024 * 1024)
       expect((yield* resolveWith(base, [["SPILLWAY_MAX_MESSAGE_BYTES", "4194304"]])).maxMessageBytes).toBe(4194304)
+    }),
+  )
+})
+
+describe("a batch for the wire (toWireBatch)", () => {
+  const rows: Array<BufferedRow> = Array.from({ length: 3 }, (_, i) => ({
+    id: i + 1,
+    tag: "t",
+    ts: "1764600000000000001",
+    eventId: `00000000-0000-4000-8000-00000000000${i}`,
+    record: JSON.stringify({ log: `line ${i}` }),
+    bytes: 100,
+    insertedAt: 0,
+  }))
+  const base = { userId: "u", accessKey: "k", keySpec: "" }
+
+  it.effect("each record is sealed with its own nonce (one random draw per batch) and opens to the record", () =>
+    Effect.gen(function* () {
+      const key = new Uint8Array(32).fill(7)
+      const events = yield* toWireBatch({ ...base, key: { bytes: key } } as never, "host", rows)
+      expect(events.map((e) => openHex(key, e.message).toString("utf8"))).toEqual(rows.map((r) => r.record))
+      expect(new Set(events.map((e) => e.message.slice(0, 24))).size).toBe(3) // the 12-byte nonces differ
+      expect(events.map((e) => e.event_id)).toEqual(rows.map((r) => r.eventId))
+    }),
+  )
+
+  it.effect("without a key the record goes as it is", () =>
+    Effect.gen(function* () {
+      const events = yield* toWireBatch({ ...base, key: { bytes: undefined } } as never, "host", rows)
+      expect(events.map((e) => e.message)).toEqual(rows.map((r) => r.record))
     }),
   )
 })

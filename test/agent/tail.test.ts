@@ -222,6 +222,34 @@ describe("kubernetes: CRI partial lines", () => {
   })
 })
 
+describe("tail: reading on file changes between polls", () => {
+  it.live("with a one-hour poll, lines appended to a tracked file are read all the same (woken by the change)", () => {
+    const dir = fresh()
+    const file = join(dir, "logs", "app.log")
+    writeFileSync(file, lines("a", 3))
+    const b = bufferOn(dir)
+    const spec: TailSpec = {
+      input: "tail",
+      globs: [join(dir, "logs", "*.log")],
+      parse: tailParser("t"),
+      pollMs: 3_600_000,
+    }
+    return Effect.gen(function* () {
+      const fiber = yield* Effect.fork(runTail(spec))
+      yield* eventually(() => b.ref.store !== undefined && b.ref.store.eventCount >= 3, "the first scan")
+      appendFileSync(file, lines("b", 2))
+      yield* eventually(() => b.ref.store!.eventCount >= 5, "the appended lines")
+      appendFileSync(file, lines("c", 1))
+      yield* eventually(() => b.ref.store!.eventCount >= 6, "a line appended later")
+      yield* Fiber.interrupt(fiber)
+      assert.deepStrictEqual(
+        logsIn(b.ref.store!).map((r) => r.log),
+        ["a-0", "a-1", "a-2", "b-0", "b-1", "c-0"],
+      )
+    }).pipe(Effect.provide(b.layer))
+  })
+})
+
 describe("one agent per buffer folder", () => {
   it.live("a second buffer on the same folder is refused with a clear error; after the first closes it opens", () =>
     Effect.gen(function* () {

@@ -65,10 +65,14 @@ export const rowBytes = (r: NewRecord): number =>
 
 export type SyncMode = "FULL" | "NORMAL"
 
+/** The SQLite page cache of the buffer, in KiB. */
+export const PAGE_CACHE_KIB = 2048
+
 export class BufferStore {
   readonly db: Database.Database
   private used = 0
   private count = 0
+  private last = 0
   private readonly insertStmt: Database.Statement
   private readonly claimStmt: Database.Statement
   private readonly deleteRangeStmt: Database.Statement
@@ -76,7 +80,10 @@ export class BufferStore {
   private readonly putCheckpointStmt: Database.Statement
   private readonly getCheckpointStmt: Database.Statement
   private readonly delCheckpointStmt: Database.Statement
-  private readonly appendTx: (records: ReadonlyArray<NewRecord>, checkpoint: Checkpoint | undefined) => number
+  private readonly appendTx: (
+    records: ReadonlyArray<NewRecord>,
+    checkpoint: Checkpoint | undefined,
+  ) => { bytes: number; last: number }
   private readonly deleteTx: (first: number, last: number) => { n: number; bytes: number }
 
   constructor(
@@ -88,6 +95,9 @@ export class BufferStore {
     this.db = new Database(join(dir, "buffer.db"))
     this.db.pragma("journal_mode = WAL")
     this.db.pragma(`synchronous = ${sync}`)
+    // better-sqlite3 builds SQLite with a 16 MiB page cache per connection; the buffer's hot pages are the newest
+    // rows (the sender reads them right after the inputs wrote them): SQLite's own default of 2 MiB bounds it lower.
+    this.db.pragma(`cache_size = -${PAGE_CACHE_KIB}`)
     this.db.exec(`
       CREATE TABLE IF NOT EXISTS events (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -105,6 +115,10 @@ export class BufferStore {
     }
     this.used = totals.b
     this.count = totals.n
+    const seq = this.db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'events'").get() as
+      | { seq: number }
+      | undefined
+    this.last = seq?.seq ?? 0
     this.insertStmt = this.db.prepare(
       "INSERT INTO events (tag, ts, event_id, record, bytes, inserted_at) VALUES (?, ?, ?, ?, ?, ?)",
     )
@@ -127,10 +141,11 @@ export class BufferStore {
     this.appendTx = this.db.transaction((records: ReadonlyArray<NewRecord>, checkpoint: Checkpoint | undefined) => {
       const now = Date.now()
       let bytes = 0
+      let last = this.last
       for (const r of records) {
         const b = rowBytes(r)
         bytes += b
-        this.insertStmt.run(r.tag, r.ts, r.eventId, r.record, b, now)
+        last = Number(this.insertStmt.run(r.tag, r.ts, r.eventId, r.record, b, now).lastInsertRowid)
       }
       if (checkpoint !== undefined)
         this.putCheckpointStmt.run(
@@ -140,7 +155,7 @@ export class BufferStore {
           checkpoint.fingerprint ?? "",
           now,
         )
-      return bytes
+      return { bytes, last }
     })
     this.deleteTx = this.db.transaction((first: number, last: number) => {
       const s = this.sumRangeStmt.get(first, last) as { n: number; b: number }
@@ -158,9 +173,15 @@ export class BufferStore {
     return this.count
   }
 
+  /** The id of the newest row ever inserted (0 for none): rows after `afterId` are at most `lastId - afterId`. */
+  get lastId(): number {
+    return this.last
+  }
+
   /** Inserts the records and (optionally) advances a file checkpoint, atomically. Returns the bytes added. */
   append(records: ReadonlyArray<NewRecord>, checkpoint?: Checkpoint): number {
-    const bytes = this.appendTx(records, checkpoint)
+    const { bytes, last } = this.appendTx(records, checkpoint)
+    this.last = last
     this.used += bytes
     this.count += records.length
     return bytes

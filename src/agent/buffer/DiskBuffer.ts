@@ -40,6 +40,8 @@ export interface DiskBufferShape {
   readonly maxBytes: number
   readonly usedBytes: () => number
   readonly eventCount: () => number
+  /** The id of the newest row inserted (see BufferStore.lastId). */
+  readonly lastId: () => number
   /** False while appends fail (readiness). */
   readonly writable: () => boolean
   /**
@@ -145,6 +147,7 @@ export const make = (options: DiskBufferOptions) =>
       maxBytes: options.maxBytes,
       usedBytes: () => store.usedBytes,
       eventCount: () => store.eventCount,
+      lastId: () => store.lastId,
       writable: () => state.writable,
       awaitSpace: (bytes) =>
         Effect.suspend(() =>

@@ -14,11 +14,13 @@
  * - Backpressure: before each read the tailer waits for room in the buffer, so a full buffer
  *   leaves the file unread (its position does not move).
  * - Joined lines (Kubernetes CRI partials): the checkpoint stays at the first line of a pending event.
+ * - Between polls, a change of a tracked file (fs.watch, Wake.ts) wakes the loop to read the tracked files at once,
+ *   then it pauses `readGapMs` (30 ms) so that lines written meanwhile go into one buffer transaction (one fsync).
  */
 import { createHash } from "node:crypto"
 import { closeSync, fstatSync, openSync, readdirSync, readSync, statSync } from "node:fs"
 import { dirname, join, resolve } from "node:path"
-import { Effect, Schedule } from "effect"
+import { Effect } from "effect"
 import { globSync } from "tinyglobby"
 import { type Checkpoint, type NewRecord, rowBytes } from "../buffer/BufferStore.js"
 import { DiskBuffer, type DiskBufferShape } from "../buffer/DiskBuffer.js"
@@ -32,6 +34,7 @@ import {
   splitLines,
   toNewRecord,
 } from "./Parsers.js"
+import { makeWake, type Wake } from "./Wake.js"
 
 export interface TailSpec {
   /** Input name (metrics label). */
@@ -44,6 +47,8 @@ export interface TailSpec {
   /** Joins lines into events (CRI partials); every line is an event by default. */
   readonly join?: Joiner
   readonly pollMs: number
+  /** Least time between two reads woken by file changes (default 30 ms); 0 reads at every change. */
+  readonly readGapMs?: number
   /** Bytes read per step (and per buffer transaction). */
   readonly chunkBytes?: number
   /** A line longer than this (at most chunkBytes) is cut into pieces of this size. */
@@ -70,6 +75,7 @@ interface TailCtx {
   /** Checkpoint key prefix: the input's id. */
   readonly prefix: string
   readonly tracked: Map<string, Tracked>
+  readonly wake: Wake
 }
 
 const FP_BYTES = 1024
@@ -258,6 +264,7 @@ const finishGone = (ctx: TailCtx, present: ReadonlyMap<string, string>) =>
       yield* readFile(ctx, t, true)
       closeSync(t.fd)
       ctx.tracked.delete(t.fileId)
+      ctx.wake.unwatch(t.fileId)
       yield* ctx.buffer.forgetCheckpoint(t.fileId)
       yield* log(ctx, "file rotated or removed; finished reading it", t, { offset: t.offset })
     }
@@ -279,6 +286,7 @@ const track = (ctx: TailCtx, fileId: string, path: string) =>
     const offset = cp === undefined || reused ? 0 : cp.offset
     const t: Tracked = { fileId, path, fd, offset, pending: undefined, fingerprint: "" }
     ctx.tracked.set(fileId, t)
+    ctx.wake.watch(fileId, path)
     if (reused)
       yield* Effect.logWarning(
         "a file reuses the identity (inode) of a checkpointed one but starts with other bytes; reading it from the start",
@@ -295,7 +303,27 @@ const scan = (ctx: TailCtx, first: boolean) =>
     for (const t of ctx.tracked.values()) yield* readFile(ctx, t, false)
   })
 
-/** Runs forever (until interrupted): the tail loop for one spec, a scan every `pollMs`. */
+/**
+ * Default `readGapMs`. 10 ms cost the agent 0.40 of a core at 10,000 lines/s, 30 ms 0.36 (two runs each, same
+ * p50); docs/benchmarks.md, agent and latency.
+ */
+export const DEFAULT_READ_GAP_MS = 30
+
+/** One turn of the loop: a scan when `pollMs` passed since the last one, else a read of the tracked files if woken. */
+const step = (ctx: TailCtx, clock: { nextScan: number }) =>
+  Effect.gen(function* () {
+    const woke = yield* ctx.wake.wait(clock.nextScan - Date.now())
+    if (!woke || Date.now() >= clock.nextScan) {
+      yield* scan(ctx, false)
+      clock.nextScan = Date.now() + ctx.spec.pollMs
+      return
+    }
+    for (const t of ctx.tracked.values()) yield* readFile(ctx, t, false)
+    const gap = ctx.spec.readGapMs ?? DEFAULT_READ_GAP_MS
+    if (gap > 0) yield* Effect.sleep(`${gap} millis`)
+  })
+
+/** Runs forever (until interrupted): the tail loop for one spec, a scan every `pollMs`, reads on file changes between. */
 export const runTail = (spec: TailSpec) =>
   Effect.gen(function* () {
     const chunk = spec.chunkBytes ?? MAX_LINE_BYTES
@@ -307,12 +335,15 @@ export const runTail = (spec: TailSpec) =>
       join: spec.join ?? noJoin,
       prefix: `${spec.id ?? spec.input}:`,
       tracked: new Map(),
+      wake: makeWake(),
     }
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => {
+        ctx.wake.close()
         for (const t of ctx.tracked.values()) closeSync(t.fd)
       }),
     )
     yield* scan(ctx, true)
-    return yield* scan(ctx, false).pipe(Effect.repeat(Schedule.spaced(`${spec.pollMs} millis`)))
+    const clock = { nextScan: Date.now() + spec.pollMs }
+    return yield* step(ctx, clock).pipe(Effect.forever)
   }).pipe(Effect.scoped)

@@ -8,14 +8,13 @@
  */
 import type * as grpc from "@grpc/grpc-js"
 import { Duration, Effect, Ref, Schedule, Stream } from "effect"
-import type { WireEvent } from "../../domain/Event.js"
 import * as Metrics from "../../shared/Metrics.js"
 import type { WireBatchAck, WireEventBatch } from "../../wire/Wire.js"
 import * as M from "../AgentMetrics.js"
 import type { BufferedRow } from "../buffer/BufferStore.js"
 import { isPermanentRejection } from "./Batching.js"
 import { type Client, classify, metadataFor, SendError } from "./Connection.js"
-import { type Batch, bufferFailure, countSent, nextBatch, type SenderContext, toWire } from "./Outbox.js"
+import { type Batch, bufferFailure, countSent, nextBatch, type SenderContext, toWireBatch } from "./Outbox.js"
 import { rejectRows } from "./Rejected.js"
 
 interface InflightBatch {
@@ -50,9 +49,7 @@ const write = (call: BatchCall, batch: WireEventBatch) =>
 
 const sendBatch = (ctx: SenderContext, call: BatchCall, state: StreamState, batch: Batch) =>
   Effect.gen(function* () {
-    const events: Array<WireEvent> = yield* Effect.forEach(batch.rows, (row) =>
-      toWire(ctx.crypto, batch.settings, ctx.options.agentId, row),
-    )
+    const events = yield* toWireBatch(batch.settings, ctx.options.agentId, batch.rows)
     const id = `${state.sid}-${++state.seq}`
     const first = batch.rows[0]!.id
     const last = batch.rows[batch.rows.length - 1]!.id

@@ -12,7 +12,7 @@ import * as Metrics from "../../shared/Metrics.js"
 import type { WireEResponse } from "../../wire/Wire.js"
 import * as M from "../AgentMetrics.js"
 import { type Client, classify, metadataFor, SendError } from "./Connection.js"
-import { type Batch, bufferFailure, countSent, nextBatch, type SenderContext, toWire } from "./Outbox.js"
+import { type Batch, bufferFailure, countSent, nextBatch, type SenderContext, toWireBatch } from "./Outbox.js"
 import { rejectRows } from "./Rejected.js"
 
 type Answer =
@@ -35,9 +35,7 @@ const callSendEvent = (client: Client, token: string, events: ReadonlyArray<Wire
 
 const sendOverEventStream = (ctx: SenderContext, client: Client, token: string, batch: Batch) =>
   Effect.gen(function* () {
-    const events: Array<WireEvent> = yield* Effect.forEach(batch.rows, (row) =>
-      toWire(ctx.crypto, batch.settings, ctx.options.agentId, row),
-    )
+    const events = yield* toWireBatch(batch.settings, ctx.options.agentId, batch.rows)
     yield* countSent(ctx, batch.rows)
     const ms = Duration.toMillis(ctx.options.ackTimeout)
     const answer = yield* callSendEvent(client, token, events).pipe(
