@@ -45,6 +45,146 @@ const SENDS_IN_FLIGHT = 8
 /** Why `fill` stopped: the send is full, the stream must be waited for, the budget must be waited for, or done. */
 type Stop = "full" | "stream" | "budget" | "done"
 
+/** The state of one stream's reader (`groupReader`): what it carries over from one send to the next. */
+interface Reader {
+  readonly deps: RpcDeps
+  readonly open: OpenStream
+  readonly call: grpc.ServerReadableStream<Raw, WireEResponse>
+  readonly check: ReturnType<typeof makeWireEventChecker>
+  readonly maxCost: number
+  readonly minCost: number
+  /** A message in the budget that opens the next send. */
+  carry: { readonly frame: EventFrame; readonly size: number } | undefined
+  /** A message read whose bytes are not in the budget yet. */
+  waiting: Raw | undefined
+  ended: boolean
+  failure: RpcError | undefined
+  /** Called on the stream's next event (readable, end, error, close), once. */
+  wake: (() => void) | undefined
+}
+
+/** Wakes the reader on each of the stream's events, and keeps the first failure. */
+const listen = (r: Reader): void => {
+  const signal = () => {
+    const w = r.wake
+    r.wake = undefined
+    w?.()
+  }
+  r.call.on("readable", signal)
+  r.call.on("end", signal)
+  r.call.on("error", () => {
+    r.failure ??= new InvalidEvent({ detail: "the request stream failed" })
+    signal()
+  })
+  r.call.on("close", () => {
+    if (!r.call.readableEnded) r.failure ??= new InvalidEvent({ detail: "the stream was closed" })
+    signal()
+  })
+}
+
+/** Adds a message to `g`, unless it would overfill a non-empty send: then it opens the next one (false). */
+const add = (r: Reader, g: Gathering, frame: EventFrame, size: number): boolean => {
+  const c = Math.max(size, r.minCost)
+  if (g.frames.length > 0 && g.cost + c > r.maxCost) {
+    r.carry = { frame, size }
+    return false
+  }
+  g.frames.push(frame)
+  g.cost += c
+  g.bytes += size
+  return true
+}
+
+/** A message whose bytes are in the budget: asks for the next one, decodes it and adds it (false: full). */
+const taken = (r: Reader, g: Gathering, msg: Raw): boolean => {
+  requestNext(r.call)
+  const frame = decodeEvent(msg)
+  if (frame !== undefined) return add(r, g, frame, msg.size)
+  r.failure = malformed()
+  return true
+}
+
+/** Synchronously: takes the messages grpc-js has buffered while the budget has their bytes. */
+const fill = (r: Reader, g: Gathering): Stop => {
+  if (r.carry !== undefined) {
+    const c = r.carry
+    r.carry = undefined
+    add(r, g, c.frame, c.size)
+  }
+  while (r.failure === undefined) {
+    let msg = r.waiting
+    if (msg === undefined) {
+      if (r.ended || r.call.readableEnded) {
+        r.ended = true
+        return "done"
+      }
+      const read = r.call.read() as Raw | null
+      if (read === null) return "stream"
+      msg = read
+    }
+    if (!r.open.budget.tryAcquire(msg.size)) {
+      r.waiting = msg
+      return "budget"
+    }
+    r.waiting = undefined
+    if (!taken(r, g, msg)) return "full"
+  }
+  return "done"
+}
+
+/**
+ * Fills `g` until it is full, the budget lacks a message's bytes, or the stream is done: at once with what grpc-js
+ * has buffered, then from the stream's "readable" listener (plain code, no effect per message: grpc-js hands over
+ * each message a microtask after the previous one, so nearly every message is a wait).
+ */
+const gather = (r: Reader, g: Gathering) =>
+  Effect.async<Stop>((resume) => {
+    const attempt = (): boolean => {
+      let stop: Stop
+      try {
+        stop = fill(r, g)
+      } catch (defect) {
+        resume(Effect.die(defect))
+        return true
+      }
+      if (stop === "stream" && r.failure === undefined) return false
+      resume(Effect.succeed(stop))
+      return true
+    }
+    if (attempt()) return
+    const onWake = () => {
+      if (!attempt()) r.wake = onWake
+    }
+    r.wake = onWake
+    return Effect.sync(() => {
+      r.wake = undefined
+    })
+  })
+
+/** The gathered events of `g` checked together (one pass), or None when it is empty. */
+const finish = (r: Reader, g: Gathering): Effect.Effect<Option.Option<Group>, RpcError> => {
+  if (g.frames.length === 0) return Effect.succeedNone
+  const accepted = toRecords(g.frames, r.open.caller, r.check, {
+    maxEventBytes: r.deps.limits.maxEventBytes,
+    keepChecked: r.deps.limits.printEvents,
+  })
+  if (Either.isLeft(accepted)) return crossTenant(accepted.left)
+  return Effect.succeedSome({ accepted: accepted.right, bytes: g.bytes })
+}
+
+/** One send: gathered, and when the budget lacks the first message's bytes, waited for (Budget.acquire). */
+const step = (r: Reader, g: Gathering): Effect.Effect<Option.Option<Group>, RpcError> =>
+  Effect.flatMap(gather(r, g), (stop) => {
+    if (r.failure !== undefined) return Effect.fail(r.failure)
+    if (stop !== "budget" || g.frames.length > 0) return finish(r, g)
+    const msg = r.waiting!
+    return Effect.flatMap(r.open.budget.acquire(msg.size), () => {
+      r.waiting = undefined
+      taken(r, g, msg)
+      return step(r, g)
+    })
+  })
+
 /**
  * Reads messages into sends: each message costs at least batchBytes / batchEvents, so a send closes at whichever
  * limit comes first, and the message that would overfill it opens the next one (`carry`); a single message larger
@@ -52,127 +192,21 @@ type Stop = "full" | "stream" | "budget" | "done"
  * waits for them (Budget.acquire: Overloaded past its wait). None once the stream ended and nothing is left.
  */
 const groupReader = (deps: RpcDeps, open: OpenStream, call: grpc.ServerReadableStream<Raw, WireEResponse>) => {
-  const check = makeWireEventChecker()
-  const maxCost = deps.limits.batchBytes
-  const minCost = Math.ceil(deps.limits.batchBytes / deps.limits.batchEvents)
-  /** A message in the budget that opens the next send. */
-  let carry: { readonly frame: EventFrame; readonly size: number } | undefined
-  /** A message read whose bytes are not in the budget yet. */
-  let waiting: Raw | undefined
-  let ended = false
-  let failure: RpcError | undefined
-  let wake: (() => void) | undefined
-  const signal = () => {
-    const w = wake
-    wake = undefined
-    w?.()
+  const r: Reader = {
+    deps,
+    open,
+    call,
+    check: makeWireEventChecker(),
+    maxCost: deps.limits.batchBytes,
+    minCost: Math.ceil(deps.limits.batchBytes / deps.limits.batchEvents),
+    carry: undefined,
+    waiting: undefined,
+    ended: false,
+    failure: undefined,
+    wake: undefined,
   }
-  call.on("readable", signal)
-  call.on("end", signal)
-  call.on("error", () => {
-    failure ??= new InvalidEvent({ detail: "the request stream failed" })
-    signal()
-  })
-  call.on("close", () => {
-    if (!call.readableEnded) failure ??= new InvalidEvent({ detail: "the stream was closed" })
-    signal()
-  })
-
-  const add = (g: Gathering, frame: EventFrame, size: number): boolean => {
-    const c = Math.max(size, minCost)
-    if (g.frames.length > 0 && g.cost + c > maxCost) {
-      carry = { frame, size }
-      return false
-    }
-    g.frames.push(frame)
-    g.cost += c
-    g.bytes += size
-    return true
-  }
-  /** A message whose bytes are in the budget: asks for the next one, decodes it and adds it (false: full). */
-  const taken = (g: Gathering, msg: Raw): boolean => {
-    requestNext(call)
-    const frame = decodeEvent(msg)
-    if (frame !== undefined) return add(g, frame, msg.size)
-    failure = malformed()
-    return true
-  }
-  /** Synchronously: takes the messages grpc-js has buffered while the budget has their bytes. */
-  const fill = (g: Gathering): Stop => {
-    if (carry !== undefined) {
-      const c = carry
-      carry = undefined
-      add(g, c.frame, c.size)
-    }
-    while (failure === undefined) {
-      let msg = waiting
-      if (msg === undefined) {
-        if (ended || call.readableEnded) {
-          ended = true
-          return "done"
-        }
-        const read = call.read() as Raw | null
-        if (read === null) return "stream"
-        msg = read
-      }
-      if (!open.budget.tryAcquire(msg.size)) {
-        waiting = msg
-        return "budget"
-      }
-      waiting = undefined
-      if (!taken(g, msg)) return "full"
-    }
-    return "done"
-  }
-  /**
-   * Fills `g` until it is full, the budget lacks a message's bytes, or the stream is done: at once with what grpc-js
-   * has buffered, then from the stream's "readable" listener (plain code, no effect per message: grpc-js hands over
-   * each message a microtask after the previous one, so nearly every message is a wait).
-   */
-  const gather = (g: Gathering) =>
-    Effect.async<Stop>((resume) => {
-      const attempt = (): boolean => {
-        let stop: Stop
-        try {
-          stop = fill(g)
-        } catch (defect) {
-          resume(Effect.die(defect))
-          return true
-        }
-        if (stop === "stream" && failure === undefined) return false
-        resume(Effect.succeed(stop))
-        return true
-      }
-      if (attempt()) return
-      const onWake = () => {
-        if (!attempt()) wake = onWake
-      }
-      wake = onWake
-      return Effect.sync(() => {
-        wake = undefined
-      })
-    })
-  const finish = (g: Gathering): Effect.Effect<Option.Option<Group>, RpcError> => {
-    if (g.frames.length === 0) return Effect.succeedNone
-    const accepted = toRecords(g.frames, open.caller, check, {
-      maxEventBytes: deps.limits.maxEventBytes,
-      keepChecked: deps.limits.printEvents,
-    })
-    if (Either.isLeft(accepted)) return crossTenant(accepted.left)
-    return Effect.succeedSome({ accepted: accepted.right, bytes: g.bytes })
-  }
-  const step = (g: Gathering): Effect.Effect<Option.Option<Group>, RpcError> =>
-    Effect.flatMap(gather(g), (stop) => {
-      if (failure !== undefined) return Effect.fail(failure)
-      if (stop !== "budget" || g.frames.length > 0) return finish(g)
-      const msg = waiting!
-      return Effect.flatMap(open.budget.acquire(msg.size), () => {
-        waiting = undefined
-        taken(g, msg)
-        return step(g)
-      })
-    })
-  return Effect.suspend(() => step({ frames: [], bytes: 0, cost: 0 }))
+  listen(r)
+  return Effect.suspend(() => step(r, { frames: [], bytes: 0, cost: 0 }))
 }
 
 /** One Kafka send of gathered events; gives their bytes back to the budget however it ends. */
