@@ -174,6 +174,44 @@ const makeHandlers = (deps: RpcDeps, run: Run): grpc.UntypedServiceImplementatio
   }) satisfies grpc.handleBidiStreamingCall<Raw, WireBatchAck>,
 })
 
+/**
+ * Binds `server` to `address` (scoped): when the scope closes, `draining` completes (streams end), calls in flight
+ * finish within `shutdownTimeout`, and past it the server is shut down by force.
+ */
+const serve = (
+  server: grpc.Server,
+  address: string,
+  credentials: grpc.ServerCredentials,
+  draining: Deferred.Deferred<void>,
+  shutdownTimeout: Duration.Duration,
+) =>
+  Effect.acquireRelease(
+    Effect.async<number, IngesterStartError>((resume) => {
+      server.bindAsync(address, credentials, (err, port) => {
+        if (err) resume(Effect.fail(new IngesterStartError({ detail: `cannot listen on ${address}: ${err.message}` })))
+        else resume(Effect.succeed(port))
+      })
+    }),
+    () =>
+      Effect.gen(function* () {
+        yield* Effect.logInfo("ingester stops accepting calls and finishes those in flight")
+        yield* Deferred.succeed(draining, undefined)
+        yield* Effect.async<void>((resume) => {
+          server.tryShutdown(() => resume(Effect.void))
+        }).pipe(
+          Effect.timeoutTo({
+            duration: shutdownTimeout,
+            onTimeout: () => {
+              server.forceShutdown()
+              return "forced"
+            },
+            onSuccess: () => "drained",
+          }),
+          Effect.flatMap((how) => Effect.logInfo(`gRPC server stopped (${how})`)),
+        )
+      }),
+  )
+
 const make = (options: IngesterServerOptions) =>
   Effect.gen(function* () {
     const maxMessageBytes = options.maxMessageBytes ?? 8 * 1024 * 1024
@@ -220,37 +258,7 @@ const make = (options: IngesterServerOptions) =>
     const host = options.host.includes(":") && !options.host.startsWith("[") ? `[${options.host}]` : options.host
     const shutdownTimeout = Duration.decode(options.shutdownTimeout ?? "20 seconds")
 
-    const port = yield* Effect.acquireRelease(
-      Effect.async<number, IngesterStartError>((resume) => {
-        server.bindAsync(`${host}:${options.port}`, credentials, (err, port) => {
-          if (err)
-            resume(
-              Effect.fail(
-                new IngesterStartError({ detail: `cannot listen on ${host}:${options.port}: ${err.message}` }),
-              ),
-            )
-          else resume(Effect.succeed(port))
-        })
-      }),
-      () =>
-        Effect.gen(function* () {
-          yield* Effect.logInfo("ingester stops accepting calls and finishes those in flight")
-          yield* Deferred.succeed(draining, undefined)
-          yield* Effect.async<void>((resume) => {
-            server.tryShutdown(() => resume(Effect.void))
-          }).pipe(
-            Effect.timeoutTo({
-              duration: shutdownTimeout,
-              onTimeout: () => {
-                server.forceShutdown()
-                return "forced"
-              },
-              onSuccess: () => "drained",
-            }),
-            Effect.flatMap((how) => Effect.logInfo(`gRPC server stopped (${how})`)),
-          )
-        }),
-    )
+    const port = yield* serve(server, `${host}:${options.port}`, credentials, draining, shutdownTimeout)
     yield* Effect.logInfo("ingester listening").pipe(
       Effect.annotateLogs({
         host: options.host,
