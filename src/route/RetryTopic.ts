@@ -11,7 +11,7 @@
 import { Context, Effect, Layer } from "effect"
 import { type Admin, CompressionTypes, type Producer } from "kafkajs"
 import { SinkUnavailable } from "../domain/Errors.js"
-import { isTooLarge, runsByBytes } from "../shared/DeadLetter.js"
+import { asBuffer, isTooLarge, runsByBytes } from "../shared/DeadLetter.js"
 import { KafkaClient, lastOffsetsOfKeys } from "../shared/Kafka.js"
 import { backoff } from "../shared/Retry.js"
 import type { SourceRecord } from "./RecordBatch.js"
@@ -170,8 +170,8 @@ const send = (producer: Producer, topic: string, source: Source, partition: numb
         compression: CompressionTypes.None,
         messages: run.map((r) => ({
           partition,
-          key: r.key === null ? null : Buffer.from(r.key),
-          value: r.value === null ? null : Buffer.from(r.value),
+          key: asBuffer(r.key),
+          value: asBuffer(r.value),
           headers: headersOf(source.topic, source.partition, r),
         })),
       }),
@@ -268,8 +268,11 @@ const makeKafka = (options: RetryTopicOptions) =>
           const partition = sourcePartition % Math.max(1, partitions)
           const [done, ends] = yield* Effect.all([committed, watermarks(admin, options.topic)])
           const end = ends.get(partition)
-          const from = done.get(partition) ?? end?.low ?? 0n
-          if (end === undefined || from >= end.high) return { partition, last: new Map(), complete: true }
+          if (end === undefined) return { partition, last: new Map(), complete: true }
+          // Not before the earliest offset the partition still holds (retention may have deleted past a commit).
+          const committedAt = done.get(partition)
+          const from = committedAt !== undefined && committedAt > end.low ? committedAt : end.low
+          if (from >= end.high) return { partition, last: new Map(), complete: true }
           const scan = { topic: options.topic, partition, from, to: end.high, keep, maxBytes: scanMaxBytes }
           const found = yield* Effect.tryPromise({
             try: () => lastOffsetsOfKeys(kafka, scan),

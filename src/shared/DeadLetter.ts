@@ -60,6 +60,13 @@ export class DeadLetters extends Context.Tag("spillway/DeadLetters")<
 
 export const dlqTopic = (topic: string) => `${topic}-dlq`
 
+/**
+ * A record's key or value as the Buffer kafkajs takes: the same bytes, not a copy (a Buffer as it is, other bytes
+ * viewed). Shared by the dead-letter and the retry topic's writers.
+ */
+export const asBuffer = (bytes: Uint8Array | null): Buffer | null =>
+  bytes === null ? null : Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+
 const headersOf = (l: DeadLetter): Record<string, string> => ({
   reason: l.reason,
   detail: l.detail.slice(0, 1000),
@@ -155,8 +162,8 @@ const makeKafka = (topic: string, options: DeadLetterOptions) =>
             acks: -1,
             compression: CompressionTypes.None,
             messages: letters.map((l) => ({
-              key: l.key === null ? null : Buffer.from(l.key),
-              value: l.value === null ? null : Buffer.from(l.value),
+              key: asBuffer(l.key),
+              value: asBuffer(l.value),
               headers: headersOf(l),
             })),
           }),
