@@ -20,7 +20,9 @@
  *
  * Options (environment): BENCH_EVENTS (ingest events per scenario, 200000), BENCH_CLIENTS (4), BENCH_BATCH (500),
  * BENCH_WINDOW (8 batches in flight per client), BENCH_RATE (latency run, events/s, 5000), BENCH_LATENCY_SECONDS
- * (10), BENCH_OVERLOAD_SECONDS (15), BENCH_RECEIVER_RECORDS (records per otlp/forward row, 50000), BENCH_ONLY
+ * (10, measured after BENCH_LATENCY_WARMUP_SECONDS, 2, whose lines are reported apart), BENCH_LATENCY_TRACE (file:
+ * each line's write time and latency as JSON), BENCH_NODE_FLAGS (Node flags for every program), BENCH_AGENT_ENV
+ * (K=V ... for the latency run's agent), BENCH_OVERLOAD_SECONDS (15), BENCH_RECEIVER_RECORDS (records per otlp/forward row, 50000), BENCH_ONLY
  * (comma-separated subset of startup,ingest,route,s3,opensearch,otlp,forward,latency,overload; BENCH_STARTUP_RUNS, 5), BENCH_PROFILE (programs to CPU-profile,
  * e.g. ingester,router; profiles go to BENCH_PROFILE_DIR, default /tmp/spillway-prof). Needs `npm run build` first (`npm run bench` does it).
  */
@@ -58,6 +60,7 @@ const BATCH = envInt("BENCH_BATCH", 500)
 const WINDOW = envInt("BENCH_WINDOW", 8)
 const RATE = envInt("BENCH_RATE", 5000)
 const LATENCY_SECONDS = envInt("BENCH_LATENCY_SECONDS", 10)
+const WARMUP_SECONDS = envInt("BENCH_LATENCY_WARMUP_SECONDS", 2)
 const OVERLOAD_SECONDS = envInt("BENCH_OVERLOAD_SECONDS", 15)
 const RECEIVER_RECORDS = envInt("BENCH_RECEIVER_RECORDS", 50_000)
 const outIdx = process.argv.indexOf("--out")
@@ -376,6 +379,15 @@ async function benchRoute(brokers, topic) {
 }
 
 /** Agent tails a file; lines appended at RATE/s carry their write time; the router's file shows when they land. */
+/** BENCH_AGENT_ENV="SPILLWAY_BATCH_LINGER_MS=10 ...": extra environment of the latency run's agent (experiments). */
+const agentEnv = () =>
+  Object.fromEntries(
+    (process.env.BENCH_AGENT_ENV ?? "")
+      .split(" ")
+      .filter((kv) => kv.includes("="))
+      .map((kv) => kv.split("=", 2)),
+  )
+
 async function benchLatency(brokers, token) {
   const topic = `bench-e2e-${Date.now().toString(36)}`
   await createTopic(brokers, topic)
@@ -419,14 +431,21 @@ async function benchLatency(brokers, token) {
       "--metrics-port",
       String(agentMetrics),
     ],
-    { ACCESS_KEY, ACCESS_TOKEN_FILE: tokenFile },
+    { ACCESS_KEY, ACCESS_TOKEN_FILE: tokenFile, ...agentEnv() },
   )
   await sleep(3000)
-  log(`latency: ${RATE} lines/s for ${LATENCY_SECONDS}s through agent -> ingester -> Kafka -> router`)
+  log(
+    `latency: ${RATE} lines/s for ${WARMUP_SECONDS}s (warm-up) + ${LATENCY_SECONDS}s through agent -> ingester -> Kafka -> router`,
+  )
   const origin = performance.timeOrigin
-  const total = RATE * LATENCY_SECONDS
+  // The first WARMUP_SECONDS of lines are the programs' first work after start (cold code, first connections):
+  // their latencies are reported apart from the percentiles of the steady run that follows.
+  const warmupTotal = RATE * WARMUP_SECONDS
+  const total = warmupTotal + RATE * LATENCY_SECONDS
   const file = path.join(outputDir, "bench.log")
   const latencies = []
+  const warmup = []
+  const trace = []
   let pos = 0
   let rest = ""
   const readNew = () => {
@@ -442,16 +461,25 @@ async function benchLatency(brokers, token) {
     const parts = (rest + buf.toString("utf8")).split("\n")
     rest = parts.pop() ?? ""
     for (const line of parts) {
-      const m = /lat=(\d+\.\d+)/.exec(line)
-      if (m) latencies.push(t - Number(m[1]))
+      const m = /^e2e (\d+) lat=(\d+\.\d+)/.exec(JSON.parse(line).message?.log ?? "")
+      if (m) {
+        const ms = t - Number(m[2])
+        ;(Number(m[1]) < warmupTotal ? warmup : latencies).push(ms)
+        if (process.env.BENCH_LATENCY_TRACE) trace.push([Number(m[2]) - origin, ms])
+      }
     }
   }
   const fd = fs.openSync(input, "a")
   const pids = { agent: agent.pid, ingester: ing.child.pid, router: router.pid }
-  const cpuStart = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuSeconds(pid)]))
+  let cpuStart
   const start = now()
   let written = 0
+  let measuredFrom = start
   while (written < total) {
+    if (cpuStart === undefined && written >= warmupTotal) {
+      cpuStart = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuSeconds(pid)]))
+      measuredFrom = now()
+    }
     const due = Math.min(total, Math.floor(((now() - start) / 1000) * RATE))
     if (due > written) {
       let chunk = ""
@@ -463,18 +491,20 @@ async function benchLatency(brokers, token) {
     await sleep(2)
   }
   fs.closeSync(fd)
-  const writeSeconds = (now() - start) / 1000
+  const writeSeconds = (now() - measuredFrom) / 1000
   // Share of one core each program used while the lines were written (1.0 = one core).
   const cores = Object.fromEntries(
     Object.entries(pids).map(([k, pid]) => [`${k}Cores`, (cpuSeconds(pid) - cpuStart[k]) / writeSeconds]),
   )
   const deadline = Date.now() + 60_000
-  while (latencies.length < total && Date.now() < deadline) {
+  while (latencies.length + warmup.length < total && Date.now() < deadline) {
     readNew()
     await sleep(2)
   }
+  if (process.env.BENCH_LATENCY_TRACE) fs.writeFileSync(process.env.BENCH_LATENCY_TRACE, JSON.stringify(trace))
   latencies.sort((a, b) => a - b)
-  const q = (p) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))]
+  warmup.sort((a, b) => a - b)
+  const q = (p, of = latencies) => of[Math.min(of.length - 1, Math.floor(p * of.length))]
   const mems = { agentPeakMiB: memOf(agent.pid).peakMiB, routerPeakMiB: memOf(router.pid).peakMiB }
   mems.ingesterPeakMiB = memOf(ing.child.pid).peakMiB
   await stopChild(agent)
@@ -483,11 +513,15 @@ async function benchLatency(brokers, token) {
   const r = {
     rate: RATE,
     seconds: LATENCY_SECONDS,
-    sent: total,
+    sent: total - warmupTotal,
     received: latencies.length,
     p50Ms: q(0.5),
     p99Ms: q(0.99),
     maxMs: latencies.at(-1),
+    warmupSeconds: WARMUP_SECONDS,
+    warmupReceived: warmup.length,
+    warmupP99Ms: q(0.99, warmup),
+    warmupMaxMs: warmup.at(-1),
     ...mems,
     ...cores,
   }
@@ -660,6 +694,7 @@ async function main() {
   if (l)
     rows.push(
       `| end-to-end latency at ${fmt(l.rate)}/s, p50 / p99 (ms) | ${fmt(l.p50Ms, 1)} / ${fmt(l.p99Ms, 1)} | | ${l.received}/${l.sent} lines |`,
+      `| the same, first ${l.warmupSeconds} s after start (not above), p99 / max (ms) | ${fmt(l.warmupP99Ms, 1)} / ${fmt(l.warmupMaxMs, 1)} | | ${l.warmupReceived}/${l.rate * l.warmupSeconds} lines |`,
       `| peak RSS in the latency run, ingester / router / agent (MiB) | ${fmt(l.ingesterPeakMiB)} / ${fmt(l.routerPeakMiB)} / ${fmt(l.agentPeakMiB)} | | |`,
       `| cores used in the latency run, ingester / router / agent | ${fmt(l.ingesterCores, 2)} / ${fmt(l.routerCores, 2)} / ${fmt(l.agentCores, 2)} | | |`,
     )

@@ -126,7 +126,9 @@ export async function makeHarness(name, { targets = [{ file: `${name}.log` }] } 
     const profile = (process.env.BENCH_PROFILE ?? "").split(",").includes(program)
       ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR || "/tmp/spillway-prof"}`]
       : []
-    const child = spawn(process.execPath, [...profile, dist("programs", `${program}.js`), ...args], {
+    // BENCH_NODE_FLAGS="--max-semi-space-size=2 ..." passes V8/Node flags to every program (experiments).
+    const flags = (process.env.BENCH_NODE_FLAGS ?? "").split(" ").filter((f) => f !== "")
+    const child = spawn(process.execPath, [...flags, ...profile, dist("programs", `${program}.js`), ...args], {
       env: { ...baseEnv, SPILLWAY_LOG_LEVEL: "Warning", ...env },
       stdio: ["ignore", out, out],
     })
