@@ -32,6 +32,7 @@ import * as M from "./IngesterMetrics.js"
 import { disconnect, manageProducer, type ProducerState, probeBroker, produce } from "./KafkaProducer.js"
 import { encodeRecord } from "./KafkaRecords.js"
 import { MemorySink, makeMemory } from "./MemorySink.js"
+import { installProduceEncoder } from "./ProduceRequest.js"
 
 export { checkTimeouts, encodeRecord, memoDefaultPartitioner } from "./KafkaRecords.js"
 export { MemorySink, type MemorySinkControl, makeMemory } from "./MemorySink.js"
@@ -170,6 +171,8 @@ const closeOnRelease = (s: ProducerState, admin: Admin) =>
 
 export const makeKafka = (kafka: Kafka, options: KafkaSinkOptions) =>
   Effect.gen(function* () {
+    // Produce requests encoded in one pass (ProduceRequest.ts): the same bytes, far fewer allocations and copies.
+    yield* Effect.sync(installProduceEncoder)
     const s: ProducerState = {
       kafka,
       topic: options.topic,
