@@ -8,6 +8,7 @@ import type { Event } from "../domain/Event.js"
 import { toWireEvent } from "../domain/Event.js"
 import { EventCodec } from "../wire/Wire.js"
 import type { SinkRecord } from "./KafkaSink.js"
+import { groupedLinearly } from "./ProduceRequest.js"
 
 /**
  * The produce timeout must be longer than kafkajs's request timeout: else a send is given up while its request is
@@ -99,7 +100,10 @@ export const partitionTracker = () => {
   }
 }
 
-/** The records of one send by topic: events to the topic, dead letters (with their headers) to `<topic>-dlq`. */
+/**
+ * The records of one send by topic: events to the topic, dead letters (with their headers) to `<topic>-dlq`; kafkajs
+ * groups each array by partition in linear time (`groupedLinearly`).
+ */
 export const toTopicMessages = (topic: string, deadLetterTopic: string, records: ReadonlyArray<SinkRecord>) => {
   const events: Array<Message> = []
   const letters: Array<Message> = []
@@ -112,7 +116,7 @@ export const toTopicMessages = (topic: string, deadLetterTopic: string, records:
         headers: { reason: r.deadLetter.reason, detail: r.deadLetter.detail.slice(0, 1000), source: "ingester" },
       })
   const out: Array<TopicMessages> = []
-  if (events.length > 0) out.push({ topic, messages: events })
-  if (letters.length > 0) out.push({ topic: deadLetterTopic, messages: letters })
+  if (events.length > 0) out.push({ topic, messages: groupedLinearly(events) })
+  if (letters.length > 0) out.push({ topic: deadLetterTopic, messages: groupedLinearly(letters) })
   return out
 }

@@ -4,13 +4,16 @@
  * shapes of message the ingester sends (string or Buffer keys and values, null keys, dead letters' headers), across
  * varint boundaries; and it is installed where kafkajs' Broker looks Produce up. A kafkajs of another shape fails here.
  */
+import { readdirSync, readFileSync } from "node:fs"
 import { createRequire } from "node:module"
+import path from "node:path"
 import { afterEach, beforeEach, describe, expect, it, vi } from "@effect/vitest"
 import fc from "fast-check"
 import { CompressionTypes } from "kafkajs"
 import {
   coversAll,
   encodeProduceBody,
+  groupedLinearly,
   installProduceEncoder,
   type ProduceArgs,
   type ProduceMessage,
@@ -30,6 +33,14 @@ const Produce = require("kafkajs/src/protocol/requests/produce/index.js") as {
   versions: ReadonlyArray<string>
   protocol: (a: { version: number }) => (args: ProduceArgs) => Built
 }
+
+const groupMessagesPerPartition = require("kafkajs/src/producer/groupMessagesPerPartition.js") as (a: {
+  topic: string
+  partitionMetadata: ReadonlyArray<unknown>
+  messages: ReadonlyArray<ProduceMessage>
+  partitioner: (a: { message: ProduceMessage }) => number
+}) => Record<string, ReadonlyArray<ProduceMessage>>
+const kafkajsSource = (file: string) => readFileSync(require.resolve(`kafkajs/src/producer/${file}`), "utf8")
 
 const theirs = async (args: ProduceArgs) => (await kafkajsV3(args).encode()).buffer
 const ours = async (args: ProduceArgs) => (await encodeProduceBody(args)).buffer
@@ -167,5 +178,56 @@ describe("ProduceRequest", () => {
       topicData: [{ topic: "t", partitions: [{ partition: 0, messages: [{ value: "v", timestamp: "5" }] }] }],
     })
     expect(Produce.protocol({ version: 7 })(timestamped).request.encode.toString()).not.toContain("encodeProduceBody")
+  })
+
+  it("groups a send's messages by partition as kafkajs does, placing each message once and in order", () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.integer({ min: 0, max: 5 }), fc.string({ maxLength: 5 })), { maxLength: 3000 }),
+        (placed) => {
+          const messages = placed.map(([p, v]) => ({ key: String(p), value: v }))
+          const calls: Array<ProduceMessage> = []
+          const partitioner = ({ message }: { message: ProduceMessage }) => {
+            calls.push(message)
+            return Number(message.key)
+          }
+          const base = { topic: "t", partitionMetadata: [{}, {}, {}, {}, {}, {}], partitioner }
+          const expected = groupMessagesPerPartition({ ...base, messages: [...messages] })
+          const expectedCalls = calls.splice(0)
+          const grouped = groupedLinearly([...messages])
+          expect(groupMessagesPerPartition({ ...base, messages: grouped })).toEqual(expected)
+          expect(calls).toEqual(expectedCalls)
+          expect([...grouped]).toEqual(messages)
+        },
+      ),
+      { numRuns: 50 },
+    )
+  })
+
+  it("is Array's reduce for any other accumulator", () => {
+    const grouped = groupedLinearly([1, 2, 3, 4])
+    expect(grouped.reduce((a, b) => a + b)).toBe(10)
+    expect(grouped.reduce((a, b) => a + b, 5)).toBe(15)
+    expect(grouped.reduce((a: Array<number>, b) => a.concat([b * 2]), [])).toEqual([2, 4, 6, 8])
+    expect(grouped.reduce((a: Record<string, number>, b) => Object.assign(a, { [b]: b }), { x: 0 })).toEqual({
+      x: 0,
+      1: 1,
+      2: 2,
+      3: 3,
+      4: 4,
+    })
+    expect(Object.keys(grouped)).toEqual(["0", "1", "2", "3"])
+  })
+
+  it("kafkajs 2.2.4 calls reduce on a send's messages only to group them, and hands sendMessages the array it got", () => {
+    const dir = path.dirname(require.resolve("kafkajs/src/producer/groupMessagesPerPartition.js"))
+    const uses = readdirSync(dir)
+      .filter((f) => f.endsWith(".js"))
+      .flatMap((f) => (kafkajsSource(f).match(/messages\.reduce\(/g) ?? []).map(() => f))
+    expect(uses).toEqual(["groupMessagesPerPartition.js"])
+    expect(kafkajsSource("groupMessagesPerPartition.js")).toContain(
+      "return messages.reduce((result, message) => {\n    const partition = partitioner({ topic, partitionMetadata, message })",
+    )
+    expect(kafkajsSource("messageProducer.js")).toContain("merged.push({ topic, messages })")
   })
 })
