@@ -13,10 +13,6 @@ declare module "kafkajs/src/protocol/message/compression/index.js" {
   }
   export default compression
 }
-declare module "kafkajs/src/protocol/recordBatch/crc32C/index.js" {
-  const crc32C: (buffer: Buffer) => number
-  export default crc32C
-}
 declare module "kafkajs/src/protocol/requests/produce/index.js" {
   const Produce: {
     readonly versions: ReadonlyArray<string>

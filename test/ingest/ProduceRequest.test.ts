@@ -10,10 +10,10 @@ import path from "node:path"
 import { afterEach, beforeEach, describe, expect, it, vi } from "@effect/vitest"
 import fc from "fast-check"
 import { CompressionTypes } from "kafkajs"
+import { groupedLinearly } from "../../src/ingest/LinearGrouping.js"
 import {
   coversAll,
   encodeProduceBody,
-  groupedLinearly,
   installProduceEncoder,
   type ProduceArgs,
   type ProduceMessage,
