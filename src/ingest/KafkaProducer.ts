@@ -11,7 +11,7 @@ import { inc, observe, set } from "../shared/Metrics.js"
 import { backoff } from "../shared/Retry.js"
 import * as M from "./IngesterMetrics.js"
 import { onAckTimeout, partitionTracker, toTopicMessages } from "./KafkaRecords.js"
-import type { SinkRecord } from "./KafkaSink.js"
+import type { SinkRecord } from "./SinkPort.js"
 
 export interface ProducerState {
   readonly kafka: Kafka

@@ -7,8 +7,8 @@ import { type ICustomPartitioner, type Message, Partitioners, type Producer, typ
 import type { Event } from "../domain/Event.js"
 import { toWireEvent } from "../domain/Event.js"
 import { EventCodec } from "../wire/Wire.js"
-import type { SinkRecord } from "./KafkaSink.js"
 import { groupedLinearly } from "./LinearGrouping.js"
+import type { SinkRecord } from "./SinkPort.js"
 
 /**
  * The produce timeout must be longer than kafkajs's request timeout: else a send is given up while its request is

@@ -33,37 +33,14 @@ import { disconnect, manageProducer, type ProducerState, probeBroker, produce } 
 import { encodeRecord } from "./KafkaRecords.js"
 import { MemorySink, makeMemory } from "./MemorySink.js"
 import { installProduceEncoder } from "./ProduceRequest.js"
+import type { Sink, SinkRecord } from "./SinkPort.js"
 
 export { checkTimeouts, encodeRecord, memoDefaultPartitioner } from "./KafkaRecords.js"
 export { MemorySink, type MemorySinkControl, makeMemory } from "./MemorySink.js"
 
-/** Why the ingester dead-letters an event: it can never be accepted as it is. */
-export type IngestDeadLetterReason = "invalid_event" | "event_too_large"
+export type { IngestDeadLetterReason, SinkRecord } from "./SinkPort.js"
 
-/**
- * One Kafka record as the ingester writes it. With `deadLetter` it goes to `<topic>-dlq` instead, with headers
- * `reason`, `detail` and `source: ingester` (the detail never holds a received value).
- */
-export interface SinkRecord {
-  readonly key: string
-  readonly value: Buffer
-  readonly deadLetter?: { readonly reason: IngestDeadLetterReason; readonly detail: string }
-}
-
-export class KafkaSink extends Context.Tag("spillway/KafkaSink")<
-  KafkaSink,
-  {
-    /** Succeeds once the sink durably has every event; fails (nothing or some of them written) otherwise. */
-    readonly publish: (events: ReadonlyArray<Event>) => Effect.Effect<void, SinkUnavailable>
-    /**
-     * `publish` for records already in the Kafka record format (`encodeRecord`, or the bytes of a validated
-     * event as received): the ingester's hot path, which does not build `Event`s.
-     */
-    readonly publishRecords: (records: ReadonlyArray<SinkRecord>) => Effect.Effect<void, SinkUnavailable>
-    /** Whether the sink can take events now (readiness). */
-    readonly ready: Effect.Effect<boolean>
-  }
->() {
+export class KafkaSink extends Context.Tag("spillway/KafkaSink")<KafkaSink, Sink>() {
   static readonly layerKafka = (options: KafkaSinkOptions): Layer.Layer<KafkaSink, never, KafkaClient> =>
     Layer.scoped(
       KafkaSink,

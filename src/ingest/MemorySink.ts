@@ -2,10 +2,10 @@
 import { Context, Duration, Effect } from "effect"
 import { SinkUnavailable } from "../domain/Errors.js"
 import { encodeRecord } from "./KafkaRecords.js"
-import type { KafkaSink, SinkRecord } from "./KafkaSink.js"
+import type { Sink, SinkRecord } from "./SinkPort.js"
 
 export interface MemorySinkControl {
-  readonly sink: KafkaSink["Type"]
+  readonly sink: Sink
   readonly records: () => ReadonlyArray<SinkRecord>
   /** false: every publish fails with SinkUnavailable (and readiness is false). */
   readonly setAvailable: (available: boolean) => void

@@ -19,7 +19,7 @@ import { type CheckedEvent, describeInvalidEvent, type makeWireEventChecker, toW
 import type { Tenant } from "../domain/Tenant.js"
 import type { EventFrame } from "../wire/EventFrames.js"
 import { EventCodec } from "../wire/Wire.js"
-import type { IngestDeadLetterReason, SinkRecord } from "./KafkaSink.js"
+import type { IngestDeadLetterReason, SinkRecord } from "./SinkPort.js"
 
 /** Who sends: the verified claims and the tenant of their access key. */
 export interface Caller {

@@ -8,8 +8,8 @@ import { Unpackr } from "msgpackr"
 import { AccessKey } from "../../domain/Event.js"
 import type { ConfigStore } from "../../shared/ConfigStore.js"
 import type { Auth } from "../Auth.js"
-import type { KafkaSink, SinkRecord } from "../KafkaSink.js"
 import { countRecords, countRequest, makeRecord, tenantKey, toJson } from "../receivers/TenantRecords.js"
+import type { Sink, SinkRecord } from "../SinkPort.js"
 import { forwardPassword } from "./ForwardPassword.js"
 import {
   ack,
@@ -28,7 +28,7 @@ import { MsgpackFramer } from "./MsgpackFramer.js"
 export interface ConnectionContext {
   readonly auth: Auth
   readonly store: ConfigStore["Type"]
-  readonly sink: KafkaSink["Type"]
+  readonly sink: Sink
   readonly sharedKey: string | undefined
   readonly anonymous: AccessKey | undefined
   readonly serverHostname: string

@@ -9,8 +9,8 @@
  * `partial_success`), the others go on.
  */
 import { Either, ParseResult, Schema } from "effect"
-import type { SinkRecord } from "../KafkaSink.js"
 import { makeRecord, type TenantKey, toJson } from "../receivers/TenantRecords.js"
+import type { SinkRecord } from "../SinkPort.js"
 import type { IdEncoding } from "./OtlpCodec.js"
 
 // ---------------------------------------------------------------------------------------------

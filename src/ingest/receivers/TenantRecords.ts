@@ -15,7 +15,7 @@ import { sealHex } from "../../shared/Crypto.js"
 import { counter, gauge } from "../../shared/Metrics.js"
 import { EventCodec } from "../../wire/Wire.js"
 import type { Auth } from "../Auth.js"
-import type { SinkRecord } from "../KafkaSink.js"
+import type { SinkRecord } from "../SinkPort.js"
 
 export type ReceiverName = "otlp_grpc" | "otlp_http" | "forward"
 
