@@ -22,7 +22,7 @@ import {
 import type { KeyObject } from "node:crypto"
 import { type Key, openHex } from "../shared/Crypto.js"
 import type { DeadLetterReason } from "../shared/DeadLetter.js"
-import { decodeEventFrame } from "../wire/EventFrames.js"
+import { EventCodec } from "../wire/Protobuf.js"
 
 /**
  * What the router checks of a record: the domain's `WireEventStruct` (src/domain/Event.ts), the wire object of
@@ -86,9 +86,7 @@ export const timestampOf = (ts: WireTimestamp | null | undefined): string | unde
 
 /**
  * Decodes a record value: the protobuf encoding of `api.Event` (DESIGN.md), or, when it starts
- * with `{`, its JSON object form. Left is why it cannot be decoded. The protobuf goes through
- * `decodeEventFrame` (src/wire/EventFrames.ts): the object `EventCodec.decode` gives, read without
- * protobufjs' message objects when the bytes are clean (protobufjs itself otherwise).
+ * with `{`, its JSON object form. Left is why it cannot be decoded.
  */
 export const decodeRecord = (
   value: Uint8Array | null,
@@ -97,8 +95,7 @@ export const decodeRecord = (
   if (value === null) return Either.left("the record has no value")
   let wire: unknown
   try {
-    const bytes = Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.byteLength)
-    wire = value[0] === 0x7b ? JSON.parse(bytes.toString("utf8")) : decodeEventFrame(bytes).value
+    wire = value[0] === 0x7b ? JSON.parse(Buffer.from(value).toString("utf8")) : EventCodec.decode(value)
   } catch {
     // Neither the parser's message nor the bytes: both may quote the record (the JSON parser does).
     return Either.left(value[0] === 0x7b ? "not an api.Event: not valid JSON" : "not an api.Event: not valid protobuf")
