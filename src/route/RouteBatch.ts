@@ -16,7 +16,7 @@ import type { DestinationError } from "../domain/Errors.js"
 import type { AccessKey } from "../domain/Event.js"
 import { type Target, type TenantsFile, targetKind, targetName } from "../domain/Tenant.js"
 import type { ConfigStore } from "../shared/ConfigStore.js"
-import { type Crypto, decipherKey } from "../shared/Crypto.js"
+import type { Crypto } from "../shared/Crypto.js"
 import type { DeadLetter, DeadLetterReason, DeadLetters } from "../shared/DeadLetter.js"
 import * as Metrics from "../shared/Metrics.js"
 import type { Destinations } from "./Destinations.js"
@@ -81,11 +81,7 @@ export const tenantKeys = (ctx: RouterContext, tenants: TenantsFile): Effect.Eff
         continue
       }
       const key = yield* Effect.either(ctx.crypto.key(tenant.EncryptionKey))
-      const bytes = Either.isLeft(key) ? undefined : key.right.bytes
-      entries.set(
-        accessKey,
-        Either.isLeft(key) ? "the tenant's EncryptionKey is unusable" : bytes === undefined ? null : decipherKey(bytes),
-      )
+      entries.set(accessKey, Either.isLeft(key) ? "the tenant's EncryptionKey is unusable" : (key.right.bytes ?? null))
     }
     ctx.state.keys = { tenants, entries }
     if (ctx.isolation !== undefined) prune(ctx.isolation.state, (k) => entries.has(k))

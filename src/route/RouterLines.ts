@@ -19,7 +19,6 @@ import {
   WireEventStruct,
   type WireTimestamp,
 } from "../domain/Event.js"
-import type { KeyObject } from "node:crypto"
 import { type Key, openHex } from "../shared/Crypto.js"
 import type { DeadLetterReason } from "../shared/DeadLetter.js"
 import { EventCodec } from "../wire/Protobuf.js"
@@ -144,13 +143,10 @@ export const formatLine = (event: RoutedEvent, message: unknown): string =>
       })
 
 /** Pure: the message of an event as its line carries it, or why it is refused (undecryptable). */
-export const openMessage = (key: Key, message: string): Either.Either<unknown, string> => openWith(key.bytes, message)
-
-/** `openMessage` with the key's bytes or KeyObject (undefined: the message is plain). */
-const openWith = (key: Uint8Array | KeyObject | undefined, message: string): Either.Either<unknown, string> => {
+export const openMessage = (key: Key, message: string): Either.Either<unknown, string> => {
   let plain: string
   try {
-    plain = key === undefined ? message : openHex(key, message).toString("utf8")
+    plain = key.bytes === undefined ? message : openHex(key.bytes, message).toString("utf8")
   } catch (e) {
     return Either.left(`message rejected: ${e instanceof CryptoError ? e.reason : "auth_failed"}`)
   }
@@ -165,11 +161,10 @@ const openWith = (key: Uint8Array | KeyObject | undefined, message: string): Eit
 // A run of records
 
 /**
- * What a tenant's events need: its key (decrypting; the router parses it once per tenants file into a
- * KeyObject, `decipherKey`), `null` when it has no key (messages are plain) or when not decrypting,
- * or why its key is unusable.
+ * What a tenant's events need: its key bytes (decrypting), `null` when it has no key (messages
+ * are plain) or when not decrypting, or why its key is unusable.
  */
-export type KeyEntry = KeyObject | Uint8Array | null | string
+export type KeyEntry = Uint8Array | null | string
 
 /** Dead-letter reasons as codes (0: not a dead letter). */
 export const reasonCodes: ReadonlyArray<DeadLetterReason | ""> = ["", "undecodable", "unknown_tenant", "undecryptable"]
@@ -216,7 +211,7 @@ const prepareOne = (
       lastDetail = key
       return 3
     }
-    const opened = openWith(key ?? undefined, event.message)
+    const opened = openMessage({ bytes: key ?? undefined }, event.message)
     if (Either.isLeft(opened)) {
       lastDetail = opened.left
       return 3

@@ -3,7 +3,7 @@
  * `gcm.Seal(nonce, nonce, plaintext, nil)`: `Event.message` is lowercase hex of
  * nonce(12) ‖ ciphertext ‖ tag(16); the key is the tenant's EncryptionKey bytes (16/24/32).
  */
-import { createCipheriv, createDecipheriv, createSecretKey, type KeyObject, randomBytes } from "node:crypto"
+import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto"
 import { Effect, Redacted } from "effect"
 import { CryptoError } from "../domain/Errors.js"
 import { encryptionKeyBytes } from "../domain/Tenant.js"
@@ -16,23 +16,7 @@ export interface Key {
   readonly bytes: Uint8Array | undefined
 }
 
-type Gcm = "aes-128-gcm" | "aes-192-gcm" | "aes-256-gcm"
-const algorithm = (bytes: Uint8Array) => `aes-${bytes.length * 8}-gcm` as Gcm
-const algorithmOf = (key: Uint8Array | KeyObject): Gcm =>
-  key instanceof Uint8Array ? algorithm(key) : (`aes-${(key.symmetricKeySize ?? 0) * 8}-gcm` as Gcm)
-
-/**
- * A key's bytes as a KeyObject, for a key that opens many messages (the router's, per tenant): `openHex` with it
- * skips preparing the raw bytes for every decipher (about 0.8 µs of 5 a message).
- */
-export const decipherKey = (bytes: Uint8Array): KeyObject => createSecretKey(bytes)
-
-/**
- * The hex of messages up to this many bytes is decoded into one reused buffer (the deciphers read it synchronously
- * and copy nothing out of it but their output); longer ones get their own. Bounded: 64 KiB, once per process.
- */
-const SCRATCH = 64 * 1024
-let scratch: Buffer | undefined
+const algorithm = (bytes: Uint8Array) => `aes-${bytes.length * 8}-gcm` as "aes-128-gcm" | "aes-192-gcm" | "aes-256-gcm"
 
 /**
  * Pure synchronous core, exported for benchmarks and hot loops that already run inside an Effect. `nonce`: 12 fresh
@@ -51,16 +35,12 @@ export const sealHex = (key: Uint8Array, plaintext: Uint8Array, nonce: Uint8Arra
  * bytes are half the length): no separate pass over the string. GCM's `final()` returns no bytes (it checks the
  * tag), so the plaintext is `update`'s buffer, not a concatenation.
  */
-export const openHex = (key: Uint8Array | KeyObject, hex: string): Buffer => {
-  let blob: Buffer
-  if (hex.length <= 2 * SCRATCH) {
-    scratch ??= Buffer.allocUnsafe(SCRATCH)
-    blob = scratch.subarray(0, scratch.write(hex, "hex"))
-  } else blob = Buffer.from(hex, "hex")
+export const openHex = (key: Uint8Array, hex: string): Buffer => {
+  const blob = Buffer.from(hex, "hex")
   if (blob.length * 2 !== hex.length) throw new CryptoError({ reason: "not_hex" })
   if (blob.length < NONCE + TAG) throw new CryptoError({ reason: "too_short" })
   try {
-    const decipher = createDecipheriv(algorithmOf(key), key, blob.subarray(0, NONCE))
+    const decipher = createDecipheriv(algorithm(key), key, blob.subarray(0, NONCE))
     decipher.setAuthTag(blob.subarray(blob.length - TAG))
     const plain = decipher.update(blob.subarray(NONCE, blob.length - TAG))
     const rest = decipher.final()
