@@ -194,7 +194,8 @@ const checkedOf = (u: typeof WireEventStruct.Type): Either.Either<CheckedEvent, 
  * `WireEventSender` once for a run of events that repeat them (the same strings passed before), each event's own
  * fields with `WireEventOwn`; together the two are `WireEventStruct`. Returns `u`, typed, when it passes; undefined
  * otherwise (decode it for the error). Same answers as `Schema.is(WireEventStruct)` for values whose properties read
- * the same every time (plain objects, as the protobuf decoders give). Used by the ingester and the router.
+ * the same every time (plain objects, as the protobuf decoders give). Used by the ingester (the router checks with
+ * `makeWireCheck` in src/route/RouterLines.ts, the same rules through `predicateOf`).
  */
 export const makeWireStructCheck = (): ((u: unknown) => typeof WireEventStruct.Type | undefined) => {
   let sender: typeof WireEventSender.Type | undefined
