@@ -16,6 +16,7 @@ import {
 } from "../../domain/Event.js"
 import { Crypto, type Key, sealHex } from "../../shared/Crypto.js"
 import * as Metrics from "../../shared/Metrics.js"
+import { encodeEventBatch } from "../../wire/EventBatchEncoding.js"
 import * as M from "../AgentMetrics.js"
 import type { BufferedRow } from "../buffer/BufferStore.js"
 import { type BufferError, DiskBuffer, type DiskBufferShape } from "../buffer/DiskBuffer.js"
@@ -94,25 +95,38 @@ export const exchange = (ctx: SenderContext, client: Client, token: string) =>
   exchangeConfig(client, ctx.options.accessKey, token).pipe(Effect.flatMap((cfg) => applyConfig(ctx, cfg)))
 
 /**
- * The wire Events of a batch under the current settings, in one synchronous pass: each record is encrypted with its
+ * The `message` of each row under the current settings, in one synchronous pass: each record is encrypted with its
  * own 12-byte nonce, all taken from one `randomBytes` call for the batch (one syscall per batch, not per event).
  */
+const messagesOf = (settings: TenantSettings, rows: ReadonlyArray<BufferedRow>): Array<string> => {
+  const key = settings.key.bytes
+  const messages: Array<string> = new Array(rows.length)
+  if (key === undefined) {
+    for (let i = 0; i < rows.length; i++) messages[i] = rows[i]!.record
+    return messages
+  }
+  const nonces = randomBytes(NONCE_BYTES * rows.length)
+  for (let i = 0; i < rows.length; i++)
+    messages[i] = sealHex(
+      key,
+      Buffer.from(rows[i]!.record, "utf8"),
+      nonces.subarray(i * NONCE_BYTES, (i + 1) * NONCE_BYTES),
+    )
+  return messages
+}
+
+/** The wire Events of a batch under the current settings (the SendEvent fallback writes them one by one). */
 export const toWireBatch = (settings: TenantSettings, agentId: string, rows: ReadonlyArray<BufferedRow>) =>
   Effect.sync(() => {
-    const key = settings.key.bytes
-    const nonces = key === undefined ? undefined : randomBytes(NONCE_BYTES * rows.length)
+    const messages = messagesOf(settings, rows)
     const events: Array<WireEvent> = new Array(rows.length)
     for (let i = 0; i < rows.length; i++) {
       const row = rows[i]!
-      const message =
-        nonces === undefined || key === undefined
-          ? row.record
-          : sealHex(key, Buffer.from(row.record, "utf8"), nonces.subarray(i * NONCE_BYTES, (i + 1) * NONCE_BYTES))
       events[i] = toWireEvent({
         timestamp: EpochNanos.make(BigInt(row.ts)),
         agentId,
         tag: row.tag,
-        message,
+        message: messages[i]!,
         userId: settings.userId,
         accessKey: settings.accessKey,
         // The agent's own UUID, stored by the inputs (BufferStore): within the EventId limit.
@@ -121,6 +135,25 @@ export const toWireBatch = (settings: TenantSettings, agentId: string, rows: Rea
     }
     return events
   })
+
+/**
+ * A batch for `SendEventBatches`, encoded: the same bytes as `toWireBatch`'s events in an `api.EventBatch`, written
+ * straight from the rows into one Buffer (EventBatchEncoding.ts).
+ */
+export const encodeBatch = (
+  settings: TenantSettings,
+  agentId: string,
+  batchId: string,
+  rows: ReadonlyArray<BufferedRow>,
+) =>
+  Effect.sync(() =>
+    encodeEventBatch(
+      batchId,
+      { agentId, userId: settings.userId, accessKey: settings.accessKey },
+      rows,
+      messagesOf(settings, rows),
+    ),
+  )
 
 const NONCE_BYTES = 12
 
