@@ -198,8 +198,9 @@ export interface Batch {
 
 /**
  * A partial batch waits for its linger to end, or for the buffer to hold enough for a full one, or for the drain.
- * Appends wake it, but it reads the rows again only then (from counters, not from SQLite): an input that appends
- * every few milliseconds would otherwise have the same rows read once per append.
+ * Appends wake it, but it looks at the buffer again only then (from counters, not from SQLite): an input that
+ * appends every few milliseconds would otherwise have the same rows read once per append. planNext then reads only
+ * the rows after those it holds.
  */
 const awaitFill = (
   ctx: SenderContext,
@@ -218,16 +219,26 @@ const awaitFill = (
 }
 
 /**
+ * The rows already read after `afterId` while a batch fills: only rows after them are read again. Rows after the
+ * cursor leave the buffer only through this module (oversized ones, which empties it), so what was read stays true.
+ */
+interface Held {
+  rows: ReadonlyArray<BufferedRow>
+}
+
+/**
  * One look at the buffer after `afterId`: a batch when one is ready, else none after waiting for a change
  * (or the linger). Rows that can never fit in a message are moved to the rejected folder first.
  */
-const planNext = (ctx: SenderContext, afterId: number) =>
+const planNext = (ctx: SenderContext, afterId: number, held: Held) =>
   Effect.gen(function* () {
     const { buffer, options } = ctx
     const since = yield* buffer.changed.current
-    const available = yield* buffer
-      .peek(afterId, options.batch.maxEvents + 1, Number.POSITIVE_INFINITY)
+    const from = held.rows.length === 0 ? afterId : held.rows[held.rows.length - 1]!.id
+    const more = yield* buffer
+      .peek(from, options.batch.maxEvents + 1 - held.rows.length, Number.POSITIVE_INFINITY)
       .pipe(Effect.mapError(bufferFailure))
+    const available = held.rows.length === 0 ? more : held.rows.concat(more)
     const plan = planBatch(available, options.batch, Date.now(), yield* Ref.get(ctx.draining))
     if (plan.rows.length === 0) {
       // woken early by new events or by the drain at shutdown
@@ -235,9 +246,11 @@ const planNext = (ctx: SenderContext, afterId: number) =>
       return Option.none<Batch>()
     }
     if (!plan.ready) {
+      held.rows = available
       yield* awaitFill(ctx, afterId, since, Date.now() + plan.waitMs)
       return Option.none<Batch>()
     }
+    held.rows = []
     const settings = yield* Ref.get(ctx.settings)
     if (settings === undefined) return yield* new SendError({ kind: "unavailable", detail: "no config exchanged" })
     const limit = options.maxMessageBytes - ENVELOPE_BYTES
@@ -257,9 +270,12 @@ const planNext = (ctx: SenderContext, afterId: number) =>
     return Option.none<Batch>()
   })
 
-/** Waits for the next batch after `afterId` (see planNext). */
+/** Waits for the next batch after `afterId` (see planNext); each row is read from the buffer once. */
 export const nextBatch = (ctx: SenderContext, afterId: number): Effect.Effect<Batch, SendError> =>
-  planNext(ctx, afterId).pipe(
-    Effect.repeat({ until: Option.isSome }),
-    Effect.map((o) => (o as Option.Some<Batch>).value),
-  )
+  Effect.suspend(() => {
+    const held: Held = { rows: [] }
+    return planNext(ctx, afterId, held).pipe(
+      Effect.repeat({ until: Option.isSome }),
+      Effect.map((o) => (o as Option.Some<Batch>).value),
+    )
+  })
