@@ -472,6 +472,9 @@ async function benchLatency(brokers, token) {
   const fd = fs.openSync(input, "a")
   const pids = { agent: agent.pid, ingester: ing.child.pid, router: router.pid }
   let cpuStart
+  // CPU from the first line written to the last routed: all the work for every line, also when a run falls behind
+  // (the cores above then miss what was done after the writing ended).
+  const cpuFirst = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuSeconds(pid)]))
   const start = now()
   let written = 0
   let measuredFrom = start
@@ -501,6 +504,12 @@ async function benchLatency(brokers, token) {
     readNew()
     await sleep(2)
   }
+  const cpuPer100k = Object.fromEntries(
+    Object.entries(pids).map(([k, pid]) => [
+      `${k}CpuSecondsPer100k`,
+      per100k(cpuSeconds(pid) - cpuFirst[k], latencies.length + warmup.length),
+    ]),
+  )
   if (process.env.BENCH_LATENCY_TRACE) fs.writeFileSync(process.env.BENCH_LATENCY_TRACE, JSON.stringify(trace))
   latencies.sort((a, b) => a - b)
   warmup.sort((a, b) => a - b)
@@ -524,6 +533,7 @@ async function benchLatency(brokers, token) {
     warmupMaxMs: warmup.at(-1),
     ...mems,
     ...cores,
+    ...cpuPer100k,
   }
   log(`  p50 ${r.p50Ms?.toFixed(1)} ms, p99 ${r.p99Ms?.toFixed(1)} ms (${latencies.length}/${total})`)
   return r
@@ -697,6 +707,7 @@ async function main() {
       `| the same, first ${l.warmupSeconds} s after start (not above), p99 / max (ms) | ${fmt(l.warmupP99Ms, 1)} / ${fmt(l.warmupMaxMs, 1)} | | ${l.warmupReceived}/${l.rate * l.warmupSeconds} lines |`,
       `| peak RSS in the latency run, ingester / router / agent (MiB) | ${fmt(l.ingesterPeakMiB)} / ${fmt(l.routerPeakMiB)} / ${fmt(l.agentPeakMiB)} | | |`,
       `| cores used in the latency run, ingester / router / agent | ${fmt(l.ingesterCores, 2)} / ${fmt(l.routerCores, 2)} / ${fmt(l.agentCores, 2)} | | |`,
+      `| CPU-seconds per 100k lines in the latency run (first line written to last routed), ingester / router / agent | ${fmt(l.ingesterCpuSecondsPer100k, 2)} / ${fmt(l.routerCpuSecondsPer100k, 2)} / ${fmt(l.agentCpuSecondsPer100k, 2)} | | |`,
     )
   if (o)
     rows.push(

@@ -13,6 +13,7 @@ import {
   EventCodec,
 } from "./Protobuf.js"
 
+export * from "./EventBatchEncoding.js"
 export * from "./Protobuf.js"
 
 const method = <Req extends object, Res extends object>(
@@ -26,7 +27,8 @@ const method = <Req extends object, Res extends object>(
   requestStream,
   responseStream,
   originalName: name,
-  requestSerialize: (value: unknown) => Buffer.from(req.encode(value as Req)),
+  // A Buffer is an encoded request already (the agent's batches, EventBatchEncoding.ts): sent as it is.
+  requestSerialize: (value: unknown) => (Buffer.isBuffer(value) ? value : Buffer.from(req.encode(value as Req))),
   requestDeserialize: (bytes: Buffer) => req.decode(bytes),
   responseSerialize: (value: Res) => Buffer.from(res.encode(value)),
   responseDeserialize: (bytes: Buffer) => res.decode(bytes) as Res,

@@ -237,6 +237,42 @@ describe("sender: what can never be sent, and a failed delete", () => {
   )
 })
 
+describe("sender: a batch that fills during its linger", () => {
+  it.live(
+    "each row is read from the buffer once, however many looks the batch took",
+    () => {
+      let peeked = 0
+      const open = (d: string, m: SyncMode) => {
+        const store = new BufferStore(d, m)
+        const peek = store.peek.bind(store)
+        store.peek = (afterId, maxEvents, maxBytes) => {
+          const rows = peek(afterId, maxEvents, maxBytes)
+          peeked += rows.length
+          return rows
+        }
+        return store
+      }
+      const sender = { batch: { maxEvents: 100, maxBytes: 1024 * 1024, lingerMs: 1000 } }
+      return withSender({ open, sender }, ({ ingester }) =>
+        Effect.gen(function* () {
+          const rs = records("l", 0, 100)
+          yield* append(rs.slice(0, 10))
+          yield* waitFor(ingester, () => peeked >= 10, "the first rows read") // the batch now lingers
+          yield* append(rs.slice(10))
+          yield* bufferEmpty(ingester)
+          expectOnce(
+            ingester,
+            rs.map((r) => r.eventId),
+          )
+          assert.strictEqual(ingester.batchesSeen, 1)
+          assert.strictEqual(peeked, 100)
+        }),
+      )
+    },
+    30_000,
+  )
+})
+
 describe("sender: the rejected folder exists only when needed", () => {
   it.live("nothing rejected, no folder", () =>
     withSender({}, ({ ingester, dir }) =>

@@ -12,7 +12,7 @@
  * (one fsync per input batch, not per event). `NORMAL` in WAL mode survives a process crash (the
  * WAL is in the OS cache) but can lose the last commits on power loss; for tail inputs that would be
  * harmless (the checkpoint rolls back with the events) but for stdin and metrics it would lose data,
- * so FULL is the default. `synchronous` can be lowered with SPILLWAY_BUFFER_SYNC=NORMAL.
+ * so FULL is what the agent uses. `NORMAL` is taken only from the constructor's caller (no setting selects it).
  *
  * This module is plain synchronous code (easy to test); `DiskBuffer` wraps it in an Effect service.
  */

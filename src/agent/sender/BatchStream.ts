@@ -9,12 +9,12 @@
 import type * as grpc from "@grpc/grpc-js"
 import { Duration, Effect, Ref, Schedule, Stream } from "effect"
 import * as Metrics from "../../shared/Metrics.js"
-import type { WireBatchAck, WireEventBatch } from "../../wire/Wire.js"
+import type { EncodedEventBatch, WireBatchAck, WireEventBatch } from "../../wire/Wire.js"
 import * as M from "../AgentMetrics.js"
 import type { BufferedRow } from "../buffer/BufferStore.js"
 import { isPermanentRejection } from "./Batching.js"
 import { type Client, classify, metadataFor, SendError } from "./Connection.js"
-import { type Batch, bufferFailure, countSent, nextBatch, type SenderContext, toWireBatch } from "./Outbox.js"
+import { type Batch, bufferFailure, countSent, encodeBatch, nextBatch, type SenderContext } from "./Outbox.js"
 import { rejectRows } from "./Rejected.js"
 
 interface InflightBatch {
@@ -36,10 +36,10 @@ interface StreamState {
   everAcked: boolean
 }
 
-type BatchCall = grpc.ClientDuplexStream<WireEventBatch, WireBatchAck>
+type BatchCall = grpc.ClientDuplexStream<WireEventBatch | EncodedEventBatch, WireBatchAck>
 
 /** Writes one message, waiting for `drain` when grpc-js's buffer is full. */
-const write = (call: BatchCall, batch: WireEventBatch) =>
+const write = (call: BatchCall, batch: EncodedEventBatch) =>
   Effect.async<void>((resume) => {
     if (call.write(batch)) return resume(Effect.void)
     const onDrain = () => resume(Effect.void)
@@ -49,14 +49,14 @@ const write = (call: BatchCall, batch: WireEventBatch) =>
 
 const sendBatch = (ctx: SenderContext, call: BatchCall, state: StreamState, batch: Batch) =>
   Effect.gen(function* () {
-    const events = yield* toWireBatch(batch.settings, ctx.options.agentId, batch.rows)
     const id = `${state.sid}-${++state.seq}`
+    const bytes = yield* encodeBatch(batch.settings, ctx.options.agentId, id, batch.rows)
     const first = batch.rows[0]!.id
     const last = batch.rows[batch.rows.length - 1]!.id
     state.inflight.set(id, { id, first, last, rows: batch.rows, sentAt: Date.now() })
     state.cursor = last
     yield* Metrics.set(M.inflightBatches, state.inflight.size)
-    yield* write(call, { batch_id: id, events })
+    yield* write(call, bytes)
     yield* countSent(ctx, batch.rows)
   })
 

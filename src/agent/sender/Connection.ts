@@ -10,6 +10,7 @@ import { Data, type Duration, Effect, ParseResult, Redacted, Ref, Schema } from 
 import { AgentConfig } from "../../domain/AgentConfig.js"
 import type { WireEvent } from "../../domain/Event.js"
 import {
+  type EncodedEventBatch,
   EventServiceClient,
   type WireBatchAck,
   type WireConfig,
@@ -66,7 +67,7 @@ export interface ClientMethods {
     options: grpc.CallOptions,
     cb: (err: grpc.ServiceError | null, res?: WireConfig) => void,
   ): grpc.ClientUnaryCall
-  SendEventBatches(md: grpc.Metadata): grpc.ClientDuplexStream<WireEventBatch, WireBatchAck>
+  SendEventBatches(md: grpc.Metadata): grpc.ClientDuplexStream<WireEventBatch | EncodedEventBatch, WireBatchAck>
   SendEvent(
     md: grpc.Metadata,
     options: grpc.CallOptions,

@@ -16,6 +16,7 @@ import {
 } from "../../domain/Event.js"
 import { Crypto, type Key, sealHex } from "../../shared/Crypto.js"
 import * as Metrics from "../../shared/Metrics.js"
+import { encodeEventBatch } from "../../wire/EventBatchEncoding.js"
 import * as M from "../AgentMetrics.js"
 import type { BufferedRow } from "../buffer/BufferStore.js"
 import { type BufferError, DiskBuffer, type DiskBufferShape } from "../buffer/DiskBuffer.js"
@@ -94,25 +95,38 @@ export const exchange = (ctx: SenderContext, client: Client, token: string) =>
   exchangeConfig(client, ctx.options.accessKey, token).pipe(Effect.flatMap((cfg) => applyConfig(ctx, cfg)))
 
 /**
- * The wire Events of a batch under the current settings, in one synchronous pass: each record is encrypted with its
+ * The `message` of each row under the current settings, in one synchronous pass: each record is encrypted with its
  * own 12-byte nonce, all taken from one `randomBytes` call for the batch (one syscall per batch, not per event).
  */
+const messagesOf = (settings: TenantSettings, rows: ReadonlyArray<BufferedRow>): Array<string> => {
+  const key = settings.key.bytes
+  const messages: Array<string> = new Array(rows.length)
+  if (key === undefined) {
+    for (let i = 0; i < rows.length; i++) messages[i] = rows[i]!.record
+    return messages
+  }
+  const nonces = randomBytes(NONCE_BYTES * rows.length)
+  for (let i = 0; i < rows.length; i++)
+    messages[i] = sealHex(
+      key,
+      Buffer.from(rows[i]!.record, "utf8"),
+      nonces.subarray(i * NONCE_BYTES, (i + 1) * NONCE_BYTES),
+    )
+  return messages
+}
+
+/** The wire Events of a batch under the current settings (the SendEvent fallback writes them one by one). */
 export const toWireBatch = (settings: TenantSettings, agentId: string, rows: ReadonlyArray<BufferedRow>) =>
   Effect.sync(() => {
-    const key = settings.key.bytes
-    const nonces = key === undefined ? undefined : randomBytes(NONCE_BYTES * rows.length)
+    const messages = messagesOf(settings, rows)
     const events: Array<WireEvent> = new Array(rows.length)
     for (let i = 0; i < rows.length; i++) {
       const row = rows[i]!
-      const message =
-        nonces === undefined || key === undefined
-          ? row.record
-          : sealHex(key, Buffer.from(row.record, "utf8"), nonces.subarray(i * NONCE_BYTES, (i + 1) * NONCE_BYTES))
       events[i] = toWireEvent({
         timestamp: EpochNanos.make(BigInt(row.ts)),
         agentId,
         tag: row.tag,
-        message,
+        message: messages[i]!,
         userId: settings.userId,
         accessKey: settings.accessKey,
         // The agent's own UUID, stored by the inputs (BufferStore): within the EventId limit.
@@ -121,6 +135,25 @@ export const toWireBatch = (settings: TenantSettings, agentId: string, rows: Rea
     }
     return events
   })
+
+/**
+ * A batch for `SendEventBatches`, encoded: the same bytes as `toWireBatch`'s events in an `api.EventBatch`, written
+ * straight from the rows into one Buffer (EventBatchEncoding.ts).
+ */
+export const encodeBatch = (
+  settings: TenantSettings,
+  agentId: string,
+  batchId: string,
+  rows: ReadonlyArray<BufferedRow>,
+) =>
+  Effect.sync(() =>
+    encodeEventBatch(
+      batchId,
+      { agentId, userId: settings.userId, accessKey: settings.accessKey },
+      rows,
+      messagesOf(settings, rows),
+    ),
+  )
 
 const NONCE_BYTES = 12
 
@@ -165,8 +198,9 @@ export interface Batch {
 
 /**
  * A partial batch waits for its linger to end, or for the buffer to hold enough for a full one, or for the drain.
- * Appends wake it, but it reads the rows again only then (from counters, not from SQLite): an input that appends
- * every few milliseconds would otherwise have the same rows read once per append.
+ * Appends wake it, but it looks at the buffer again only then (from counters, not from SQLite): an input that
+ * appends every few milliseconds would otherwise have the same rows read once per append. planNext then reads only
+ * the rows after those it holds.
  */
 const awaitFill = (
   ctx: SenderContext,
@@ -185,16 +219,26 @@ const awaitFill = (
 }
 
 /**
+ * The rows already read after `afterId` while a batch fills: only rows after them are read again. Rows after the
+ * cursor leave the buffer only through this module (oversized ones, which empties it), so what was read stays true.
+ */
+interface Held {
+  rows: ReadonlyArray<BufferedRow>
+}
+
+/**
  * One look at the buffer after `afterId`: a batch when one is ready, else none after waiting for a change
  * (or the linger). Rows that can never fit in a message are moved to the rejected folder first.
  */
-const planNext = (ctx: SenderContext, afterId: number) =>
+const planNext = (ctx: SenderContext, afterId: number, held: Held) =>
   Effect.gen(function* () {
     const { buffer, options } = ctx
     const since = yield* buffer.changed.current
-    const available = yield* buffer
-      .peek(afterId, options.batch.maxEvents + 1, Number.POSITIVE_INFINITY)
+    const from = held.rows.length === 0 ? afterId : held.rows[held.rows.length - 1]!.id
+    const more = yield* buffer
+      .peek(from, options.batch.maxEvents + 1 - held.rows.length, Number.POSITIVE_INFINITY)
       .pipe(Effect.mapError(bufferFailure))
+    const available = held.rows.length === 0 ? more : held.rows.concat(more)
     const plan = planBatch(available, options.batch, Date.now(), yield* Ref.get(ctx.draining))
     if (plan.rows.length === 0) {
       // woken early by new events or by the drain at shutdown
@@ -202,9 +246,11 @@ const planNext = (ctx: SenderContext, afterId: number) =>
       return Option.none<Batch>()
     }
     if (!plan.ready) {
+      held.rows = available
       yield* awaitFill(ctx, afterId, since, Date.now() + plan.waitMs)
       return Option.none<Batch>()
     }
+    held.rows = []
     const settings = yield* Ref.get(ctx.settings)
     if (settings === undefined) return yield* new SendError({ kind: "unavailable", detail: "no config exchanged" })
     const limit = options.maxMessageBytes - ENVELOPE_BYTES
@@ -224,9 +270,12 @@ const planNext = (ctx: SenderContext, afterId: number) =>
     return Option.none<Batch>()
   })
 
-/** Waits for the next batch after `afterId` (see planNext). */
+/** Waits for the next batch after `afterId` (see planNext); each row is read from the buffer once. */
 export const nextBatch = (ctx: SenderContext, afterId: number): Effect.Effect<Batch, SendError> =>
-  planNext(ctx, afterId).pipe(
-    Effect.repeat({ until: Option.isSome }),
-    Effect.map((o) => (o as Option.Some<Batch>).value),
-  )
+  Effect.suspend(() => {
+    const held: Held = { rows: [] }
+    return planNext(ctx, afterId, held).pipe(
+      Effect.repeat({ until: Option.isSome }),
+      Effect.map((o) => (o as Option.Some<Batch>).value),
+    )
+  })
