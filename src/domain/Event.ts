@@ -194,13 +194,17 @@ const checkedOf = (u: typeof WireEventStruct.Type): Either.Either<CheckedEvent, 
  * `WireEventSender` once for a run of events that repeat them (the same strings passed before), each event's own
  * fields with `WireEventOwn`; together the two are `WireEventStruct`. Returns `u`, typed, when it passes; undefined
  * otherwise (decode it for the error). Same answers as `Schema.is(WireEventStruct)` for values whose properties read
- * the same every time (plain objects, as the protobuf decoders give). Used by the ingester (the router checks with
- * `makeWireCheck` in src/route/RouterLines.ts, the same rules through `predicateOf`).
+ * the same every time (plain objects, as the protobuf decoders give). `isOwn` and `isSender` default to `Schema.is` of
+ * the two; the router passes the same rules compiled by `predicateOf` (src/shared/SchemaPredicate.ts, `makeWireCheck`
+ * in src/route/RouterLines.ts).
  */
-export const makeWireStructCheck = (): ((u: unknown) => typeof WireEventStruct.Type | undefined) => {
+export const makeWireStructCheck = (
+  isOwn: (u: unknown) => boolean = isWireEventOwn,
+  isSender: (u: unknown) => boolean = isWireEventSender,
+): ((u: unknown) => typeof WireEventStruct.Type | undefined) => {
   let sender: typeof WireEventSender.Type | undefined
   return (u) => {
-    if (!isWireEventOwn(u)) return undefined
+    if (!isOwn(u)) return undefined
     const w = u as unknown as typeof WireEventStruct.Type
     const known =
       sender !== undefined &&
@@ -209,7 +213,7 @@ export const makeWireStructCheck = (): ((u: unknown) => typeof WireEventStruct.T
       w.agent_id === sender.agent_id &&
       w.tag === sender.tag
     if (known) return w
-    if (!isWireEventSender(u)) return undefined
+    if (!isSender(u)) return undefined
     sender = { agent_id: w.agent_id, tag: w.tag, UserID: w.UserID, AccessKey: w.AccessKey }
     return w
   }

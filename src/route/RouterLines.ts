@@ -12,6 +12,7 @@ import {
   EpochNanos,
   type EventFields,
   formatRfc3339Nano,
+  makeWireStructCheck,
   nowNanos,
   repairTimestamp,
   type UserID,
@@ -37,31 +38,20 @@ type WireEventChecked = typeof WireEventStruct.Type
 
 const isWireOwn = predicateOf(WireEventOwn)
 const isWireSender = predicateOf(WireEventSender)
-type WireSender = typeof WireEventSender.Type
 
 /**
  * `decodeWire` for the records of one batch, cheaper: the sender fields (`WireEventSender`) are checked once per run
  * of records that repeat them and each record's own fields (`WireEventOwn`) every time, so every field rule still
- * holds for every record (what `makeWireStructCheck` in src/domain/Event.ts does for the ingester). Both checks are
+ * holds for every record: `makeWireStructCheck` (src/domain/Event.ts), as the ingester uses it, with both checks
  * `predicateOf` (src/shared/SchemaPredicate.ts): `Schema.is`'s answers from the schemas' own filters, without the
  * parser's objects per record. Only a value refused there goes through `decodeWire`, for its error. The checks only
  * read the named fields of the plain object the decoders give, so passing means the decode would give those values.
  */
 export const makeWireCheck = (): ((u: unknown) => Either.Either<WireEventChecked, ParseError>) => {
-  let sender: WireSender | undefined
+  const check = makeWireStructCheck(isWireOwn, isWireSender)
   return (u) => {
-    if (!isWireOwn(u)) return decodeWire(u)
-    const w = u as unknown as WireEventChecked
-    const known =
-      sender !== undefined &&
-      w.AccessKey === sender.AccessKey &&
-      w.UserID === sender.UserID &&
-      w.agent_id === sender.agent_id &&
-      w.tag === sender.tag
-    if (known) return Either.right(w)
-    if (!isWireSender(u)) return decodeWire(u)
-    sender = { agent_id: w.agent_id, tag: w.tag, UserID: w.UserID, AccessKey: w.AccessKey }
-    return Either.right(w)
+    const w = check(u)
+    return w === undefined ? decodeWire(u) : Either.right(w)
   }
 }
 
