@@ -1,12 +1,11 @@
 /**
  * Who calls, and for how long they may: the access key's way from the `authorization` metadata through Auth to the
- * tenant (`authenticate`), what ends an open stream (`streamGuard`: the token's expiry plus the clock skew, the
- * tenant leaving the tenants file or its entry changing), and the caps on open streams (`StreamSlots`).
+ * tenant (`authenticate`) and the caps on open streams (`StreamSlots`); what ends an open stream is
+ * `StreamGuards.ts`.
  */
 import type * as grpc from "@grpc/grpc-js"
-import { Clock, Effect, Option, Redacted, type Scope, Stream } from "effect"
-import { AuthError, Overloaded, SinkUnavailable, TenantNotFound } from "../domain/Errors.js"
-import type { Tenant } from "../domain/Tenant.js"
+import { Effect, type Scope } from "effect"
+import { type AuthError, Overloaded, type TenantNotFound } from "../domain/Errors.js"
 import type { ConfigStore } from "../shared/ConfigStore.js"
 import { inc, set } from "../shared/Metrics.js"
 import type { Auth } from "./Auth.js"
@@ -39,45 +38,6 @@ export const authenticate = (
     ),
     Effect.tapErrorTag("TenantNotFound", () => inc(M.authFailures, 1, { reason: "unknown_tenant" })),
   )
-
-const sameTenant = (a: Tenant | undefined, b: Tenant) =>
-  a !== undefined &&
-  a.AccessKey === b.AccessKey &&
-  a.UserID === b.UserID &&
-  Redacted.value(a.EncryptionKey) === Redacted.value(b.EncryptionKey)
-
-/**
- * Fails when the caller may no longer send: at the token's `exp` plus the clock skew (AuthError expired), when the
- * tenant is no longer in the tenants file (TenantNotFound) or its entry changed (SinkUnavailable: reconnect, fetch
- * the new config). Never succeeds.
- */
-export const streamGuard = (
-  caller: Caller,
-  configStore: ConfigStore["Type"],
-  clockSkewSeconds: number,
-): Effect.Effect<never, AuthError | TenantNotFound | SinkUnavailable> => {
-  const expiry = Effect.gen(function* () {
-    const now = yield* Clock.currentTimeMillis
-    const until = (caller.claims.exp + clockSkewSeconds) * 1000
-    yield* Effect.sleep(Math.max(0, until - now))
-    return yield* new AuthError({ reason: "expired" })
-  })
-  const key = caller.claims.sub
-  const tenantChange = configStore.changes.pipe(
-    Stream.map((file) => (Object.hasOwn(file, key) ? file[key] : undefined)),
-    Stream.filter((t) => !sameTenant(t, caller.tenant)),
-    Stream.runHead,
-    Effect.flatMap(
-      (changed): Effect.Effect<never, TenantNotFound | SinkUnavailable> =>
-        Option.isNone(changed)
-          ? Effect.never
-          : changed.value === undefined
-            ? Effect.fail(new TenantNotFound({ accessKey: key }))
-            : Effect.fail(new SinkUnavailable({ detail: "the tenant's configuration changed; reconnect" })),
-    ),
-  )
-  return Effect.raceFirst(expiry, tenantChange)
-}
 
 export interface StreamLimits {
   /** Event streams open at once in the process. */

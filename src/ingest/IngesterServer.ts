@@ -45,6 +45,7 @@ import { type Incoming, type Raw, ServerDefinition } from "./Messages.js"
 import { ack, exchangeConfig, type RpcDeps, reject } from "./RpcContext.js"
 import { sendEvent } from "./SendEvent.js"
 import { sendEventBatches } from "./SendEventBatches.js"
+import { makeStreamGuards } from "./StreamGuards.js"
 import { ReloadingCertificates, type TlsFiles } from "./TlsReload.js"
 
 export { toStatus } from "./GrpcStatus.js"
@@ -220,15 +221,18 @@ const make = (options: IngesterServerOptions) =>
       return yield* new IngesterStartError({
         detail: `the per-stream budget (${budget.options.streamBytes} bytes) must be at least the message size limit (${maxMessageBytes} bytes)`,
       })
+    const auth = yield* Auth
+    const configStore = yield* ConfigStore
     const deps: RpcDeps = {
-      auth: yield* Auth,
-      configStore: yield* ConfigStore,
+      auth,
+      configStore,
       sink: yield* KafkaSink,
       budget,
       slots: makeStreamSlots({
         maxStreams: options.maxStreams ?? 1024,
         maxStreamsPerTenant: options.maxStreamsPerTenant ?? 64,
       }),
+      guards: yield* makeStreamGuards(configStore, auth.clockSkewSeconds),
       draining: yield* Deferred.make<void>(),
       limits: {
         maxEventBytes: options.maxEventBytes ?? 1_000_000,

@@ -11,12 +11,13 @@ import { inc } from "../shared/Metrics.js"
 import type { WireConfig } from "../wire/Wire.js"
 import type { Auth } from "./Auth.js"
 import type { Budget, StreamBudget } from "./Budget.js"
-import { authenticate, type StreamSlots, streamGuard } from "./Callers.js"
+import { authenticate, type StreamSlots } from "./Callers.js"
 import type { RpcError } from "./GrpcStatus.js"
 import * as M from "./IngesterMetrics.js"
 import type { KafkaSink } from "./KafkaSink.js"
 import { type Incoming, malformed } from "./Messages.js"
 import type { Accepted, Caller } from "./Records.js"
+import type { StreamGuards } from "./StreamGuards.js"
 
 export interface RpcLimits {
   /** Larger events are dead-lettered. */
@@ -35,6 +36,8 @@ export interface RpcDeps {
   readonly sink: KafkaSink["Type"]
   readonly budget: Budget["Type"]
   readonly slots: StreamSlots
+  /** What ends open streams (one subscription to the tenants file for all of them). */
+  readonly guards: StreamGuards
   /** Completed when the server starts shutting down. */
   readonly draining: Deferred.Deferred<void>
   readonly limits: RpcLimits
@@ -53,7 +56,7 @@ export const openStream = (deps: RpcDeps, metadata: grpc.Metadata): Effect.Effec
     const caller = yield* authenticate(deps.auth, deps.configStore, metadata)
     yield* deps.slots.take(caller.claims.sub)
     const budget = yield* deps.budget.stream
-    return { caller, budget, guard: streamGuard(caller, deps.configStore, deps.auth.clockSkewSeconds) }
+    return { caller, budget, guard: deps.guards.guard(caller) }
   })
 
 export const crossTenant = (e: PermissionDenied) =>

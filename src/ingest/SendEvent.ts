@@ -2,19 +2,19 @@
  * SendEvent (the proof of concept's client stream): messages are read one at a time, each message's bytes are
  * taken from the stream's budget before the next message is read, the messages are gathered into Kafka sends
  * (`batchEvents` events or `batchBytes` bytes) whose events are checked together (Records.ts, one pass per send),
- * several sends may be in flight, and the answer is SUCCESS only once Kafka acknowledged every event of the stream.
- * A failed send ends the call with UNAVAILABLE at once; so does the stream guard (expired token, tenant removed or
- * changed) with its own status.
+ * several sends may be in flight (fibers of the call's, at most SENDS_IN_FLIGHT), and the answer is SUCCESS only once
+ * Kafka acknowledged every event of the stream. A failed send ends the call with UNAVAILABLE at once; so does the
+ * stream guard (expired token, tenant removed or changed; StreamGuards.ts) with its own status.
  *
  * The reading of one send's messages is plain code (`groupReader`): a message is taken (its bytes into the budget,
  * decoded, added to the send) synchronously, either at once when grpc-js has it buffered or in the stream's
  * "readable" listener when it arrives, so a send costs one effect (plus one per wait for the budget), not one or
- * more per message; the Stream only sees whole sends. A Stream element per message cost about 80 µs of CPU; an
+ * more per message; the loop of sends only sees whole sends. A Stream element per message cost about 80 µs of CPU; an
  * effect per message, even one wait each (grpc-js hands over each message a microtask after the previous one, so
  * nearly every message is a wait), cost about 20 µs more (docs/benchmarks.md, round 3).
  */
 import type * as grpc from "@grpc/grpc-js"
-import { Effect, Either, Option, Stream } from "effect"
+import { Deferred, Effect, Either, Fiber, Option } from "effect"
 import { InvalidEvent } from "../domain/Errors.js"
 import { makeWireEventChecker } from "../domain/Event.js"
 import type { EventFrame } from "../wire/EventFrames.js"
@@ -217,20 +217,30 @@ const publishGroup = (deps: RpcDeps, open: OpenStream, group: Group) =>
     Effect.ensuring(open.budget.release(group.bytes)),
   )
 
-/** The number of events of the stream, once Kafka has all of them; fails with the first failure. */
+/**
+ * The number of events of the stream, once Kafka has all of them; fails with the first failure: a failed send
+ * (at once, not when its turn to be awaited comes), the stream guard, or the reading. The sends are fibers of this
+ * one (at most SENDS_IN_FLIGHT at once), interrupted with it; a loop rather than a Stream of sends, whose
+ * machinery per stream cost more than the stream's own work (docs/benchmarks.md).
+ */
 export const sendEvent = (deps: RpcDeps, call: grpc.ServerReadableStream<Raw, WireEResponse>) =>
   Effect.gen(function* () {
     const open = yield* openStream(deps, call.metadata)
     readNothingAhead(call)
     const readGroup = groupReader(deps, open, call)
-    return yield* Stream.repeatEffectOption(
-      readGroup.pipe(
-        Effect.mapError(Option.some),
-        Effect.flatMap(Option.match({ onNone: () => Effect.fail(Option.none()), onSome: Effect.succeed })),
-      ),
-    ).pipe(
-      Stream.interruptWhen(open.guard),
-      Stream.mapEffect((group) => publishGroup(deps, open, group), { concurrency: SENDS_IN_FLIGHT }),
-      Stream.runSum,
-    )
+    const failed = yield* Deferred.make<never, RpcError>()
+    const pump = Effect.gen(function* () {
+      const inFlight: Array<Fiber.RuntimeFiber<number, RpcError>> = []
+      let total = 0
+      while (true) {
+        const group = yield* readGroup
+        if (Option.isNone(group)) break
+        if (inFlight.length >= SENDS_IN_FLIGHT) total += yield* Fiber.join(inFlight.shift()!)
+        const send = publishGroup(deps, open, group.value).pipe(Effect.tapError((e) => Deferred.fail(failed, e)))
+        inFlight.push(yield* Effect.fork(send))
+      }
+      for (const f of inFlight) total += yield* Fiber.join(f)
+      return total
+    })
+    return yield* Effect.raceFirst(pump, Effect.raceFirst(open.guard, Deferred.await(failed)))
   }).pipe(Effect.scoped)

@@ -16,7 +16,13 @@ import * as M from "../../src/ingest/IngesterMetrics.js"
 import { IngesterServer } from "../../src/ingest/IngesterServer.js"
 import { KafkaSink, MemorySink, type MemorySinkControl } from "../../src/ingest/KafkaSink.js"
 import { ConfigStore } from "../../src/shared/ConfigStore.js"
-import { EventBatchCodec, EventCodec, EventServiceDefinition, type WireBatchAck } from "../../src/wire/Wire.js"
+import {
+  EventBatchCodec,
+  EventCodec,
+  EventServiceDefinition,
+  type WireBatchAck,
+  type WireEResponse,
+} from "../../src/wire/Wire.js"
 import { testCerts } from "../support/certs.js"
 import {
   bearer,
@@ -150,6 +156,26 @@ describe("SendEvent", () => {
   it("answers UNAVAILABLE, never SUCCESS, when the sink cannot take the events", async () => {
     memory.setAvailable(false)
     const r = await sendEvents(client, await tokenA(), events(tenantA, 10))
+    expect(r.value).toBeUndefined()
+    expect(r.error?.code).toBe(grpc.status.UNAVAILABLE)
+  })
+
+  it("a failed send ends the call with UNAVAILABLE at once, while the client still holds the stream open", async () => {
+    memory.setAvailable(false)
+    const token = await tokenA()
+    const r = await new Promise<{ error?: grpc.ServiceError; value?: WireEResponse }>((resolve) => {
+      const call = (
+        client as unknown as {
+          SendEvent: (
+            m: grpc.Metadata,
+            cb: (e: grpc.ServiceError | null, v?: WireEResponse) => void,
+          ) => grpc.ClientWritableStream<unknown>
+        }
+      ).SendEvent(bearer(token), (error, value) => resolve(error ? { error } : value ? { value } : {}))
+      call.on("error", () => undefined)
+      // More than one send (50 events here), and no half-close: only the failed send can end the call.
+      for (const e of events(tenantA, 120)) call.write(e)
+    })
     expect(r.value).toBeUndefined()
     expect(r.error?.code).toBe(grpc.status.UNAVAILABLE)
   })
