@@ -23,6 +23,7 @@ import {
   connect,
   exchangeConfig,
   fixtureTenantsFile,
+  openSendEvent,
   randomSecret,
   sendBatches,
   signToken,
@@ -188,14 +189,9 @@ describe("open streams end when the caller may no longer send", () => {
     const token2 = await signToken(secret, tenantA, 2)
     const r = await within(
       new Promise<{ error?: grpc.ServiceError; value?: WireEResponse }>((resolve) => {
-        const call = (
-          client as unknown as {
-            SendEvent: (
-              m: grpc.Metadata,
-              cb: (e: grpc.ServiceError | null, v?: WireEResponse) => void,
-            ) => grpc.ClientWritableStream<unknown>
-          }
-        ).SendEvent(bearer(token2), (error, value) => resolve(error ? { error } : value ? { value } : {}))
+        const call = openSendEvent<unknown>(client, bearer(token2), (error, value) =>
+          resolve(error ? { error } : value ? { value } : {}),
+        )
         call.on("error", () => undefined)
         call.write(wireEvent(tenantA, 2))
       }),

@@ -15,6 +15,7 @@ import {
   bearer,
   exchangeConfig,
   ingesterScript,
+  openSendEvent,
   type RunningIngester,
   randomSecret,
   sendBatches,
@@ -445,14 +446,9 @@ describe("Kafka stopped mid-stream (private broker)", () => {
       const all = events(tenantA, 1500, 0, "outage")
       // First half, then Kafka goes away while the stream is open, then the rest.
       const result = await new Promise<{ value?: WireEResponse; error?: grpc.ServiceError }>((resolve, reject) => {
-        const call = (
-          client as unknown as {
-            SendEvent: (
-              m: grpc.Metadata,
-              cb: (e: grpc.ServiceError | null, v?: WireEResponse) => void,
-            ) => grpc.ClientWritableStream<unknown>
-          }
-        ).SendEvent(bearer(token), (error, value) => resolve(error ? { error } : value ? { value } : {}))
+        const call = openSendEvent<unknown>(client, bearer(token), (error, value) =>
+          resolve(error ? { error } : value ? { value } : {}),
+        )
         call.on("error", () => undefined)
         void (async () => {
           for (const e of all.slice(0, 750)) call.write(e)

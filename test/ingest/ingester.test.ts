@@ -29,6 +29,7 @@ import {
   connect,
   exchangeConfig,
   fixtureTenantsFile,
+  openSendEvent,
   randomSecret,
   sendBatches,
   sendEvents,
@@ -117,14 +118,7 @@ describe("SendEvent", () => {
     let answeredAt = 0
     let endedAt = 0
     const result = await new Promise<{ value?: unknown; error?: grpc.ServiceError }>((resolve) => {
-      const call = (
-        client as unknown as {
-          SendEvent: (
-            m: grpc.Metadata,
-            cb: (e: grpc.ServiceError | null, v?: unknown) => void,
-          ) => grpc.ClientWritableStream<unknown>
-        }
-      ).SendEvent(bearer(token), (error, value) => {
+      const call = openSendEvent<unknown>(client, bearer(token), (error, value) => {
         answeredAt = Date.now()
         resolve(error ? { error } : { value })
       })
@@ -164,14 +158,9 @@ describe("SendEvent", () => {
     memory.setAvailable(false)
     const token = await tokenA()
     const r = await new Promise<{ error?: grpc.ServiceError; value?: WireEResponse }>((resolve) => {
-      const call = (
-        client as unknown as {
-          SendEvent: (
-            m: grpc.Metadata,
-            cb: (e: grpc.ServiceError | null, v?: WireEResponse) => void,
-          ) => grpc.ClientWritableStream<unknown>
-        }
-      ).SendEvent(bearer(token), (error, value) => resolve(error ? { error } : value ? { value } : {}))
+      const call = openSendEvent<unknown>(client, bearer(token), (error, value) =>
+        resolve(error ? { error } : value ? { value } : {}),
+      )
       call.on("error", () => undefined)
       // More than one send (50 events here), and no half-close: only the failed send can end the call.
       for (const e of events(tenantA, 120)) call.write(e)
@@ -488,14 +477,8 @@ describe("oversized and malformed messages", () => {
     try {
       const bytes = Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01])
       const r = await new Promise<grpc.ServiceError | null>((resolve) => {
-        const call = (
-          rawClient as unknown as {
-            SendEvent: (
-              m: grpc.Metadata,
-              cb: (e: grpc.ServiceError | null) => void,
-            ) => grpc.ClientWritableStream<Buffer>
-          }
-        ).SendEvent(
+        const call = openSendEvent<Buffer>(
+          rawClient,
           (() => {
             const m = new grpc.Metadata()
             return m
@@ -511,14 +494,7 @@ describe("oversized and malformed messages", () => {
       const r2 = await new Promise<grpc.ServiceError | null>((resolve) => {
         const m = new grpc.Metadata()
         m.set("authorization", `Bearer ${token}`)
-        const call = (
-          rawClient as unknown as {
-            SendEvent: (
-              m: grpc.Metadata,
-              cb: (e: grpc.ServiceError | null) => void,
-            ) => grpc.ClientWritableStream<Buffer>
-          }
-        ).SendEvent(m, (e) => resolve(e))
+        const call = openSendEvent<Buffer>(rawClient, m, (e) => resolve(e))
         call.write(bytes)
         call.end()
       })

@@ -11,7 +11,7 @@ import * as grpc from "@grpc/grpc-js"
 import { Effect } from "effect"
 import { makeDevCerts } from "../../src/shared/DevCerts.js"
 import type { WireEResponse } from "../../src/wire/Wire.js"
-import { bearer, connect, sendEvents, startIngester, tenantA, wireEvent } from "../support/ingester.js"
+import { bearer, connect, openSendEvent, sendEvents, startIngester, tenantA, wireEvent } from "../support/ingester.js"
 import { uniqueTopic } from "../support/kafka.js"
 import { waitFor } from "../support/router.js"
 
@@ -32,14 +32,7 @@ describe("SIGHUP: certificate rotation on the built ingester", () => {
       const old = clientOf(first!.caCert)
       expect((await sendEvents(old, token, [wireEvent(tenantA, 1)])).value?.status).toBe("SUCCESS")
       const open = new Promise<WireEResponse | grpc.ServiceError>((resolve) => {
-        const call = (
-          old as unknown as {
-            SendEvent: (
-              m: grpc.Metadata,
-              cb: (e: grpc.ServiceError | null, v?: WireEResponse) => void,
-            ) => grpc.ClientWritableStream<unknown>
-          }
-        ).SendEvent(bearer(token), (e, v) => resolve(e ?? v!))
+        const call = openSendEvent<unknown>(old, bearer(token), (e, v) => resolve(e ?? v!))
         call.write(wireEvent(tenantA, 2))
         setTimeout(() => {
           call.write(wireEvent(tenantA, 3))

@@ -24,6 +24,24 @@ import { EventServiceClient, type WireBatchAck, type WireConfig, type WireERespo
 import { testCerts } from "./certs.js"
 import { brokers as sharedBrokers } from "./kafka.js"
 
+/**
+ * `client.SendEvent` as a writable stream: the proof of concept's client-streaming RPC, which grpc-js' generic client
+ * does not type. `cb` gets the single answer (or the call's error).
+ */
+export const openSendEvent = <M = unknown>(
+  client: object,
+  md: grpc.Metadata,
+  cb: (error: grpc.ServiceError | null, value?: WireEResponse) => void,
+): grpc.ClientWritableStream<M> =>
+  (
+    client as {
+      SendEvent: (
+        m: grpc.Metadata,
+        cb: (e: grpc.ServiceError | null, v?: WireEResponse) => void,
+      ) => grpc.ClientWritableStream<M>
+    }
+  ).SendEvent(md, cb)
+
 export const ingesterScript = join(import.meta.dirname, "..", "..", "dist", "programs", "ingester.js")
 export const fixtureTenantsFile = join(import.meta.dirname, "..", "fixtures", "access-tokens-db.json")
 
