@@ -14,11 +14,20 @@
  * harmless (the checkpoint rolls back with the events) but for stdin and metrics it would lose data,
  * so FULL is what the agent uses. `NORMAL` is taken only from the constructor's caller (no setting selects it).
  *
+ * Layout (format 2, `PRAGMA user_version`): one row ("block") per append, holding the records of that input batch
+ * (BlockCodec.ts), not one row per record: an input batch is one INSERT, a batch of the sender one or a few reads
+ * and DELETEs. Every record keeps an id of its own: a block's records are ids `id .. id + n - 1`. A block whose
+ * first `skip` records were acknowledged keeps the rest; acknowledged records after a record still unacknowledged
+ * (acks out of order, a record rejected ahead of others) are kept as removed ranges ("holes", at most the
+ * records in flight, in the table `holes`) and never read again; the block shrinks when the records before them are
+ * acknowledged. A buffer of format 1 (one row per record,
+ * older versions) is converted when opened; a buffer of a newer format is refused with an error saying so.
+ *
  * This module is plain synchronous code (easy to test); `DiskBuffer` wraps it in an Effect service.
  */
-import { mkdirSync } from "node:fs"
-import { join } from "node:path"
-import Database from "better-sqlite3"
+import type Database from "better-sqlite3"
+import { type DecodedRecord, decodeBlock, encodeBlock } from "./BlockCodec.js"
+import { openDb, prepare } from "./BufferDb.js"
 
 export interface NewRecord {
   readonly tag: string
@@ -64,104 +73,80 @@ export const rowBytes = (r: NewRecord): number =>
   Buffer.byteLength(r.record, "utf8") + Buffer.byteLength(r.tag, "utf8") + r.eventId.length + r.ts.length + 48
 
 export type SyncMode = "FULL" | "NORMAL"
+export { BUFFER_FORMAT, PAGE_CACHE_KIB } from "./BufferDb.js"
 
-/** The SQLite page cache of the buffer, in KiB. */
-export const PAGE_CACHE_KIB = 2048
+/** Block heads read per query by `peek`. */
+const PEEK_BLOCKS = 8
+
+export interface BlockHead {
+  readonly id: number
+  readonly n: number
+  readonly skip: number
+  readonly bytes: number
+  readonly insertedAt: number
+}
+
+/** Records removed ahead of a block's kept prefix: ids first..last of one block. */
+interface Hole {
+  readonly first: number
+  readonly last: number
+}
 
 export class BufferStore {
   readonly db: Database.Database
   private used = 0
   private count = 0
   private last = 0
-  private readonly insertStmt: Database.Statement
-  private readonly claimStmt: Database.Statement
-  private readonly deleteRangeStmt: Database.Statement
-  private readonly sumRangeStmt: Database.Statement
-  private readonly putCheckpointStmt: Database.Statement
-  private readonly getCheckpointStmt: Database.Statement
-  private readonly delCheckpointStmt: Database.Statement
-  private readonly appendTx: (
-    records: ReadonlyArray<NewRecord>,
-    checkpoint: Checkpoint | undefined,
-  ) => { bytes: number; last: number }
-  private readonly deleteTx: (first: number, last: number) => { n: number; bytes: number }
+  private holes: Array<Hole> = []
+  /** The last blocks decoded (block contents never change): peeks and removes read the same few. */
+  private readonly decodedCache: Array<{ id: number; recs: Array<DecodedRecord> }> = []
+  private readonly stmts: ReturnType<typeof prepare>
+  private readonly appendTx: (records: ReadonlyArray<NewRecord>, checkpoint: Checkpoint | undefined) => number
+  private readonly removeTx: (first: number, last: number) => { n: number; bytes: number }
 
   constructor(
     readonly dir: string,
     sync: SyncMode = "FULL",
   ) {
-    // The buffer holds records in plaintext (they are encrypted when sent, with the key of the day): owner only.
-    mkdirSync(dir, { recursive: true, mode: 0o700 })
-    this.db = new Database(join(dir, "buffer.db"))
-    this.db.pragma("journal_mode = WAL")
-    this.db.pragma(`synchronous = ${sync}`)
-    // better-sqlite3 builds SQLite with a 16 MiB page cache per connection; the buffer's hot pages are the newest
-    // rows (the sender reads them right after the inputs wrote them): SQLite's own default of 2 MiB bounds it lower.
-    this.db.pragma(`cache_size = -${PAGE_CACHE_KIB}`)
-    this.db.exec(`
-      CREATE TABLE IF NOT EXISTS events (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        tag TEXT NOT NULL, ts TEXT NOT NULL, event_id TEXT NOT NULL, record TEXT NOT NULL,
-        bytes INTEGER NOT NULL, inserted_at INTEGER NOT NULL);
-      CREATE TABLE IF NOT EXISTS checkpoints (
-        file_id TEXT PRIMARY KEY, path TEXT NOT NULL, offset INTEGER NOT NULL, updated_at INTEGER NOT NULL);
-    `)
-    const cols = this.db.prepare("PRAGMA table_info(checkpoints)").all() as Array<{ name: string }>
-    if (!cols.some((c) => c.name === "fp"))
-      this.db.exec("ALTER TABLE checkpoints ADD COLUMN fp TEXT NOT NULL DEFAULT ''") // buffers of older versions
-    const totals = this.db.prepare("SELECT COUNT(*) AS n, COALESCE(SUM(bytes), 0) AS b FROM events").get() as {
+    this.db = openDb(dir, sync)
+    const totals = this.db
+      .prepare(
+        "SELECT COALESCE(SUM(n - skip), 0) AS n, COALESCE(SUM(bytes), 0) AS b, MAX(id + n - 1) AS last FROM blocks",
+      )
+      .get() as { n: number; b: number; last: number | null }
+    const meta = this.db.prepare("SELECT v FROM meta WHERE k = 'last'").get() as { v: number } | undefined
+    this.holes = this.db.prepare("SELECT first, last FROM holes").all() as Array<Hole>
+    const inHoles = this.db
+      .prepare("SELECT COALESCE(SUM(n), 0) AS n, COALESCE(SUM(bytes), 0) AS b FROM holes")
+      .get() as {
       n: number
       b: number
     }
-    this.used = totals.b
-    this.count = totals.n
-    const seq = this.db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'events'").get() as
-      | { seq: number }
-      | undefined
-    this.last = seq?.seq ?? 0
-    this.insertStmt = this.db.prepare(
-      "INSERT INTO events (tag, ts, event_id, record, bytes, inserted_at) VALUES (?, ?, ?, ?, ?, ?)",
-    )
-    this.claimStmt = this.db.prepare(
-      "SELECT id, tag, ts, event_id AS eventId, record, bytes, inserted_at AS insertedAt FROM events WHERE id > ? ORDER BY id LIMIT ?",
-    )
-    this.deleteRangeStmt = this.db.prepare("DELETE FROM events WHERE id BETWEEN ? AND ?")
-    this.sumRangeStmt = this.db.prepare(
-      "SELECT COUNT(*) AS n, COALESCE(SUM(bytes), 0) AS b FROM events WHERE id BETWEEN ? AND ?",
-    )
-    this.putCheckpointStmt = this.db.prepare(
-      "INSERT INTO checkpoints (file_id, path, offset, fp, updated_at) VALUES (?, ?, ?, ?, ?) " +
-        "ON CONFLICT(file_id) DO UPDATE SET path = excluded.path, offset = excluded.offset, fp = excluded.fp, " +
-        "updated_at = excluded.updated_at",
-    )
-    this.getCheckpointStmt = this.db.prepare(
-      "SELECT file_id AS fileId, path, offset, fp FROM checkpoints WHERE file_id = ?",
-    )
-    this.delCheckpointStmt = this.db.prepare("DELETE FROM checkpoints WHERE file_id = ?")
+    this.used = totals.b - inHoles.b
+    this.count = totals.n - inHoles.n
+    this.last = Math.max(totals.last ?? 0, meta?.v ?? 0)
+    this.stmts = prepare(this.db)
     this.appendTx = this.db.transaction((records: ReadonlyArray<NewRecord>, checkpoint: Checkpoint | undefined) => {
       const now = Date.now()
-      let bytes = 0
-      let last = this.last
-      for (const r of records) {
-        const b = rowBytes(r)
-        bytes += b
-        last = Number(this.insertStmt.run(r.tag, r.ts, r.eventId, r.record, b, now).lastInsertRowid)
+      let total = 0
+      if (records.length > 0) {
+        const bytes = records.map(rowBytes)
+        for (const b of bytes) total += b
+        const { data, format } = encodeBlock(records, bytes)
+        this.stmts.insert.run(this.last + 1, records.length, total, now, format, data)
+        this.stmts.putLast.run(this.last + records.length)
       }
       if (checkpoint !== undefined)
-        this.putCheckpointStmt.run(
+        this.stmts.putCheckpoint.run(
           checkpoint.fileId,
           checkpoint.path,
           checkpoint.offset,
           checkpoint.fingerprint ?? "",
           now,
         )
-      return { bytes, last }
+      return total
     })
-    this.deleteTx = this.db.transaction((first: number, last: number) => {
-      const s = this.sumRangeStmt.get(first, last) as { n: number; b: number }
-      this.deleteRangeStmt.run(first, last)
-      return { n: s.n, bytes: s.b }
-    })
+    this.removeTx = this.db.transaction((first: number, last: number) => this.removeRange(first, last))
   }
 
   /** Bytes held (see `rowBytes`). */
@@ -173,45 +158,77 @@ export class BufferStore {
     return this.count
   }
 
-  /** The id of the newest row ever inserted (0 for none): rows after `afterId` are at most `lastId - afterId`. */
+  /** The id of the newest record ever inserted (0 for none): records after `afterId` are at most `lastId - afterId`. */
   get lastId(): number {
     return this.last
   }
 
-  /** Inserts the records and (optionally) advances a file checkpoint, atomically. Returns the bytes added. */
+  /** Inserts the records (one block) and (optionally) advances a file checkpoint, atomically. Returns the bytes added. */
   append(records: ReadonlyArray<NewRecord>, checkpoint?: Checkpoint): number {
-    const { bytes, last } = this.appendTx(records, checkpoint)
-    this.last = last
+    const bytes = this.appendTx(records, checkpoint)
+    this.last += records.length
     this.used += bytes
     this.count += records.length
     return bytes
   }
 
-  /** Up to `maxEvents` rows with id > `afterId`, oldest first, cut at `maxBytes` (at least one row). */
+  /** Up to `maxEvents` records with id > `afterId`, oldest first, cut at `maxBytes` (at least one record). */
   peek(afterId: number, maxEvents: number, maxBytes: number): Array<BufferedRow> {
-    const rows = this.claimStmt.all(afterId, maxEvents) as Array<BufferedRow>
+    const rows: Array<BufferedRow> = []
     let total = 0
-    for (let i = 0; i < rows.length; i++) {
-      total += rows[i]!.bytes
-      if (total > maxBytes && i > 0) return rows.slice(0, i)
+    let from = afterId + 1
+    for (;;) {
+      // A page of block heads at a time (no other statement may run while one iterates): the block holding `from`
+      // (or the newest before it), then the next ones; records before `from` are skipped.
+      const page = this.stmts.fromBlock.all(from, PEEK_BLOCKS) as Array<BlockHead>
+      for (const b of page) {
+        const end = b.id + b.n
+        const start = Math.max(from, b.id + b.skip)
+        if (start >= end) continue
+        const recs = this.decoded(b)
+        for (let id = start; id < end; id++) {
+          if (this.holes.length > 0 && this.inHole(id)) continue
+          const r = recs[id - b.id]!
+          total += r.bytes
+          if (rows.length >= maxEvents || (total > maxBytes && rows.length > 0)) return rows
+          rows.push({
+            id,
+            tag: r.tag,
+            ts: r.ts,
+            eventId: r.eventId,
+            record: r.record,
+            bytes: r.bytes,
+            insertedAt: b.insertedAt,
+          })
+        }
+      }
+      if (page.length < PEEK_BLOCKS) return rows
+      const lastBlock = page[page.length - 1]!
+      from = lastBlock.id + lastBlock.n
     }
-    return rows
   }
 
-  /** Deletes the rows first..last (a batch); returns how many rows and bytes left. */
+  /** Removes the records first..last (a batch); returns how many records and bytes left. */
   remove(first: number, last: number): { n: number; bytes: number } {
-    const r = this.deleteTx(first, last)
+    const holes = this.holes.slice()
+    let r: { n: number; bytes: number }
+    try {
+      r = this.removeTx(first, last)
+    } catch (e) {
+      this.holes = holes // rolled back with the transaction
+      throw e
+    }
     this.used -= r.bytes
     this.count -= r.n
     return r
   }
 
   checkpoint(fileId: string): Checkpoint | undefined {
-    return fromRow(this.getCheckpointStmt.get(fileId) as CheckpointRow | undefined)
+    return fromRow(this.stmts.getCheckpoint.get(fileId) as CheckpointRow | undefined)
   }
 
   setCheckpoint(c: Checkpoint): void {
-    this.putCheckpointStmt.run(c.fileId, c.path, c.offset, c.fingerprint ?? "", Date.now())
+    this.stmts.putCheckpoint.run(c.fileId, c.path, c.offset, c.fingerprint ?? "", Date.now())
   }
 
   /** Checkpoints whose key starts with `prefix`. */
@@ -224,10 +241,77 @@ export class BufferStore {
   }
 
   forgetCheckpoint(fileId: string): void {
-    this.delCheckpointStmt.run(fileId)
+    this.stmts.delCheckpoint.run(fileId)
   }
 
   close(): void {
     if (this.db.open) this.db.close()
+  }
+
+  private inHole(id: number): boolean {
+    for (const h of this.holes) if (id >= h.first && id <= h.last) return true
+    return false
+  }
+
+  private decoded(b: BlockHead): Array<DecodedRecord> {
+    const hit = this.decodedCache.find((c) => c.id === b.id)
+    if (hit !== undefined) return hit.recs
+    const row = this.stmts.data.get(b.id) as { format: number; data: string }
+    const recs = decodeBlock(row.data, row.format, b.n)
+    if (this.decodedCache.length >= 4) this.decodedCache.shift()
+    this.decodedCache.push({ id: b.id, recs })
+    return recs
+  }
+
+  /** Inside the remove transaction: per block, moves its kept prefix forward, or records a hole. */
+  private removeRange(first: number, last: number): { n: number; bytes: number } {
+    let n = 0
+    let bytes = 0
+    for (const b of this.stmts.overlapping.all(first, last) as Array<BlockHead>) {
+      const end = b.id + b.n - 1
+      const kept = b.id + b.skip
+      const lo = Math.max(first, kept)
+      const hi = Math.min(last, end)
+      if (lo > hi) continue // acknowledged before (a duplicate ack)
+      const holesHere = this.holes.some((h) => h.first >= b.id && h.last <= end)
+      if (lo === kept && hi === end && !holesHere) {
+        n += end - lo + 1
+        bytes += b.bytes
+        this.stmts.deleteBlock.run(b.id)
+        continue
+      }
+      const recs = this.decoded(b)
+      let holeN = 0
+      let holeBytes = 0
+      for (let id = lo; id <= hi; id++)
+        if (!(holesHere && this.inHole(id))) {
+          holeN++
+          holeBytes += recs[id - b.id]!.bytes
+        }
+      n += holeN
+      bytes += holeBytes
+      if (lo !== kept) {
+        if (holeN === 0) continue
+        this.holes.push({ first: lo, last: hi })
+        this.stmts.putHole.run(lo, hi, holeN, holeBytes)
+        continue
+      }
+      let to = hi
+      // holes of this block that now touch the kept prefix join it (a hole lies inside one block)
+      const touching = (h: Hole) => h.first >= b.id && h.first <= to + 1 && h.last > to
+      for (let h = this.holes.find(touching); h !== undefined; h = this.holes.find(touching)) to = h.last
+      if (holesHere) {
+        this.holes = this.holes.filter((h) => h.last < b.id || h.first > to)
+        this.stmts.deleteHoles.run(b.id, to)
+      }
+      if (to === end) {
+        this.stmts.deleteBlock.run(b.id)
+        continue
+      }
+      let gone = 0
+      for (let id = kept; id <= to; id++) gone += recs[id - b.id]!.bytes
+      this.stmts.skipTo.run(to - b.id + 1, b.bytes - gone, b.id)
+    }
+    return { n, bytes }
   }
 }

@@ -70,16 +70,15 @@ export class DiskBuffer extends Context.Tag("spillway/agent/DiskBuffer")<DiskBuf
     Layer.scoped(DiskBuffer, make(options))
 }
 
-const sqlite = <A>(op: string, f: () => A): Effect.Effect<A, BufferError> =>
-  Effect.try({
-    try: f,
-    catch: (e) =>
-      new BufferError({
-        op,
-        code: String((e as { code?: unknown }).code ?? "unknown"),
-        detail: e instanceof Error ? e.message : String(e),
-      }),
+const toBufferError = (op: string, e: unknown) =>
+  new BufferError({
+    op,
+    code: String((e as { code?: unknown }).code ?? "unknown"),
+    detail: e instanceof Error ? e.message : String(e),
   })
+
+const sqlite = <A>(op: string, f: () => A): Effect.Effect<A, BufferError> =>
+  Effect.try({ try: f, catch: (e) => toBufferError(op, e) })
 
 /** Checkpoint reads and writes happen between appends: a failure there is a defect of the input (supervised). */
 const sqliteOrDie = <A>(op: string, f: () => A) => sqlite(op, f).pipe(Effect.orDie)
@@ -90,15 +89,24 @@ const publishGauges = (store: BufferStore) =>
     M.bufferEvents.set(store.eventCount)
   })
 
-/** Appends, retrying on the shared backoff while it fails; logs the first failure and the recovery. */
+/**
+ * Appends, retrying on the shared backoff while it fails; logs the first failure and the recovery. `failed`: the
+ * error of an attempt already made (the synchronous one in `append`), counted as this path's first.
+ */
 const appendRetrying = (
   store: BufferStore,
   state: { writable: boolean },
   retry: NonNullable<DiskBufferOptions["appendRetry"]>,
   records: ReadonlyArray<NewRecord>,
   checkpoint: Checkpoint | undefined,
-) =>
-  sqlite("append", () => store.append(records, checkpoint)).pipe(
+  failed?: BufferError,
+) => {
+  let first = failed
+  return Effect.suspend(() => {
+    const e = first
+    first = undefined
+    return e === undefined ? sqlite("append", () => store.append(records, checkpoint)) : Effect.fail(e)
+  }).pipe(
     Effect.tapError((e) =>
       Effect.gen(function* () {
         yield* Metrics.inc(M.bufferWriteFailures)
@@ -122,6 +130,7 @@ const appendRetrying = (
       }),
     ),
   )
+}
 
 export const make = (options: DiskBufferOptions) =>
   Effect.gen(function* () {
@@ -162,20 +171,37 @@ export const make = (options: DiskBufferOptions) =>
                 yield* Effect.logInfo("disk buffer has room again: inputs resume")
               }),
         ),
-      append: (input, records, checkpoint) =>
-        Effect.gen(function* () {
-          if (records.length === 0 && checkpoint === undefined) return
-          yield* appendRetrying(store, state, retry, records, checkpoint)
-          if (records.length > 0) yield* Metrics.inc(M.eventsRead, records.length, { input })
-          yield* publishGauges(store)
-          yield* changed.notify
-        }),
+      append: (input, records, checkpoint) => {
+        if (records.length === 0 && checkpoint === undefined) return Effect.void
+        const stored = () => {
+          if (records.length > 0) M.eventsRead.inc({ input }, records.length)
+          M.bufferBytes.set(store.usedBytes)
+          M.bufferEvents.set(store.eventCount)
+          changed.notifySync()
+        }
+        // The usual case in one synchronous step; a failed write goes to the retrying path with the same records.
+        return Effect.suspend(() => {
+          let failed: BufferError | undefined
+          if (state.writable)
+            try {
+              store.append(records, checkpoint)
+              stored()
+              return Effect.void
+            } catch (e) {
+              failed = toBufferError("append", e) // counted, logged and retried below
+            }
+          return appendRetrying(store, state, retry, records, checkpoint, failed).pipe(
+            Effect.tap(() => Effect.sync(stored)),
+          )
+        })
+      },
       peek: (afterId, maxEvents, maxBytes) => sqlite("read", () => store.peek(afterId, maxEvents, maxBytes)),
       remove: (first, last) =>
-        Effect.gen(function* () {
-          const r = yield* sqlite("delete", () => store.remove(first, last))
-          yield* publishGauges(store)
-          yield* changed.notify
+        sqlite("delete", () => {
+          const r = store.remove(first, last)
+          M.bufferBytes.set(store.usedBytes)
+          M.bufferEvents.set(store.eventCount)
+          changed.notifySync()
           return r
         }),
       checkpoint: (fileId) => sqliteOrDie("read checkpoint", () => store.checkpoint(fileId)),

@@ -1,29 +1,54 @@
 /**
- * A wake-up signal: waiters take the current Deferred, check their condition, then await it;
- * `notify` completes it and installs a fresh one, so a change between check and wait is not missed.
+ * A wake-up signal: waiters take the current mark, check their condition, then wait for a notify after that mark;
+ * `notify` bumps the mark and resumes the waiters, so a change between check and wait is not missed.
+ *
+ * Plain callbacks and one timer per wait, not a Deferred raced against a sleep (`timeoutTo` forks a fiber per wait):
+ * the buffer notifies on every append and remove, tens of times a second, and each notify woke such a race.
+ * The waiters are the fibers waiting (each removes itself when resumed or interrupted): bounded by the fibers.
  */
-import { Deferred, type Duration, Effect, Ref } from "effect"
+import { Duration, Effect } from "effect"
+
+/** The signal's state at one moment (from `current`). */
+export type SignalMark = number
 
 export interface Signal {
   readonly notify: Effect.Effect<void>
+  /** The same as `notify`, for synchronous code. */
+  readonly notifySync: () => void
   /** Waits for a `notify` after `since` was taken, or `max` at most. */
-  readonly wait: (since: Deferred.Deferred<void>, max: Duration.DurationInput) => Effect.Effect<void>
-  readonly current: Effect.Effect<Deferred.Deferred<void>>
+  readonly wait: (since: SignalMark, max: Duration.DurationInput) => Effect.Effect<void>
+  readonly current: Effect.Effect<SignalMark>
 }
 
-export const makeSignal: Effect.Effect<Signal> = Effect.gen(function* () {
-  const ref = yield* Ref.make(yield* Deferred.make<void>())
+export const makeSignal: Effect.Effect<Signal> = Effect.sync(() => {
+  let mark = 0
+  const waiters = new Set<() => void>()
+  const notifySync = () => {
+    mark++
+    if (waiters.size === 0) return
+    const now = [...waiters]
+    waiters.clear()
+    for (const w of now) w()
+  }
   return {
-    current: Ref.get(ref),
-    notify: Effect.gen(function* () {
-      const next = yield* Deferred.make<void>()
-      const prev = yield* Ref.getAndSet(ref, next)
-      yield* Deferred.succeed(prev, undefined)
-    }),
+    current: Effect.sync(() => mark),
+    notify: Effect.sync(notifySync),
+    notifySync,
     wait: (since, max) =>
-      Deferred.await(since).pipe(
-        Effect.timeoutTo({ duration: max, onTimeout: () => undefined, onSuccess: () => undefined }),
-      ),
+      Effect.async<void>((resume) => {
+        if (mark !== since) return resume(Effect.void)
+        const done = () => {
+          clearTimeout(timer)
+          waiters.delete(done)
+          resume(Effect.void)
+        }
+        const timer = setTimeout(done, Math.max(0, Duration.toMillis(Duration.decode(max))))
+        waiters.add(done)
+        return Effect.sync(() => {
+          clearTimeout(timer)
+          waiters.delete(done)
+        })
+      }),
   }
 })
 

@@ -42,22 +42,30 @@ export const makeWake = (): Wake => {
       }
     },
     unwatch,
+    // One timer per wait inside the callback, not `timeoutTo` (which forks a fiber to race a sleep): ~33 waits a second.
     wait: (maxMs) =>
       Effect.async<boolean>((cb) => {
         if (changed) {
           changed = false
           return cb(Effect.succeed(true))
         }
+        const timer = setTimeout(
+          () => {
+            resume = undefined
+            cb(Effect.succeed(false))
+          },
+          Math.max(0, maxMs),
+        )
         resume = () => {
+          clearTimeout(timer)
           changed = false
           cb(Effect.succeed(true))
         }
         return Effect.sync(() => {
+          clearTimeout(timer)
           resume = undefined
         })
-      }).pipe(
-        Effect.timeoutTo({ duration: `${Math.max(0, maxMs)} millis`, onTimeout: () => false, onSuccess: (b) => b }),
-      ),
+      }),
     close: () => {
       for (const w of watchers.values()) w.close()
       watchers.clear()

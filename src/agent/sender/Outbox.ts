@@ -4,7 +4,7 @@
  * counting first sends apart from resends.
  */
 import { randomBytes } from "node:crypto"
-import { type Deferred, Duration, Effect, Option, Redacted, Ref } from "effect"
+import { Duration, Effect, Option, Redacted, Ref } from "effect"
 import type { AgentConfig } from "../../domain/AgentConfig.js"
 import {
   type AccessKey,
@@ -20,6 +20,7 @@ import { encodeEventBatch } from "../../wire/EventBatchEncoding.js"
 import * as M from "../AgentMetrics.js"
 import type { BufferedRow } from "../buffer/BufferStore.js"
 import { type BufferError, DiskBuffer, type DiskBufferShape } from "../buffer/DiskBuffer.js"
+import type { SignalMark } from "../buffer/Signal.js"
 import { planBatch } from "./Batching.js"
 import { type Client, exchangeConfig, SendError, type SenderOptions } from "./Connection.js"
 import { rejectRows } from "./Rejected.js"
@@ -202,12 +203,7 @@ export interface Batch {
  * appends every few milliseconds would otherwise have the same rows read once per append. planNext then reads only
  * the rows after those it holds.
  */
-const awaitFill = (
-  ctx: SenderContext,
-  afterId: number,
-  since: Deferred.Deferred<void>,
-  until: number,
-): Effect.Effect<void> => {
+const awaitFill = (ctx: SenderContext, afterId: number, since: SignalMark, until: number): Effect.Effect<void> => {
   const { buffer, options } = ctx
   const full = () => buffer.lastId() - afterId > options.batch.maxEvents || buffer.usedBytes() >= options.batch.maxBytes
   const state = { since }
@@ -272,10 +268,10 @@ const planNext = (ctx: SenderContext, afterId: number, held: Held) =>
 
 /** Waits for the next batch after `afterId` (see planNext); each row is read from the buffer once. */
 export const nextBatch = (ctx: SenderContext, afterId: number): Effect.Effect<Batch, SendError> =>
-  Effect.suspend(() => {
+  Effect.gen(function* () {
     const held: Held = { rows: [] }
-    return planNext(ctx, afterId, held).pipe(
-      Effect.repeat({ until: Option.isSome }),
-      Effect.map((o) => (o as Option.Some<Batch>).value),
-    )
+    for (;;) {
+      const next = yield* planNext(ctx, afterId, held)
+      if (Option.isSome(next)) return next.value
+    }
   })
