@@ -62,12 +62,9 @@ const sendBatch = (ctx: SenderContext, call: BatchCall, state: StreamState, batc
 
 /** Forever: a permit (a free slot in the window), the next batch, send it. */
 const sendBatches = (ctx: SenderContext, call: BatchCall, state: StreamState, permits: Effect.Semaphore) =>
-  Effect.gen(function* () {
-    for (;;) {
-      yield* permits.take(1)
-      yield* sendBatch(ctx, call, state, yield* nextBatch(ctx, state.cursor))
-    }
-  })
+  Stream.repeatEffect(permits.take(1).pipe(Effect.zipRight(Effect.suspend(() => nextBatch(ctx, state.cursor))))).pipe(
+    Stream.runForEach((batch) => sendBatch(ctx, call, state, batch)),
+  )
 
 const onSuccess = (ctx: SenderContext, state: StreamState, b: InflightBatch) =>
   Effect.gen(function* () {

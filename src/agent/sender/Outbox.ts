@@ -268,10 +268,10 @@ const planNext = (ctx: SenderContext, afterId: number, held: Held) =>
 
 /** Waits for the next batch after `afterId` (see planNext); each row is read from the buffer once. */
 export const nextBatch = (ctx: SenderContext, afterId: number): Effect.Effect<Batch, SendError> =>
-  Effect.gen(function* () {
+  Effect.suspend(() => {
     const held: Held = { rows: [] }
-    for (;;) {
-      const next = yield* planNext(ctx, afterId, held)
-      if (Option.isSome(next)) return next.value
-    }
+    return planNext(ctx, afterId, held).pipe(
+      Effect.repeat({ until: Option.isSome }),
+      Effect.map((o) => (o as Option.Some<Batch>).value),
+    )
   })
