@@ -10,6 +10,8 @@
  * named by SPILLWAY_CONFIG (keys are the environment names). Tuning without flags: `tuningConfig` in src/ingest/IngesterFlags.ts
  * (each variable with its default is listed in the README section "The ingester").
  */
+// First: the heap settings reach V8 before the rest of the bundle is evaluated (src/shared/HeapFlags.ts).
+import "../shared/HeapAtLoad.js"
 import { Command, Options } from "@effect/cli"
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { ConfigError, Console, Effect, Either, Layer, Schema } from "effect"
@@ -22,8 +24,9 @@ import { IngesterStartError } from "../ingest/IngesterServer.js"
 import { checkTimeouts } from "../ingest/KafkaSink.js"
 import { validateIngester } from "../ingest/ValidateIngester.js"
 import { makeDevCerts } from "../shared/DevCerts.js"
+import { heapSettingsOf } from "../shared/HeapFlags.js"
 import { runnable } from "../shared/ProgramRuntime.js"
-import { report } from "../shared/Validate.js"
+import { finding, report } from "../shared/Validate.js"
 
 /** Startup problems are printed as one line on stderr with exit code 1, never as a stack trace. */
 const failCleanly = <A, E, R>(self: Effect.Effect<A, E, R>) =>
@@ -45,6 +48,8 @@ const failCleanly = <A, E, R>(self: Effect.Effect<A, E, R>) =>
 
 const api = Command.make("api", apiOptions, (opts) =>
   Effect.gen(function* () {
+    const heap = heapSettingsOf(process.env)
+    if ("error" in heap) return yield* new IngesterStartError({ detail: heap.error })
     const layer = yield* ingesterLayer(opts)
     yield* Effect.logInfo("ingester starting").pipe(
       Effect.annotateLogs({ topic: opts.topic, brokers: opts.brokers, tenants: opts.tenants }),
@@ -133,7 +138,9 @@ const validate = Command.make("validate", apiOptions, (opts) =>
       onLeft: (e) => String(e),
       onRight: (t) => checkTimeouts(t.produceTimeoutMs, t.requestTimeoutMs),
     })
-    yield* report("spillway-ingester", yield* validateIngester({ ...opts, timeouts }))
+    const heap = heapSettingsOf(process.env)
+    const heapFinding = finding(!("error" in heap), "heap (SPILLWAY_V8_*)", "error" in heap ? heap.error : "valid")
+    yield* report("spillway-ingester", [...(yield* validateIngester({ ...opts, timeouts })), heapFinding])
   }),
 ).pipe(
   Command.withDescription(

@@ -14,6 +14,8 @@
  * SPILLWAY_ROUTER_ISOLATE (true: set a failing tenant's events aside in the retry topic, docs/isolation.md),
  * SPILLWAY_ROUTER_ISOLATE_AFTER (5 seconds), SPILLWAY_ROUTER_DRAIN_MAX (10 seconds).
  */
+// First: the heap settings reach V8 before the rest of the bundle is evaluated (src/shared/HeapFlags.ts).
+import "../shared/HeapAtLoad.js"
 import { mkdirSync, readFileSync } from "node:fs"
 import { Command } from "@effect/cli"
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
@@ -27,6 +29,7 @@ import { ConfigStore, parseTenantsFile } from "../shared/ConfigStore.js"
 import { Crypto } from "../shared/Crypto.js"
 import { DeadLetters, dlqTopic } from "../shared/DeadLetter.js"
 import { Health } from "../shared/Health.js"
+import { heapSettingsOf } from "../shared/HeapFlags.js"
 import { KafkaClient, kafkaSettingsConfig } from "../shared/Kafka.js"
 import { OpsServerLive } from "../shared/Ops.js"
 import { boolFlag, durationSetting, intFlag, intSetting, PORT, textFlag } from "../shared/ProgramOptions.js"
@@ -153,6 +156,8 @@ const checkCommandLine = (opts: ConsumerOptions): Effect.Effect<ReadonlyArray<st
       .filter((b) => b.length > 0)
     const badBroker = brokerList.find((b) => !HOSTPORT.test(b))
     const refuse = (message: string) => usage(message).pipe(Effect.as(undefined))
+    const heap = heapSettingsOf(process.env)
+    if ("error" in heap) return yield* refuse(heap.error)
     if (brokerList.length === 0 || badBroker !== undefined)
       return yield* refuse(
         `--brokers (SPILLWAY_KAFKA_BROKERS) must list host:port pairs${badBroker ? `, not ${JSON.stringify(badBroker)}` : ""}`,
@@ -270,6 +275,7 @@ const consumer = Command.make("consumer", consumerOptions, (opts) =>
 const validate = Command.make("validate", consumerOptions, (opts) =>
   Effect.gen(function* () {
     const tune = yield* Effect.either(tuning)
+    const heap = heapSettingsOf(process.env)
     const ports = Number.isInteger(opts.metricsPort) && opts.metricsPort >= 0 && opts.metricsPort <= 65535
     yield* report("spillway-router", [
       checkBrokers("--brokers (SPILLWAY_KAFKA_BROKERS)", opts.brokers),
@@ -294,6 +300,7 @@ const validate = Command.make("validate", consumerOptions, (opts) =>
         onLeft: (e) => finding(false, "tuning (SPILLWAY_ROUTER_*)", String(e)),
         onRight: () => finding(true, "tuning (SPILLWAY_ROUTER_*)", "valid"),
       }),
+      finding(!("error" in heap), "heap (SPILLWAY_V8_*)", "error" in heap ? heap.error : "valid"),
     ])
   }),
 ).pipe(

@@ -32,6 +32,25 @@ describe("validate", () => {
     expect(bad.out).toContain(`FAIL --tenants (SPILLWAY_TENANTS_FILE) ${join(dir, "none.json")}: ENOENT`)
   })
 
+  it("ingester and router: a heap setting out of range fails by name; `consumer` refuses to start on it", () => {
+    const args = ["--tenants", fixture, "--output-dir", join(dir, "out"), "--brokers", "kafka-x:9092"]
+    const router = run("router", args, { SPILLWAY_V8_YOUNG_GROWTH: "9" })
+    expect(router.code).toBe(1)
+    expect(router.out).toContain("FAIL heap (SPILLWAY_V8_*): SPILLWAY_V8_YOUNG_GROWTH must be an integer 0 to 4")
+    const ingester = run("ingester", ["--tenants", fixture], { SPILLWAY_V8_OLD_GROWTH_PERCENT: "lots" })
+    expect(ingester.code).toBe(1)
+    expect(ingester.out).toContain(
+      "FAIL heap (SPILLWAY_V8_*): SPILLWAY_V8_OLD_GROWTH_PERCENT must be an integer 0 to 400",
+    )
+    const consumer = spawnSync(process.execPath, [program("router"), "consumer", ...args], {
+      encoding: "utf8",
+      env: { PATH: process.env.PATH ?? "", SPILLWAY_V8_OLD_GROWTH_PERCENT: "-1" },
+      timeout: 20_000,
+    })
+    expect(consumer.status).toBe(2)
+    expect(consumer.stderr).toContain("SPILLWAY_V8_OLD_GROWTH_PERCENT must be an integer 0 to 400")
+  })
+
   it("agent: a good configuration passes; a CA file that is no certificate fails by name", async () => {
     const certs = await testCerts()
     const token = join(dir, "token")
