@@ -46,12 +46,30 @@ const noFileParsers = {
   },
 }
 
+/**
+ * src/shared/HeapAtLoad.ts stays outside the bundle (tsc's dist/shared/HeapAtLoad.js) and is the first import of
+ * every output file (the banner below): it then runs before any chunk's code, whichever chunks esbuild makes (the
+ * V8 heap flags it sets must act before the rest of the code allocates; esbuild would place the programs' own
+ * import of it in a shared chunk, or after the chunks' imports). test/shared/HeapFlags.test.ts checks it on the
+ * built programs.
+ */
+const heapFirst = {
+  name: "heap-at-load-first",
+  setup(b) {
+    b.onResolve({ filter: /\/HeapAtLoad\.js$/ }, (args) =>
+      args.importer.includes(`${path.sep}src${path.sep}programs${path.sep}`)
+        ? { path: "../shared/HeapAtLoad.js", external: true }
+        : undefined,
+    )
+  },
+}
+
 await build({
   entryPoints: programs,
   outdir,
   bundle: true,
   splitting: true,
-  plugins: [noFileParsers],
+  plugins: [noFileParsers, heapFirst],
   platform: "node",
   format: "esm",
   target: "node20",
@@ -62,9 +80,12 @@ await build({
   logLevel: "warning",
   // Native addons (and their prebuilt binaries) load from node_modules.
   external: ["better-sqlite3", "snappy", "lz4-napi", "zstd-napi", "msgpackr-extract"],
-  // CommonJS dependencies bundled into an ES module still call require() for Node's built-ins.
+  // CommonJS dependencies bundled into an ES module still call require() for Node's built-ins; the heap settings
+  // first (heapFirst above).
   banner: {
-    js: "import { createRequire as __spillwayRequire } from 'node:module'; const require = __spillwayRequire(import.meta.url);",
+    js:
+      'import "../shared/HeapAtLoad.js"; ' +
+      "import { createRequire as __spillwayRequire } from 'node:module'; const require = __spillwayRequire(import.meta.url);",
   },
 })
 for (const p of programs) fs.chmodSync(path.join(root, "dist", "programs", `${path.basename(p, ".ts")}.js`), 0o755)

@@ -4,11 +4,14 @@
  * every host. Reads inputs (files, docker, kubernetes, metrics, stdin) into a crash-safe disk
  * buffer and sends them to the ingester over gRPC + TLS + JWT, deleting them once acknowledged.
  */
+// First: the heap settings reach V8 before the rest of the bundle is evaluated (src/shared/HeapFlags.ts).
+import "../shared/HeapAtLoad.js"
 import { Command, Options } from "@effect/cli"
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Effect, Either, Layer, Option } from "effect"
 import { CollectLive } from "../agent/CollectLive.js"
 import { resolveSettings } from "../agent/Settings.js"
+import { heapSettingsOf } from "../shared/HeapFlags.js"
 import { boolFlag, optionalIntFlag, optionalTextFlag, PORT } from "../shared/ProgramOptions.js"
 import { runnable } from "../shared/ProgramRuntime.js"
 import { checkCertificate, checkReadable, checkWritableDir, finding, report } from "../shared/Validate.js"
@@ -64,6 +67,12 @@ const options = {
 
 const agent = Command.make("agent", options, (cli) =>
   Effect.gen(function* () {
+    const heap = heapSettingsOf(process.env)
+    if ("error" in heap) {
+      process.stderr.write(`spillway-agent: ${heap.error}\n`)
+      process.exitCode = 2
+      return
+    }
     const settings = yield* resolveSettings(cli).pipe(
       Effect.tapError((e) =>
         Effect.sync(() => {
@@ -105,7 +114,9 @@ const validate = Command.make("validate", options, (cli) =>
       ])
     }
     const s = resolved.right
+    const heap = heapSettingsOf(process.env)
     yield* report("spillway-agent", [
+      finding(!("error" in heap), "heap (SPILLWAY_V8_*)", "error" in heap ? heap.error : "valid"),
       finding(true, "settings", `${s.inputs.length} inputs, ingester ${s.address}`),
       ...(s.caCertPath === undefined || s.insecure
         ? []

@@ -1,5 +1,5 @@
 /**
- * Imported first by the ingester and the router (src/programs): hands the heap settings in the environment to V8
+ * Imported first by the ingester, the router and the agent (src/programs): hands the heap settings in the environment to V8
  * before the rest of the bundle is evaluated (what and why: HeapFlags.ts). It imports only node:v8 and HeapFlags.ts,
  * which imports nothing, so the bundle gives the two a chunk of their own that runs first; the last test of
  * test/shared/HeapFlags.test.ts checks that on the built programs.

@@ -51,6 +51,23 @@ describe("validate", () => {
     expect(consumer.stderr).toContain("SPILLWAY_V8_OLD_GROWTH_PERCENT must be an integer 0 to 400")
   })
 
+  it("agent: a heap setting out of range fails by name in validate, and the agent refuses to start on it", () => {
+    const env = { ACCESS_KEY: "k", ACCESS_TOKEN: "x.y.z", SPILLWAY_V8_OLD_GROWTH_PERCENT: "401" }
+    const args = ["--insecure", "--buffer-dir", join(dir, "agent-heap"), "--tail", join(dir, "*.log")]
+    const checked = run("agent", args, env)
+    expect(checked.code).toBe(1)
+    expect(checked.out).toContain(
+      "FAIL heap (SPILLWAY_V8_*): SPILLWAY_V8_OLD_GROWTH_PERCENT must be an integer 0 to 400",
+    )
+    const started = spawnSync(process.execPath, [program("agent"), ...args], {
+      encoding: "utf8",
+      env: { PATH: process.env.PATH ?? "", ...env },
+      timeout: 20_000,
+    })
+    expect(started.status).toBe(2)
+    expect(started.stderr).toContain("spillway-agent: SPILLWAY_V8_OLD_GROWTH_PERCENT must be an integer 0 to 400")
+  })
+
   it("agent: a good configuration passes; a CA file that is no certificate fails by name", async () => {
     const certs = await testCerts()
     const token = join(dir, "token")

@@ -1,8 +1,8 @@
 /**
- * The ingester's and router's heap settings (src/shared/HeapFlags.ts, HeapAtLoad.ts): the defaults, the range,
+ * The programs' heap settings (src/shared/HeapFlags.ts, HeapAtLoad.ts): the defaults, the range,
  * 0 leaving V8's own behaviour; in a child Node process, that the flags set after start do act on this Node's V8
  * (the young generation stays at its first size, the old generation is collected sooner); and that the built
- * ingester and router apply them before their bundle is evaluated.
+ * ingester, router and agent apply them before their bundle is evaluated.
  */
 import { spawnSync } from "node:child_process"
 import { existsSync, mkdtempSync, writeFileSync } from "node:fs"
@@ -86,7 +86,7 @@ describe("HeapFlags", () => {
 
   const built = (name: string) => join(__dirname, "..", "..", "dist", "programs", `${name}.js`)
   it.skipIf(!existsSync(built("router")))(
-    "the built ingester and router apply them before their code runs (SPILLWAY_V8_YOUNG_GROWTH=1 against the default)",
+    "the built ingester, router and agent apply them before their code runs (SPILLWAY_V8_YOUNG_GROWTH=1 against the default)",
     () => {
       // The new space once `--version` ran: loading the bundle grows it to 16 MiB unless the flag was set first
       // (the ingester's is 4 MiB: Node reads and compiles the whole module graph before the first module runs).
@@ -105,7 +105,7 @@ describe("HeapFlags", () => {
         expect(m).not.toBeNull()
         return Number(m![1]) / 2 ** 20
       }
-      for (const name of ["ingester", "router"]) {
+      for (const name of ["ingester", "router", "agent"]) {
         expect(newSpaceAfter(name, { SPILLWAY_V8_YOUNG_GROWTH: "1" })).toBeLessThanOrEqual(4)
         expect(newSpaceAfter(name, {})).toBeGreaterThan(4)
       }
