@@ -7,7 +7,8 @@
  * Tokens are signed with `current` (its id in the `kid` header) and verified with the key their
  * `kid` names; a token without `kid` is verified against the current key only. Every secret is at
  * least 32 bytes and stays Redacted until it is handed to jose. Refusals carry a reason
- * (`AuthFailure`) and never the token or the secret.
+ * (`AuthFailure`) and never the token or the secret. Accepted tokens are kept (VerifiedTokens.ts, bounded) and not
+ * verified again; their time claims are checked on every use.
  */
 
 import type { PlatformError } from "@effect/platform/Error"
@@ -18,6 +19,7 @@ import { decodeProtectedHeader, errors, jwtVerify, SignJWT } from "jose"
 import { Claims } from "../domain/Claims.js"
 import { AuthError, type AuthFailure } from "../domain/Errors.js"
 import type { AccessKey } from "../domain/Event.js"
+import { makeVerifiedTokens } from "./VerifiedTokens.js"
 
 export interface SignOptions {
   /** Seconds until `exp` (default 600, as in the proof of concept). */
@@ -232,8 +234,13 @@ export const make = (
     }).pipe(Effect.orDie)
   })
 
+  const verified = makeVerifiedTokens(clockSkewSeconds)
   const verify = Effect.fn("Auth.verify")(function* (token: string) {
     if (token.length === 0) return yield* fail("missing_token")
+    const nowMs = yield* Clock.currentTimeMillis
+    const known = verified.lookup(token, nowMs)
+    if (typeof known === "string") return yield* fail(known)
+    if (known !== undefined) return known
     if (token.length > MAX_TOKEN_CHARS || !COMPACT_JWS.test(token) || !token.split(".").every(isCanonicalBase64url))
       return yield* fail("malformed_token")
     const header = yield* Effect.try({
@@ -245,7 +252,6 @@ export const make = (
     if (kid !== undefined && typeof kid !== "string") return yield* fail("malformed_token")
     const key = kid === undefined ? keyring.current : keyring.byKid.get(kid)
     if (key === undefined) return yield* fail("unknown_kid")
-    const nowMs = yield* Clock.currentTimeMillis
     const { payload } = yield* Effect.tryPromise({
       try: () =>
         jwtVerify(token, Redacted.value(key), {
@@ -259,16 +265,24 @@ export const make = (
     // jose checks `iat` only with maxTokenAge: a token issued in the future is not valid yet.
     if (claims.iat > Math.floor(nowMs / 1000) + clockSkewSeconds) return yield* fail("not_yet_valid")
     if (claims.exp - claims.iat > maxLifetimeSeconds) return yield* fail("lifetime_too_long")
+    verified.add(token, claims)
     return claims
   })
 
-  const authorize = Effect.fn("Auth.authorize")(function* (header: string | undefined) {
+  const authorizeFully = Effect.fn("Auth.authorize")(function* (header: string | undefined) {
     const value = header?.trim() ?? ""
     if (value.length === 0) return yield* fail("missing_token")
     const match = BEARER.exec(value)
     if (match?.[1] === undefined) return yield* fail("malformed_token")
     return yield* verify(match[1])
   })
+  /** A kept token whose time claims still hold is answered without the two spans (one per SendEvent call). */
+  const authorize = (header: string | undefined): Effect.Effect<Claims, AuthError> =>
+    Effect.flatMap(Clock.currentTimeMillis, (nowMs) => {
+      const token = header === undefined ? undefined : BEARER.exec(header.trim())?.[1]
+      const known = token === undefined ? undefined : verified.lookup(token, nowMs)
+      return known === undefined || typeof known === "string" ? authorizeFully(header) : Effect.succeed(known)
+    })
 
   return {
     /** A signed token for `accessKey` with the current secret (its `kid` in the header). */

@@ -127,6 +127,19 @@ const logFailure = (rpc: string, cause: Cause.Cause<RpcError>) => {
 /** Runs an effect as a fiber of the server's FiberSet (FiberSet.makeRuntime). */
 type Run = <A, E>(effect: Effect.Effect<A, E>) => Fiber.RuntimeFiber<A, E>
 
+/**
+ * Interrupts the call's fiber when the client cancels. grpc-js also emits "cancelled" after every call it answered
+ * (its sendStatus marks the call cancelled), when the fiber is done: an interruption sent then cost a done fiber's
+ * interrupt handling on every call (docs/benchmarks.md, "SendEvent's per-call work").
+ */
+const interruptOnCancel = (
+  call: { on: (event: "cancelled", f: () => void) => unknown },
+  fiber: Fiber.RuntimeFiber<unknown, unknown>,
+) =>
+  call.on("cancelled", () => {
+    if (fiber.unsafePoll() === null) fiber.unsafeInterruptAsFork(fiber.id())
+  })
+
 const makeHandlers = (deps: RpcDeps, run: Run): grpc.UntypedServiceImplementation => ({
   ExchangeConfig: ((call, callback) => {
     const fiber = run(
@@ -134,7 +147,7 @@ const makeHandlers = (deps: RpcDeps, run: Run): grpc.UntypedServiceImplementatio
         Effect.tapErrorCause((c) => logFailure("ExchangeConfig", c)),
       ),
     )
-    call.on("cancelled", () => fiber.unsafeInterruptAsFork(fiber.id()))
+    interruptOnCancel(call, fiber)
     fiber.addObserver(
       Exit.match({
         onSuccess: (config) => callback(null, config),
@@ -150,7 +163,7 @@ const makeHandlers = (deps: RpcDeps, run: Run): grpc.UntypedServiceImplementatio
         Effect.tapErrorCause((c) => Effect.zipRight(ack("SendEvent", "FAILURE"), logFailure("SendEvent", c))),
       ),
     )
-    call.on("cancelled", () => fiber.unsafeInterruptAsFork(fiber.id()))
+    interruptOnCancel(call, fiber)
     fiber.addObserver(
       Exit.match({
         onSuccess: () => callback(null, { status: "SUCCESS" }),
@@ -161,7 +174,7 @@ const makeHandlers = (deps: RpcDeps, run: Run): grpc.UntypedServiceImplementatio
 
   SendEventBatches: ((call) => {
     const fiber = run(sendEventBatches(deps, call).pipe(Effect.tapErrorCause((c) => logFailure("SendEventBatches", c))))
-    call.on("cancelled", () => fiber.unsafeInterruptAsFork(fiber.id()))
+    interruptOnCancel(call, fiber)
     fiber.addObserver(
       Exit.match({
         onSuccess: () => {

@@ -14,7 +14,7 @@
  * nearly every message is a wait), cost about 20 µs more (docs/benchmarks.md, round 3).
  */
 import type * as grpc from "@grpc/grpc-js"
-import { Deferred, Effect, Either, Fiber, Option } from "effect"
+import { Deferred, Effect, Either, Exit, Fiber, Option } from "effect"
 import { InvalidEvent } from "../domain/Errors.js"
 import { makeWireEventChecker } from "../domain/Event.js"
 import type { EventFrame } from "../wire/EventFrames.js"
@@ -219,16 +219,22 @@ const publishGroup = (deps: RpcDeps, open: OpenStream, group: Group) =>
 
 /**
  * The number of events of the stream, once Kafka has all of them; fails with the first failure: a failed send
- * (at once, not when its turn to be awaited comes), the stream guard, or the reading. The sends are fibers of this
- * one (at most SENDS_IN_FLIGHT at once), interrupted with it; a loop rather than a Stream of sends, whose
- * machinery per stream cost more than the stream's own work (docs/benchmarks.md).
+ * (at once, not when its turn to be awaited comes), the stream guard, or the reading. The sends are fibers of the
+ * pump (at most SENDS_IN_FLIGHT at once); the pump, the guard (a callback, StreamGuards.watch) and a failed send
+ * each complete one Deferred, which the call awaits: no race, so no fiber is interrupted when the call ends as it
+ * should (raced fibers cost about a third of an empty call's CPU, docs/benchmarks.md). When the call ends otherwise
+ * (guard, failure, the client cancelling), the pump and its sends are interrupted before the answer.
  */
 export const sendEvent = (deps: RpcDeps, call: grpc.ServerReadableStream<Raw, WireEResponse>) =>
   Effect.gen(function* () {
     const open = yield* openStream(deps, call.metadata)
     readNothingAhead(call)
     const readGroup = groupReader(deps, open, call)
-    const failed = yield* Deferred.make<never, RpcError>()
+    const done = yield* Deferred.make<number, RpcError>()
+    const end = (exit: Exit.Exit<number, RpcError>) => {
+      Deferred.unsafeDone(done, exit)
+    }
+    const failSend = (e: RpcError) => Effect.sync(() => end(Exit.fail(e)))
     const pump = Effect.gen(function* () {
       const inFlight: Array<Fiber.RuntimeFiber<number, RpcError>> = []
       let total = 0
@@ -236,11 +242,19 @@ export const sendEvent = (deps: RpcDeps, call: grpc.ServerReadableStream<Raw, Wi
         const group = yield* readGroup
         if (Option.isNone(group)) break
         if (inFlight.length >= SENDS_IN_FLIGHT) total += yield* Fiber.join(inFlight.shift()!)
-        const send = publishGroup(deps, open, group.value).pipe(Effect.tapError((e) => Deferred.fail(failed, e)))
-        inFlight.push(yield* Effect.fork(send))
+        inFlight.push(yield* Effect.fork(publishGroup(deps, open, group.value).pipe(Effect.tapError(failSend))))
       }
       for (const f of inFlight) total += yield* Fiber.join(f)
       return total
     })
-    return yield* Effect.raceFirst(pump, Effect.raceFirst(open.guard, Deferred.await(failed)))
+    const unwatch = deps.guards.watch(open.caller, (e) => end(Exit.fail(e)))
+    const fiber = yield* Effect.forkDaemon(pump)
+    fiber.addObserver(end)
+    yield* Effect.addFinalizer(() =>
+      Effect.suspend(() => {
+        unwatch()
+        return fiber.unsafePoll() === null ? Fiber.interrupt(fiber) : Effect.void
+      }),
+    )
+    return yield* Deferred.await(done)
   }).pipe(Effect.scoped)

@@ -18,6 +18,11 @@ export type GuardError = AuthError | TenantNotFound | SinkUnavailable
 export interface StreamGuards {
   /** Fails when the caller may no longer send; never succeeds. */
   readonly guard: (caller: Caller) => Effect.Effect<never, GuardError>
+  /**
+   * `guard` as a callback: `end` is called once (at once if the caller may not send now) unless the returned stop
+   * is called first. No fiber: SendEvent's call per batch waits for its sends and this in one Deferred.
+   */
+  readonly watch: (caller: Caller, end: (e: GuardError) => void) => () => void
 }
 
 const sameTenant = (a: Tenant | undefined, b: Tenant) =>
@@ -63,32 +68,39 @@ export const makeStreamGuards = (
         }),
       ),
     )
+    const watch = (caller: Caller, end: (e: GuardError) => void): (() => void) => {
+      const now = refusal(latest, caller)
+      if (now !== undefined) {
+        end(now)
+        return () => {}
+      }
+      let timer: ReturnType<typeof setTimeout> | undefined
+      const stop = () => {
+        watchers.delete(w)
+        if (timer !== undefined) clearTimeout(timer)
+        timer = undefined
+      }
+      const w: Watcher = {
+        caller,
+        end: (e) => {
+          stop()
+          end(e)
+        },
+      }
+      const until = (caller.claims.exp + clockSkewSeconds) * 1000
+      const arm = () => {
+        const left = until - Date.now()
+        if (left <= 0) return w.end(new AuthError({ reason: "expired" }))
+        timer = setTimeout(arm, Math.min(left, MAX_TIMER_MS))
+      }
+      watchers.add(w)
+      arm()
+      return stop
+    }
     const guard = (caller: Caller): Effect.Effect<never, GuardError> =>
       Effect.async<never, GuardError>((resume) => {
-        let timer: ReturnType<typeof setTimeout> | undefined
-        const w: Watcher = {
-          caller,
-          end: (e) => {
-            watchers.delete(w)
-            if (timer !== undefined) clearTimeout(timer)
-            timer = undefined
-            resume(Effect.fail(e))
-          },
-        }
-        const until = (caller.claims.exp + clockSkewSeconds) * 1000
-        const arm = () => {
-          const left = until - Date.now()
-          if (left <= 0) return w.end(new AuthError({ reason: "expired" }))
-          timer = setTimeout(arm, Math.min(left, MAX_TIMER_MS))
-        }
-        const now = refusal(latest, caller)
-        if (now !== undefined) return resume(Effect.fail(now))
-        watchers.add(w)
-        arm()
-        return Effect.sync(() => {
-          watchers.delete(w)
-          if (timer !== undefined) clearTimeout(timer)
-        })
+        const stop = watch(caller, (e) => resume(Effect.fail(e)))
+        return Effect.sync(stop)
       })
-    return { guard }
+    return { guard, watch }
   })

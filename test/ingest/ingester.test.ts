@@ -169,6 +169,28 @@ describe("SendEvent", () => {
     expect(r.error?.code).toBe(grpc.status.UNAVAILABLE)
   })
 
+  it("a client that cancels mid-stream ends the call at once: its stream slot and bytes in flight are given back", async () => {
+    const gauge = async (g: typeof M.openStreams) => (await g.get()).values[0]?.value ?? 0
+    const waitFor = async (what: string, ok: () => Promise<boolean>, ms: number) => {
+      const until = Date.now() + ms
+      while (!(await ok())) {
+        if (Date.now() > until) throw new Error(`timed out waiting for ${what}`)
+        await new Promise((r) => setTimeout(r, 10))
+      }
+    }
+    // The send stays in flight far longer than the test waits: only the interruption can give its bytes back.
+    memory.setDelay("20 seconds")
+    const streamsBefore = await gauge(M.openStreams)
+    const call = openSendEvent<unknown>(client, bearer(await tokenA()), () => undefined)
+    call.on("error", () => undefined)
+    for (const e of events(tenantA, 60)) call.write(e)
+    await waitFor("the send in flight", async () => (await gauge(M.inFlightBytes)) > 0, 5_000)
+    expect(await gauge(M.openStreams)).toBe(streamsBefore + 1)
+    call.cancel()
+    await waitFor("the cancelled call's end", async () => (await gauge(M.openStreams)) === streamsBefore, 5_000)
+    expect(await gauge(M.inFlightBytes)).toBe(0)
+  })
+
   it("accepts Kubernetes-length tags (up to 4096 characters)", async () => {
     const before = memory.records().length
     const long = wireEvent(tenantA, 1, { tag: `kube.var.log.containers.${"x".repeat(4096 - 24)}` })
