@@ -39,7 +39,7 @@ import type { WireBatchAck, WireConfig, WireEResponse } from "../wire/Wire.js"
 import { Auth } from "./Auth.js"
 import { Budget } from "./Budget.js"
 import { makeStreamSlots } from "./Callers.js"
-import { type RpcError, rejectReason, toStatus } from "./GrpcStatus.js"
+import { interruptOnCancel, type RpcError, rejectReason, toStatus } from "./GrpcStatus.js"
 import { KafkaSink } from "./KafkaSink.js"
 import { type Incoming, type Raw, ServerDefinition } from "./Messages.js"
 import { ack, exchangeConfig, type RpcDeps, reject } from "./RpcContext.js"
@@ -126,19 +126,6 @@ const logFailure = (rpc: string, cause: Cause.Cause<RpcError>) => {
 /** The grpc-js handlers: each call runs as a fiber of `run`, interrupted when the client cancels. */
 /** Runs an effect as a fiber of the server's FiberSet (FiberSet.makeRuntime). */
 type Run = <A, E>(effect: Effect.Effect<A, E>) => Fiber.RuntimeFiber<A, E>
-
-/**
- * Interrupts the call's fiber when the client cancels. grpc-js also emits "cancelled" after every call it answered
- * (its sendStatus marks the call cancelled), when the fiber is done: an interruption sent then cost a done fiber's
- * interrupt handling on every call (docs/benchmarks.md, "SendEvent's per-call work").
- */
-const interruptOnCancel = (
-  call: { on: (event: "cancelled", f: () => void) => unknown },
-  fiber: Fiber.RuntimeFiber<unknown, unknown>,
-) =>
-  call.on("cancelled", () => {
-    if (fiber.unsafePoll() === null) fiber.unsafeInterruptAsFork(fiber.id())
-  })
 
 const makeHandlers = (deps: RpcDeps, run: Run): grpc.UntypedServiceImplementation => ({
   ExchangeConfig: ((call, callback) => {

@@ -8,6 +8,7 @@
 import type * as net from "node:net"
 import * as grpc from "@grpc/grpc-js"
 import { Cause, Effect, Exit, FiberSet, Match, Option } from "effect"
+import { interruptOnCancel } from "../GrpcStatus.js"
 import { decodeProtobuf, EXPORT_PATH, type ExportResult, encodeResponse } from "./OtlpCodec.js"
 import type { ExportError, Exporter } from "./OtlpExport.js"
 
@@ -92,7 +93,7 @@ export const serveGrpc = (exporter: Exporter, options: GrpcOptions) =>
         values.length === 1 && typeof values[0] === "string" ? values[0] : values.length > 1 ? "" : undefined
       const req = call.request
       const fiber = run(exporter("otlp_grpc", header, () => decodeProtobuf(req.bytes), req.bytes.length))
-      call.on("cancelled", () => fiber.unsafeInterruptAsFork(fiber.id()))
+      interruptOnCancel(call, fiber)
       fiber.addObserver(
         Exit.match({
           onSuccess: (r) => callback(null, r),
