@@ -22,7 +22,7 @@
  * BENCH_WINDOW (8 batches in flight per client), BENCH_RATE (latency run, events/s, 5000), BENCH_LATENCY_SECONDS
  * (10, measured after BENCH_LATENCY_WARMUP_SECONDS, 2, whose lines are reported apart), BENCH_LATENCY_TRACE (file:
  * each line's write time and latency as JSON), BENCH_NODE_FLAGS (Node flags for every program), BENCH_AGENT_ENV
- * (K=V ... for the latency run's agent), BENCH_OVERLOAD_SECONDS (15), BENCH_RECEIVER_RECORDS (records per otlp/forward row, 50000), BENCH_ONLY
+ * (K=V ... for the latency run's agent), BENCH_PROGRAM_ENV (K=V ... for every program), BENCH_OVERLOAD_SECONDS (15), BENCH_RECEIVER_RECORDS (records per otlp/forward row, 50000), BENCH_ONLY
  * (comma-separated subset of startup,ingest,route,s3,opensearch,otlp,forward,latency,overload; BENCH_STARTUP_RUNS, 5), BENCH_PROFILE (programs to CPU-profile,
  * e.g. ingester,router; profiles go to BENCH_PROFILE_DIR, default /tmp/spillway-prof). Needs `npm run build` first (`npm run bench` does it).
  */

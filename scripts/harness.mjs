@@ -116,8 +116,15 @@ export async function makeHarness(name, { targets = [{ file: `${name}.log` }] } 
     JSON.stringify({ [ACCESS_KEY]: { AccessKey: ACCESS_KEY, EncryptionKey: ENC_KEY, UserID: USER_ID, targets } }),
   )
   const children = new Set()
-  // A clean environment: only what the harness sets, plus PATH and HOME.
-  const baseEnv = { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? os.tmpdir() }
+  // A clean environment: only what the harness sets, plus PATH and HOME, and for experiments BENCH_PROGRAM_ENV
+  // ("SPILLWAY_V8_OLD_GROWTH_PERCENT=0 ...": extra environment of every program).
+  const programEnv = Object.fromEntries(
+    (process.env.BENCH_PROGRAM_ENV ?? "")
+      .split(" ")
+      .filter((kv) => kv.includes("="))
+      .map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]),
+  )
+  const baseEnv = { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? os.tmpdir(), ...programEnv }
 
   function spawnProgram(program, args, env = {}) {
     const logFile = path.join(work, `${program}-${children.size}.log`)
