@@ -1,5 +1,5 @@
 /**
- * How much garbage V8 may keep before it collects. The ingester's and the router's peak RSS at their full rate is
+ * How much garbage V8 may keep before it collects. The programs' peak RSS at their full rate is
  * mostly heap sized for the allocation rate, not data (docs/benchmarks.md, "Peak RSS at full rate"):
  *
  * - `SPILLWAY_V8_YOUNG_GROWTH` (default 0): V8's `--semi-space-growth-factor`. Node grows the young generation
@@ -7,12 +7,12 @@
  *   while it loads the bundle. 1 keeps it at the size it has when the program's code starts (2–4 MiB of new space):
  *   30–70 MiB less RSS at full rate, for about a tenth more CPU in the router and half again as much in the
  *   ingester's batch RPC, so it is not the default; 2 is V8's own growth; 0 leaves the flag as Node was started.
- * - `SPILLWAY_V8_OLD_GROWTH_PERCENT` (default 100): V8's `--heap-growing-percent`. After each full collection the
+ * - `SPILLWAY_V8_OLD_GROWTH_PERCENT` (default 100, the ingester 0: `heapDefaultsFor`): V8's `--heap-growing-percent`. After each full collection the
  *   old generation may grow to (1 + percent / 100) × what was live before the next one; V8's own factor goes up to
  *   4 × when collections are cheap, which let 60–100 MB of old garbage pile up. 0 leaves V8's own factor.
  *
- * Both are read from the environment when the program loads (`HeapAtLoad.ts`, the first import of the ingester
- * and the router), before the rest of its code runs; so they cannot come from the SPILLWAY_CONFIG file, and this
+ * Both are read from the environment when the program loads (`HeapAtLoad.ts`, the first import of every bundle
+ * file), before the rest of its code runs; so they cannot come from the SPILLWAY_CONFIG file, and this
  * module imports nothing. V8 reads both flags each time it resizes a space, so setting them once Node runs takes
  * effect; the young generation's largest size (`--max-semi-space-size`) is fixed when V8 starts. Node documents
  * `v8.setFlagsFromString` after start as unsupported in general; `test/shared/HeapFlags.test.ts` checks that these
@@ -25,6 +25,15 @@ export interface HeapSettings {
 }
 
 export const defaultHeapSettings: HeapSettings = { youngGrowth: 0, oldGrowthPercent: 100 }
+
+/**
+ * The defaults of one program (`ingester`, `router`, `agent`: the bundle's file name). The ingester keeps V8's own
+ * old-generation growth: bounded at 100 %, its batch RPC at full rate lost 15–25 % of its rate to the more frequent
+ * full collections in each of six interleaved pairs (docs/benchmarks.md, "Round 2 session 5"), for 157 against
+ * 204 MiB. The router and the agent lost nothing measurable and keep 100.
+ */
+export const heapDefaultsFor = (program: string): HeapSettings =>
+  program === "ingester" ? { youngGrowth: 0, oldGrowthPercent: 0 } : defaultHeapSettings
 
 interface Setting {
   readonly env: string

@@ -9,7 +9,7 @@ import { existsSync, mkdtempSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { describe, expect, it } from "@effect/vitest"
-import { type HeapSettings, heapFlags, heapSettingsOf } from "../../src/shared/HeapFlags.js"
+import { type HeapSettings, heapDefaultsFor, heapFlags, heapSettingsOf } from "../../src/shared/HeapFlags.js"
 
 /** Runs an allocation loop in a child Node that sets `flags` once it runs; its largest new and old space, MiB. */
 const spacesUnder = (flags: ReadonlyArray<string>) => {
@@ -34,8 +34,8 @@ const spacesUnder = (flags: ReadonlyArray<string>) => {
   return JSON.parse(run.stdout) as { newMiB: number; oldMiB: number }
 }
 
-const settingsOf = (env: Record<string, string>): HeapSettings => {
-  const read = heapSettingsOf(env)
+const settingsOf = (env: Record<string, string>, defaults?: HeapSettings): HeapSettings => {
+  const read = heapSettingsOf(env, defaults)
   if (!("settings" in read)) throw new Error(read.error)
   return read.settings
 }
@@ -48,6 +48,16 @@ describe("HeapFlags", () => {
       "--semi-space-growth-factor=1",
       "--heap-growing-percent=100",
     ])
+  })
+
+  it("per program: the ingester keeps V8's own old-generation growth unless told; the router and the agent 100 %", () => {
+    expect(heapDefaultsFor("ingester")).toEqual({ youngGrowth: 0, oldGrowthPercent: 0 })
+    expect(heapFlags(settingsOf({}, heapDefaultsFor("ingester")))).toEqual([])
+    expect(heapFlags(settingsOf({ SPILLWAY_V8_OLD_GROWTH_PERCENT: "100" }, heapDefaultsFor("ingester")))).toEqual([
+      "--heap-growing-percent=100",
+    ])
+    for (const name of ["router", "agent"])
+      expect(heapDefaultsFor(name)).toEqual({ youngGrowth: 0, oldGrowthPercent: 100 })
   })
 
   it("0 leaves each flag as Node was started; other values are passed on", () => {
