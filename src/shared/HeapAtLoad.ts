@@ -12,8 +12,11 @@ import { heapDefaultsFor, heapFlags, heapSettingsOf } from "./HeapFlags.js"
 
 const read = heapSettingsOf(process.env, heapDefaultsFor(basename(process.argv[1] ?? "", ".js")))
 if ("settings" in read) {
-  const flags = heapFlags(read.settings)
-  for (const flag of flags.filter((f) => !f.startsWith("--heap-growing-percent"))) setFlagsFromString(flag)
-  const old = flags.find((f) => f.startsWith("--heap-growing-percent"))
-  if (old !== undefined) setImmediate(() => setFlagsFromString(old))
+  const { youngGrowth, oldGrowthPercent } = read.settings
+  for (const flag of heapFlags({ youngGrowth, oldGrowthPercent: 0 })) setFlagsFromString(flag)
+  const later = heapFlags({ youngGrowth: 0, oldGrowthPercent })
+  if (later.length > 0)
+    setImmediate(() => {
+      for (const flag of later) setFlagsFromString(flag)
+    })
 }

@@ -83,11 +83,10 @@ const sqlite = <A>(op: string, f: () => A): Effect.Effect<A, BufferError> =>
 /** Checkpoint reads and writes happen between appends: a failure there is a defect of the input (supervised). */
 const sqliteOrDie = <A>(op: string, f: () => A) => sqlite(op, f).pipe(Effect.orDie)
 
-const publishGauges = (store: BufferStore) =>
-  Effect.sync(() => {
-    M.bufferBytes.set(store.usedBytes)
-    M.bufferEvents.set(store.eventCount)
-  })
+const setGauges = (store: BufferStore) => {
+  M.bufferBytes.set(store.usedBytes)
+  M.bufferEvents.set(store.eventCount)
+}
 
 /**
  * Appends, retrying on the shared backoff while it fails; logs the first failure and the recovery. `failed`: the
@@ -144,7 +143,7 @@ export const make = (options: DiskBufferOptions) =>
     /** Read synchronously by the readiness check; written only by appendRetrying. */
     const state = { writable: true }
     const retry = options.appendRetry ?? { base: Duration.millis(100), cap: Duration.seconds(5) }
-    yield* publishGauges(store)
+    setGauges(store)
     yield* Metrics.set(M.bufferWritable, 1)
     if (store.eventCount > 0)
       yield* Effect.logInfo("disk buffer holds events from a previous run; they will be sent").pipe(
@@ -175,8 +174,7 @@ export const make = (options: DiskBufferOptions) =>
         if (records.length === 0 && checkpoint === undefined) return Effect.void
         const stored = () => {
           if (records.length > 0) M.eventsRead.inc({ input }, records.length)
-          M.bufferBytes.set(store.usedBytes)
-          M.bufferEvents.set(store.eventCount)
+          setGauges(store)
           changed.notifySync()
         }
         // The usual case in one synchronous step; a failed write goes to the retrying path with the same records.
@@ -199,8 +197,7 @@ export const make = (options: DiskBufferOptions) =>
       remove: (first, last) =>
         sqlite("delete", () => {
           const r = store.remove(first, last)
-          M.bufferBytes.set(store.usedBytes)
-          M.bufferEvents.set(store.eventCount)
+          setGauges(store)
           changed.notifySync()
           return r
         }),

@@ -161,15 +161,17 @@ const readChunk = (ctx: TailCtx, t: Tracked, final: boolean) =>
 
 /** Reads `t` to its current end (waiting for buffer room between chunks); at a final read, flushes what is pending. */
 const readFile = (ctx: TailCtx, t: Tracked, final: boolean) =>
-  Effect.gen(function* () {
-    while (!(yield* readChunk(ctx, t, final))) {
-      // the next chunk
-    }
-    if (!final || t.pending === undefined) return
-    const event = flushPending(t.pending)
-    t.pending = undefined
-    yield* ctx.buffer.append(ctx.spec.input, [toNewRecord(event)], checkpointOf(t))
-  })
+  readChunk(ctx, t, final).pipe(
+    Effect.repeat({ until: (done) => done }),
+    Effect.zipRight(
+      Effect.suspend(() => {
+        if (!final || t.pending === undefined) return Effect.void
+        const event = flushPending(t.pending)
+        t.pending = undefined
+        return ctx.buffer.append(ctx.spec.input, [toNewRecord(event)], checkpointOf(t))
+      }),
+    ),
+  )
 
 /** A file named by a checkpoint: the one with that identity in the checkpoint's folder, if any. */
 const findByIdentity = (ctx: TailCtx, cp: Checkpoint): string | undefined => {
