@@ -24,7 +24,8 @@
  * each line's write time and latency as JSON), BENCH_NODE_FLAGS (Node flags for every program), BENCH_AGENT_ENV
  * (K=V ... for the latency run's agent), BENCH_PROGRAM_ENV (K=V ... for every program), BENCH_OVERLOAD_SECONDS (15), BENCH_RECEIVER_RECORDS (records per otlp/forward row, 50000), BENCH_ONLY
  * (comma-separated subset of startup,ingest,route,s3,opensearch,otlp,forward,latency,overload; BENCH_STARTUP_RUNS, 5), BENCH_PROFILE (programs to CPU-profile,
- * e.g. ingester,router; profiles go to BENCH_PROFILE_DIR, default /tmp/spillway-prof). Needs `npm run build` first (`npm run bench` does it).
+ * e.g. ingester,router; profiles go to BENCH_PROFILE_DIR, default /tmp/spillway-prof), BENCH_KEEP_WORK (1: keep the work
+ * folder, its routed files and program logs, which a run that succeeded deletes; its topics are deleted either way). Needs `npm run build` first (`npm run bench` does it).
  */
 import { randomUUID } from "node:crypto"
 import fs from "node:fs"
@@ -37,6 +38,7 @@ import {
   ACCESS_KEY,
   cpuSeconds,
   createTopic,
+  deleteCreatedTopics,
   dist,
   ENC_KEY,
   envInt,
@@ -648,9 +650,13 @@ async function main() {
   } finally {
     for (const c of children) c.kill("SIGKILL")
     for (const kind of startedServers) await servers.stop(kind)
+    await deleteCreatedTopics(brokers)
     if (k.started) await broker.stop({ log })
     fs.writeFileSync(OUT, `${JSON.stringify(results, null, 2)}\n`)
   }
+  // The routed files and the programs' logs (about 80 MB a run); kept when the run failed (its logs are named in the
+  // error) or with BENCH_KEEP_WORK=1.
+  if (process.env.BENCH_KEEP_WORK !== "1") fs.rmSync(work, { recursive: true, force: true })
   const i = results.ingest
   const b = results.bareProducer
   const r = results.route

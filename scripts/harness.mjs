@@ -29,6 +29,9 @@ export const envInt = (name, dflt) => {
 
 export const kafkaFor = (brokers) => new Kafka({ clientId: "spillway-harness", brokers, logLevel: logLevel.NOTHING })
 
+/** The topics this process created (`createTopic`), for `deleteCreatedTopics`: a few per run. */
+const createdTopics = new Set()
+
 export const createTopic = async (brokers, topic, partitions = 3) => {
   const admin = kafkaFor(brokers).admin()
   await admin.connect()
@@ -36,7 +39,31 @@ export const createTopic = async (brokers, topic, partitions = 3) => {
     topics: [{ topic, numPartitions: partitions, replicationFactor: 1 }],
     waitForLeaders: true,
   })
+  createdTopics.add(topic)
   await admin.disconnect()
+}
+
+/**
+ * Deletes the topics `createTopic` made in this process, and the topics the programs derived from them (`<topic>-dlq`,
+ * `<topic>-retry-<group>`). A benchmark run writes about 0.5 GB into them at the default sizes; kept,
+ * a series of runs fills the broker's disk. Best effort: a broker already gone leaves them to its data folder.
+ */
+export const deleteCreatedTopics = async (brokers) => {
+  if (createdTopics.size === 0) return
+  const admin = kafkaFor(brokers).admin()
+  try {
+    await admin.connect()
+    const all = await admin.listTopics()
+    const topics = all.filter((t) =>
+      [...createdTopics].some((c) => t === c || t.startsWith(`${c}-dlq`) || t.startsWith(`${c}-retry-`)),
+    )
+    if (topics.length > 0) await admin.deleteTopics({ topics, timeout: 10_000 })
+    createdTopics.clear()
+  } catch {
+    // best effort (see above)
+  } finally {
+    await admin.disconnect().catch(() => undefined)
+  }
 }
 
 export const freePort = async () => {
