@@ -50,14 +50,22 @@ describe("HeapFlags", () => {
     ])
   })
 
-  it("per program: the ingester keeps V8's own old-generation growth unless told; the router and the agent 100 %", () => {
+  it("per program: the ingester keeps V8's own old-generation growth unless told; the router and the agent 100 %; the agent a small young generation", () => {
     expect(heapDefaultsFor("ingester")).toEqual({ youngGrowth: 0, oldGrowthPercent: 0 })
     expect(heapFlags(settingsOf({}, heapDefaultsFor("ingester")))).toEqual([])
     expect(heapFlags(settingsOf({ SPILLWAY_V8_OLD_GROWTH_PERCENT: "100" }, heapDefaultsFor("ingester")))).toEqual([
       "--heap-growing-percent=100",
     ])
-    for (const name of ["router", "agent"])
-      expect(heapDefaultsFor(name)).toEqual({ youngGrowth: 0, oldGrowthPercent: 100 })
+    expect(heapDefaultsFor("router")).toEqual({ youngGrowth: 0, oldGrowthPercent: 100 })
+    expect(heapDefaultsFor("agent")).toEqual({ youngGrowth: 1, oldGrowthPercent: 100 })
+    expect(heapFlags(settingsOf({}, heapDefaultsFor("agent")))).toEqual([
+      "--semi-space-growth-factor=1",
+      "--heap-growing-percent=100",
+    ])
+    // 0 is Node's own growth, for an operator who prefers the CPU.
+    expect(heapFlags(settingsOf({ SPILLWAY_V8_YOUNG_GROWTH: "0" }, heapDefaultsFor("agent")))).toEqual([
+      "--heap-growing-percent=100",
+    ])
   })
 
   it("0 leaves each flag as Node was started; other values are passed on", () => {
@@ -96,7 +104,7 @@ describe("HeapFlags", () => {
 
   const built = (name: string) => join(__dirname, "..", "..", "dist", "programs", `${name}.js`)
   it.skipIf(!existsSync(built("router")))(
-    "the built ingester, router and agent apply them before their code runs (SPILLWAY_V8_YOUNG_GROWTH=1 against the default)",
+    "the built ingester, router and agent apply them before their code runs (SPILLWAY_V8_YOUNG_GROWTH=1 against 0 and the default)",
     () => {
       // The new space once `--version` ran: loading the bundle grows it to 16 MiB unless the flag was set first
       // (the ingester's is 4 MiB: Node reads and compiles the whole module graph before the first module runs).
@@ -117,8 +125,11 @@ describe("HeapFlags", () => {
       }
       for (const name of ["ingester", "router", "agent"]) {
         expect(newSpaceAfter(name, { SPILLWAY_V8_YOUNG_GROWTH: "1" })).toBeLessThanOrEqual(4)
-        expect(newSpaceAfter(name, {})).toBeGreaterThan(4)
+        expect(newSpaceAfter(name, { SPILLWAY_V8_YOUNG_GROWTH: "0" })).toBeGreaterThan(4)
       }
+      // The defaults: the agent's young generation stays small, the others' grows.
+      expect(newSpaceAfter("agent", {})).toBeLessThanOrEqual(4)
+      expect(newSpaceAfter("router", {})).toBeGreaterThan(4)
     },
   )
 })
