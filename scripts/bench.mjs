@@ -4,7 +4,9 @@
  *
  * Runs the built programs (dist/) as child processes and measures, in one run:
  *  - ingest: events/s and MB/s the ingester acknowledges for 512-byte encrypted events from several concurrent
- *    clients, over the batch RPC (SendEventBatches) and over the proof of concept's SendEvent;
+ *    clients, over the batch RPC (SendEventBatches) and over the proof of concept's SendEvent, the latter twice:
+ *    from grpc-js clients and from lean clients writing gRPC frames on node:http2 (`leanSendEventClient`), with the
+ *    cores the ingester and the clients used;
  *  - limit: a bare kafkajs producer writing the same records (same acks, batch sizes, concurrency) to Kafka;
  *  - route: events/s from Kafka into files with decryption by the router, and a bare kafkajs consumer's events/s;
  *  - end-to-end latency p50/p99 from a line appended to a tailed file to the router writing it, at a fixed rate;
@@ -29,6 +31,7 @@
  */
 import { randomUUID } from "node:crypto"
 import fs from "node:fs"
+import http2 from "node:http2"
 import os from "node:os"
 import path from "node:path"
 import * as grpc from "@grpc/grpc-js"
@@ -54,7 +57,7 @@ import {
 import * as broker from "./kafka.mjs"
 import * as servers from "./servers.mjs"
 
-const { EventServiceClient, EventCodec } = await import(dist("wire", "Wire.js"))
+const { EventServiceClient, EventCodec, EResponseCodec } = await import(dist("wire", "Wire.js"))
 const { sealHex } = await import(dist("shared", "Crypto.js"))
 const EVENTS = envInt("BENCH_EVENTS", 200_000)
 const CLIENTS = envInt("BENCH_CLIENTS", 4)
@@ -191,6 +194,70 @@ async function sendEventClient(port, token, total) {
   return { acked, failures }
 }
 
+/**
+ * One lean client on SendEvent: the same streams of `BATCH` events as `sendEventClient`, one at a time, but written
+ * as gRPC frames straight onto one HTTP/2 connection (node:http2, TLS): each stream's messages framed once, from the
+ * pool encoded once, and sent in one write, as a compiled client such as the proof of concept's Go plugin sends them.
+ * The ingester reads the same bytes either way; this client spends a fraction of grpc-js' CPU per message, so on a
+ * machine the clients share with the ingester and Kafka it shows what the ingester does when its client is cheap.
+ */
+const FRAMED = Array.from({ length: POOL.length / BATCH }, (_, k) =>
+  Buffer.concat(
+    POOL.slice(k * BATCH, (k + 1) * BATCH).flatMap((e) => {
+      const bytes = Buffer.from(EventCodec.encode(e))
+      const head = Buffer.alloc(5)
+      head.writeUInt32BE(bytes.length, 1)
+      return [head, bytes]
+    }),
+  ),
+)
+
+async function leanSendEventClient(port, token, total) {
+  const session = http2.connect(`https://localhost:${port}`, { ca: fs.readFileSync(certs.caCert) })
+  session.on("error", () => undefined)
+  let acked = 0
+  const failures = {}
+  const fail = (k) => {
+    failures[k] = (failures[k] ?? 0) + 1
+  }
+  for (let n = 0; acked < total; n++) {
+    const ok = await new Promise((resolve) => {
+      const req = session.request({
+        ":method": "POST",
+        ":path": "/api.EventService/SendEvent",
+        "content-type": "application/grpc",
+        te: "trailers",
+        authorization: `Bearer ${token}`,
+      })
+      const chunks = []
+      let status
+      req.on("trailers", (t) => {
+        status = t["grpc-status"]
+      })
+      req.on("response", (h) => {
+        if (h["grpc-status"] !== undefined) status = h["grpc-status"]
+      })
+      req.on("data", (c) => chunks.push(c))
+      req.on("error", () => {
+        fail("stream error")
+        resolve(false)
+      })
+      req.on("end", () => {
+        const body = Buffer.concat(chunks)
+        if (status !== "0" || body.length < 5) {
+          fail(grpc.status[Number(status)] ?? `status ${status}`)
+          resolve(false)
+        } else resolve(EResponseCodec.decode(body.subarray(5)).status === "SUCCESS")
+      })
+      req.end(FRAMED[n % FRAMED.length])
+    })
+    if (ok) acked += BATCH
+    else if (Object.values(failures).reduce((a, b) => a + b, 0) > 20) break
+  }
+  session.close()
+  return { acked, failures }
+}
+
 const rate = (events, ms) => ({
   events,
   seconds: ms / 1000,
@@ -252,9 +319,11 @@ async function benchIngest(brokers, token) {
   const batchRpc = await scenario((n) => batchClient(ing.port, token, n))
   log("ingest over SendEvent...")
   const sendEvent = await scenario((n) => sendEventClient(ing.port, token, n))
+  log("ingest over SendEvent, lean HTTP/2 clients...")
+  const sendEventLean = await scenario((n) => leanSendEventClient(ing.port, token, n))
   const mem = memOf(ing.child.pid)
   await stopChild(ing.child)
-  return { topic, batchRpc, sendEvent, ingesterPeakMiB: mem.peakMiB }
+  return { topic, batchRpc, sendEvent, sendEventLean, ingesterPeakMiB: mem.peakMiB }
 }
 
 async function benchBareProducer(brokers) {
@@ -687,8 +756,10 @@ async function main() {
       `| ingester CPU-s per 100k events, batch RPC | ${fmt(i.batchRpc.ingesterCpuSecondsPer100k, 2)} | ${fmt(b.cpuSecondsPer100k, 2)} | ${fmt(i.batchRpc.ingesterCpuSecondsPer100k / b.cpuSecondsPer100k, 2)} |`,
       `| ingest, SendEvent (events/s) | ${fmt(i.sendEvent.eventsPerSec)} | ${fmt(b.eventsPerSec)} | ${ratio(i.sendEvent.eventsPerSec)} |`,
       `| ingester CPU-s per 100k events, SendEvent | ${fmt(i.sendEvent.ingesterCpuSecondsPer100k, 2)} | ${fmt(b.cpuSecondsPer100k, 2)} | ${fmt(i.sendEvent.ingesterCpuSecondsPer100k / b.cpuSecondsPer100k, 2)} |`,
-      `| cores used, batch RPC / SendEvent: ingester | ${fmt(i.batchRpc.ingesterCores, 2)} / ${fmt(i.sendEvent.ingesterCores, 2)} | | |`,
-      `| cores used, batch RPC / SendEvent: the benchmark's clients (one process) | ${fmt(i.batchRpc.clientCores, 2)} / ${fmt(i.sendEvent.clientCores, 2)} | | |`,
+      `| ingest, SendEvent, lean HTTP/2 clients (events/s) | ${fmt(i.sendEventLean.eventsPerSec)} | ${fmt(b.eventsPerSec)} | ${ratio(i.sendEventLean.eventsPerSec)} |`,
+      `| ingester CPU-s per 100k events, SendEvent, lean clients | ${fmt(i.sendEventLean.ingesterCpuSecondsPer100k, 2)} | ${fmt(b.cpuSecondsPer100k, 2)} | ${fmt(i.sendEventLean.ingesterCpuSecondsPer100k / b.cpuSecondsPer100k, 2)} |`,
+      `| cores used, batch RPC / SendEvent / SendEvent lean: ingester | ${fmt(i.batchRpc.ingesterCores, 2)} / ${fmt(i.sendEvent.ingesterCores, 2)} / ${fmt(i.sendEventLean.ingesterCores, 2)} | | |`,
+      `| cores used, the same: the benchmark's clients (one process) | ${fmt(i.batchRpc.clientCores, 2)} / ${fmt(i.sendEvent.clientCores, 2)} / ${fmt(i.sendEventLean.clientCores, 2)} | | |`,
       `| peak RSS ingester (MiB) | ${fmt(i.ingesterPeakMiB)} | | |`,
     )
   }
