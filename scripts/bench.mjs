@@ -5,8 +5,8 @@
  * Runs the built programs (dist/) as child processes and measures, in one run:
  *  - ingest: events/s and MB/s the ingester acknowledges for 512-byte encrypted events from several concurrent
  *    clients, over the batch RPC (SendEventBatches) and over the proof of concept's SendEvent, the latter twice:
- *    from grpc-js clients and from lean clients writing gRPC frames on node:http2 (`leanSendEventClient`), with the
- *    cores the ingester and the clients used;
+ *    from grpc-js clients, from lean clients writing gRPC frames on node:http2 (`leanSendEventClient`) and from
+ *    grpc-go clients (scripts/goclient, built when `go` is on PATH), with the cores the ingester and the clients used;
  *  - limit: a bare kafkajs producer writing the same records (same acks, batch sizes, concurrency) to Kafka;
  *  - route: events/s from Kafka into files with decryption by the router, and a bare kafkajs consumer's events/s;
  *  - end-to-end latency p50/p99 from a line appended to a tailed file to the router writing it, at a fixed rate;
@@ -29,6 +29,7 @@
  * e.g. ingester,router; profiles go to BENCH_PROFILE_DIR, default /tmp/spillway-prof), BENCH_KEEP_WORK (1: keep the work
  * folder, its routed files and program logs, which a run that succeeded deletes; its topics are deleted either way). Needs `npm run build` first (`npm run bench` does it).
  */
+import { spawn, spawnSync } from "node:child_process"
 import { randomUUID } from "node:crypto"
 import fs from "node:fs"
 import http2 from "node:http2"
@@ -258,6 +259,58 @@ async function leanSendEventClient(port, token, total) {
   return { acked, failures }
 }
 
+/** scripts/goclient built into .cache/goclient (Go's build cache makes a rebuild cheap), or undefined without Go. */
+function buildGoClient() {
+  const out = path.join(root, ".cache", "goclient")
+  const r = spawnSync("go", ["build", "-o", out, "."], {
+    cwd: path.join(root, "scripts", "goclient"),
+    encoding: "utf8",
+  })
+  if (r.error?.code === "ENOENT") return undefined
+  if (r.status !== 0) throw new Error(`go build of scripts/goclient failed: ${r.stderr}`)
+  return out
+}
+
+/** SendEvent from `CLIENTS` grpc-go connections (scripts/goclient, a child process), as `scenario` reports it. */
+async function goScenario(binary, port, token, pid) {
+  const file = path.join(work, "goclient-events.bin")
+  fs.writeFileSync(
+    file,
+    Buffer.concat(
+      POOL.flatMap((e) => {
+        const bytes = Buffer.from(EventCodec.encode(e))
+        const head = Buffer.alloc(4)
+        head.writeUInt32BE(bytes.length)
+        return [head, bytes]
+      }),
+    ),
+  )
+  const total = Math.ceil(EVENTS / CLIENTS / BATCH) * BATCH * CLIENTS
+  const args = ["-addr", `localhost:${port}`, "-ca", certs.caCert, "-token", token, "-events", file]
+  args.push("-clients", String(CLIENTS), "-total", String(total), "-batch", String(BATCH))
+  const cpu0 = cpuSeconds(pid)
+  const child = spawn(binary, args, { stdio: ["ignore", "pipe", "pipe"] })
+  let stdout = ""
+  let stderr = ""
+  child.stdout.on("data", (c) => {
+    stdout += c
+  })
+  child.stderr.on("data", (c) => {
+    stderr += c
+  })
+  const code = await new Promise((resolve) => child.on("close", resolve))
+  const cpu = cpuSeconds(pid) - cpu0
+  if (code !== 0) throw new Error(`scripts/goclient exited with ${code}: ${stderr.slice(0, 500)}`)
+  const out = JSON.parse(stdout.trim())
+  const r = { ...rate(out.acked, out.seconds * 1000), failures: out.failures }
+  r.ingesterCpuSecondsPer100k = per100k(cpu, r.events)
+  r.ingesterCores = cpu / r.seconds
+  r.clientCores = out.cpuSeconds / r.seconds
+  const cores = `cores: ingester ${r.ingesterCores.toFixed(2)}, clients ${r.clientCores.toFixed(2)}`
+  log(`  ${r.eventsPerSec.toFixed(0)} events/s, ${r.ingesterCpuSecondsPer100k.toFixed(2)} CPU-s/100k; ${cores}`)
+  return r
+}
+
 const rate = (events, ms) => ({
   events,
   seconds: ms / 1000,
@@ -321,9 +374,16 @@ async function benchIngest(brokers, token) {
   const sendEvent = await scenario((n) => sendEventClient(ing.port, token, n))
   log("ingest over SendEvent, lean HTTP/2 clients...")
   const sendEventLean = await scenario((n) => leanSendEventClient(ing.port, token, n))
+  const goclient = buildGoClient()
+  let sendEventGo
+  if (goclient === undefined) log("SendEvent, grpc-go clients: skipped (no `go` on PATH to build scripts/goclient)")
+  else {
+    log("ingest over SendEvent, grpc-go clients...")
+    sendEventGo = await goScenario(goclient, ing.port, token, pid)
+  }
   const mem = memOf(ing.child.pid)
   await stopChild(ing.child)
-  return { topic, batchRpc, sendEvent, sendEventLean, ingesterPeakMiB: mem.peakMiB }
+  return { topic, batchRpc, sendEvent, sendEventLean, sendEventGo, ingesterPeakMiB: mem.peakMiB }
 }
 
 async function benchBareProducer(brokers) {
@@ -758,8 +818,14 @@ async function main() {
       `| ingester CPU-s per 100k events, SendEvent | ${fmt(i.sendEvent.ingesterCpuSecondsPer100k, 2)} | ${fmt(b.cpuSecondsPer100k, 2)} | ${fmt(i.sendEvent.ingesterCpuSecondsPer100k / b.cpuSecondsPer100k, 2)} |`,
       `| ingest, SendEvent, lean HTTP/2 clients (events/s) | ${fmt(i.sendEventLean.eventsPerSec)} | ${fmt(b.eventsPerSec)} | ${ratio(i.sendEventLean.eventsPerSec)} |`,
       `| ingester CPU-s per 100k events, SendEvent, lean clients | ${fmt(i.sendEventLean.ingesterCpuSecondsPer100k, 2)} | ${fmt(b.cpuSecondsPer100k, 2)} | ${fmt(i.sendEventLean.ingesterCpuSecondsPer100k / b.cpuSecondsPer100k, 2)} |`,
-      `| cores used, batch RPC / SendEvent / SendEvent lean: ingester | ${fmt(i.batchRpc.ingesterCores, 2)} / ${fmt(i.sendEvent.ingesterCores, 2)} / ${fmt(i.sendEventLean.ingesterCores, 2)} | | |`,
-      `| cores used, the same: the benchmark's clients (one process) | ${fmt(i.batchRpc.clientCores, 2)} / ${fmt(i.sendEvent.clientCores, 2)} / ${fmt(i.sendEventLean.clientCores, 2)} | | |`,
+      ...(i.sendEventGo
+        ? [
+            `| ingest, SendEvent, grpc-go clients (events/s) | ${fmt(i.sendEventGo.eventsPerSec)} | ${fmt(b.eventsPerSec)} | ${ratio(i.sendEventGo.eventsPerSec)} |`,
+            `| ingester CPU-s per 100k events, SendEvent, grpc-go clients | ${fmt(i.sendEventGo.ingesterCpuSecondsPer100k, 2)} | ${fmt(b.cpuSecondsPer100k, 2)} | ${fmt(i.sendEventGo.ingesterCpuSecondsPer100k / b.cpuSecondsPer100k, 2)} |`,
+          ]
+        : []),
+      `| cores used, batch RPC / SendEvent / lean / grpc-go: ingester | ${[i.batchRpc, i.sendEvent, i.sendEventLean, i.sendEventGo].map((x) => (x ? fmt(x.ingesterCores, 2) : "-")).join(" / ")} | | |`,
+      `| cores used, the same: the clients | ${[i.batchRpc, i.sendEvent, i.sendEventLean, i.sendEventGo].map((x) => (x ? fmt(x.clientCores, 2) : "-")).join(" / ")} | | |`,
       `| peak RSS ingester (MiB) | ${fmt(i.ingesterPeakMiB)} | | |`,
     )
   }
