@@ -104,14 +104,16 @@ export const watchConsumer = (
     }
     run(Deferred.succeed(ctx.fatal, new ConsumerCrashed({ detail: String(e.payload.error ?? "unknown error") })))
   })
+  // A crash, or a stop or disconnect that carries an error, is a warning; a plain stop or disconnect is the router
+  // stopping the consumer itself (SIGTERM, a rejoin), and is info.
   for (const ev of [consumer.events.CRASH, consumer.events.STOP, consumer.events.DISCONNECT]) {
     consumer.on(ev, (e: { payload?: { error?: unknown } }) => {
-      run(
-        Effect.zipRight(
-          Ref.set(ctx.joined, false),
-          Effect.logWarning(`consumer ${ev}`).pipe(Effect.annotateLogs({ error: String(e.payload?.error ?? "") })),
-        ),
-      )
+      const error = e.payload?.error
+      const log =
+        ev === consumer.events.CRASH || error !== undefined
+          ? Effect.logWarning(`consumer ${ev}`).pipe(Effect.annotateLogs({ error: String(error ?? "") }))
+          : Effect.logInfo(`consumer ${ev}`)
+      run(Effect.zipRight(Ref.set(ctx.joined, false), log))
     })
   }
   return () => generation

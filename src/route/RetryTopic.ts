@@ -9,7 +9,7 @@
  * `committed` is what the retry consumer group (`<group>-retry`) committed, per retry partition.
  */
 import { Context, Effect, Layer } from "effect"
-import { type Admin, CompressionTypes, type Producer } from "kafkajs"
+import { type Admin, CompressionTypes, Partitioners, type Producer } from "kafkajs"
 import { SinkUnavailable } from "../domain/Errors.js"
 import { asBuffer, isTooLarge, runsByBytes } from "../shared/DeadLetter.js"
 import { KafkaClient, lastOffsetsOfKeys } from "../shared/Kafka.js"
@@ -211,7 +211,12 @@ const makeKafka = (options: RetryTopicOptions) =>
     const kafka = yield* KafkaClient
     const maxBatchBytes = options.maxBatchBytes ?? 512 * 1024
     const admin = kafka.admin()
-    const producer: Producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 })
+    // kafkajs' own default partitioner, named so that kafkajs does not warn about its v2 change at every start.
+    const producer: Producer = kafka.producer({
+      idempotent: true,
+      maxInFlightRequests: 1,
+      createPartitioner: Partitioners.DefaultPartitioner,
+    })
     const release = (p: () => Promise<void>) =>
       Effect.promise(() => p().catch(() => undefined)).pipe(
         Effect.interruptible,

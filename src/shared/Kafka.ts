@@ -15,11 +15,19 @@ const { errorCodes } = createRequire(import.meta.url)("kafkajs/src/protocol/erro
 const retriableMessages = new Set(errorCodes.filter((e) => e.retriable).map((e) => e.message))
 
 /**
+ * kafkajs warns at every start of an idempotent producer whose retries are bounded. Spillway bounds them on purpose
+ * (the client's `retry` below; a send that cannot finish fails and is retried or refused by Spillway's own
+ * Schedules, and delivery is at-least-once, never claimed exactly-once), so that warning is debug.
+ */
+const boundedIdempotentRetries = "Limiting retries for the idempotent producer may invalidate EoS guarantees"
+
+/**
  * Pure: the level a kafkajs log entry is logged at. kafkajs says ERROR for every broker answer it is about to
  * retry (`The coordinator is loading`, `This server does not host this topic-partition`, ...) while a broker
  * warms up or a leader moves; those are debug. Something that failed (retries used up, a crash) stays an error.
  */
 export const kafkaLogLevel = (level: logLevel, log: { readonly [k: string]: unknown }): logLevel => {
+  if (level === logLevel.WARN && log.message === boundedIdempotentRetries) return logLevel.DEBUG
   if (level !== logLevel.ERROR) return level
   const error = typeof log.error === "string" ? log.error : undefined
   if (error !== undefined && retriableMessages.has(error)) return logLevel.DEBUG

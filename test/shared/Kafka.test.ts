@@ -32,4 +32,10 @@ describe("kafkaLogLevel", () => {
     ).toBe(logLevel.ERROR)
     expect(kafkaLogLevel(logLevel.WARN, { message: "x" })).toBe(logLevel.WARN)
   })
+
+  it("demotes the warning every idempotent producer with bounded retries logs at start (bounded on purpose)", () => {
+    const message = "Limiting retries for the idempotent producer may invalidate EoS guarantees"
+    expect(kafkaLogLevel(logLevel.WARN, { message })).toBe(logLevel.DEBUG)
+    expect(kafkaLogLevel(logLevel.WARN, { message: `${message} (and more)` })).toBe(logLevel.WARN)
+  })
 })
