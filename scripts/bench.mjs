@@ -102,7 +102,15 @@ const makeEvent = (i) => {
 }
 // A pool of pre-encrypted events, reused so that the client's CPU goes to sending, not encrypting.
 const POOL = Array.from({ length: BATCH * 4 }, (_, i) => makeEvent(i))
-const EVENT_BYTES = EventCodec.encode(POOL[0]).length
+/** The pool's events encoded once (the lean and the Go clients send these bytes). */
+const ENCODED = POOL.map((e) => Buffer.from(EventCodec.encode(e)))
+const EVENT_BYTES = ENCODED[0].length
+/** `bytes` after a `head`-byte prefix whose last 4 bytes are its length, big-endian (gRPC: 5, the Go client's file: 4). */
+const lengthPrefixed = (bytes, head) => {
+  const prefix = Buffer.alloc(head)
+  prefix.writeUInt32BE(bytes.length, head - 4)
+  return [prefix, bytes]
+}
 const batchOf = (n) => {
   const start = (n * BATCH) % POOL.length
   const out = POOL.slice(start, start + BATCH)
@@ -203,14 +211,7 @@ async function sendEventClient(port, token, total) {
  * machine the clients share with the ingester and Kafka it shows what the ingester does when its client is cheap.
  */
 const FRAMED = Array.from({ length: POOL.length / BATCH }, (_, k) =>
-  Buffer.concat(
-    POOL.slice(k * BATCH, (k + 1) * BATCH).flatMap((e) => {
-      const bytes = Buffer.from(EventCodec.encode(e))
-      const head = Buffer.alloc(5)
-      head.writeUInt32BE(bytes.length, 1)
-      return [head, bytes]
-    }),
-  ),
+  Buffer.concat(ENCODED.slice(k * BATCH, (k + 1) * BATCH).flatMap((bytes) => lengthPrefixed(bytes, 5))),
 )
 
 async function leanSendEventClient(port, token, total) {
@@ -274,17 +275,7 @@ function buildGoClient() {
 /** SendEvent from `CLIENTS` grpc-go connections (scripts/goclient, a child process), as `scenario` reports it. */
 async function goScenario(binary, port, token, pid) {
   const file = path.join(work, "goclient-events.bin")
-  fs.writeFileSync(
-    file,
-    Buffer.concat(
-      POOL.flatMap((e) => {
-        const bytes = Buffer.from(EventCodec.encode(e))
-        const head = Buffer.alloc(4)
-        head.writeUInt32BE(bytes.length)
-        return [head, bytes]
-      }),
-    ),
-  )
+  fs.writeFileSync(file, Buffer.concat(ENCODED.flatMap((bytes) => lengthPrefixed(bytes, 4))))
   const total = Math.ceil(EVENTS / CLIENTS / BATCH) * BATCH * CLIENTS
   const args = ["-addr", `localhost:${port}`, "-ca", certs.caCert, "-token", token, "-events", file]
   args.push("-clients", String(CLIENTS), "-total", String(total), "-batch", String(BATCH))
@@ -302,10 +293,14 @@ async function goScenario(binary, port, token, pid) {
   const cpu = cpuSeconds(pid) - cpu0
   if (code !== 0) throw new Error(`scripts/goclient exited with ${code}: ${stderr.slice(0, 500)}`)
   const out = JSON.parse(stdout.trim())
-  const r = { ...rate(out.acked, out.seconds * 1000), failures: out.failures }
-  r.ingesterCpuSecondsPer100k = per100k(cpu, r.events)
-  r.ingesterCores = cpu / r.seconds
-  r.clientCores = out.cpuSeconds / r.seconds
+  return withCpu({ ...rate(out.acked, out.seconds * 1000), failures: out.failures }, cpu, out.cpuSeconds)
+}
+
+/** A scenario's result with the ingester's CPU per 100k events and the cores it and the clients used, logged. */
+function withCpu(r, ingesterCpu, clientCpu) {
+  r.ingesterCpuSecondsPer100k = per100k(ingesterCpu, r.events)
+  r.ingesterCores = ingesterCpu / r.seconds
+  r.clientCores = clientCpu / r.seconds
   const cores = `cores: ingester ${r.ingesterCores.toFixed(2)}, clients ${r.clientCores.toFixed(2)}`
   log(`  ${r.eventsPerSec.toFixed(0)} events/s, ${r.ingesterCpuSecondsPer100k.toFixed(2)} CPU-s/100k; ${cores}`)
   return r
@@ -362,12 +357,7 @@ async function benchIngest(brokers, token) {
     const cpu0 = cpuSeconds(pid)
     const own0 = ownCpuSeconds()
     const r = await runClients(client)
-    r.ingesterCpuSecondsPer100k = per100k(cpuSeconds(pid) - cpu0, r.events)
-    r.ingesterCores = (cpuSeconds(pid) - cpu0) / r.seconds
-    r.clientCores = (ownCpuSeconds() - own0) / r.seconds
-    const cores = `cores: ingester ${r.ingesterCores.toFixed(2)}, clients ${r.clientCores.toFixed(2)}`
-    log(`  ${r.eventsPerSec.toFixed(0)} events/s, ${r.ingesterCpuSecondsPer100k.toFixed(2)} CPU-s/100k; ${cores}`)
-    return r
+    return withCpu(r, cpuSeconds(pid) - cpu0, ownCpuSeconds() - own0)
   }
   const batchRpc = await scenario((n) => batchClient(ing.port, token, n))
   log("ingest over SendEvent...")

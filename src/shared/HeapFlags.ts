@@ -2,14 +2,16 @@
  * How much garbage V8 may keep before it collects. The programs' peak RSS at their full rate is
  * mostly heap sized for the allocation rate, not data (docs/benchmarks.md, "Peak RSS at full rate"):
  *
- * - `SPILLWAY_V8_YOUNG_GROWTH` (default 0, the agent 1: `heapDefaultsFor`): V8's `--semi-space-growth-factor`. Node grows the young generation
- *   from 1 MiB semi-spaces to 16 MiB (32 MiB of new space) under a high allocation rate, and to 8 MiB already
- *   while it loads the bundle. 1 keeps it at the size it has when the program's code starts (2–4 MiB of new space):
- *   30–70 MiB less RSS at full rate, for about a tenth more CPU in the router and half again as much in the
- *   ingester's batch RPC, so it is not their default (the agent's it is); 2 is V8's own growth; 0 leaves the flag as Node was started.
- * - `SPILLWAY_V8_OLD_GROWTH_PERCENT` (default 100, the ingester 0: `heapDefaultsFor`): V8's `--heap-growing-percent`. After each full collection the
- *   old generation may grow to (1 + percent / 100) × what was live before the next one; V8's own factor goes up to
- *   4 × when collections are cheap, which let 60–100 MB of old garbage pile up. 0 leaves V8's own factor.
+ * - `SPILLWAY_V8_YOUNG_GROWTH` (default 0, the agent 1: `heapDefaultsFor`): V8's `--semi-space-growth-factor`.
+ *   Node grows the young generation from 1 MiB semi-spaces to 16 MiB (32 MiB of new space) under a high allocation
+ *   rate, and to 8 MiB already while it loads the bundle. 1 keeps it at the size it has when the program's code
+ *   starts (2–4 MiB of new space): 30–70 MiB less RSS at full rate, for about a tenth more CPU in the router and
+ *   half again as much in the ingester's batch RPC, so it is not their default (the agent's it is); 2 is V8's own
+ *   growth; 0 leaves the flag as Node was started.
+ * - `SPILLWAY_V8_OLD_GROWTH_PERCENT` (default 100, the ingester 0: `heapDefaultsFor`): V8's
+ *   `--heap-growing-percent`. After each full collection the old generation may grow to (1 + percent / 100) ×
+ *   what was live before the next one; V8's own factor goes up to 4 × when collections are cheap, which let
+ *   60–100 MB of old garbage pile up. 0 leaves V8's own factor.
  *
  * Both are read from the environment when the program loads (`HeapAtLoad.ts`, the first import of every bundle
  * file), before the rest of its code runs; so they cannot come from the SPILLWAY_CONFIG file, and this
@@ -36,12 +38,12 @@ export const defaultHeapSettings: HeapSettings = { youngGrowth: 0, oldGrowthPerc
  * session 6"). The router and the ingester hold batches in flight that outlive a small young generation, and pay
  * a tenth to a half more CPU for it.
  */
-export const heapDefaultsFor = (program: string): HeapSettings =>
-  program === "ingester"
-    ? { youngGrowth: 0, oldGrowthPercent: 0 }
-    : program === "agent"
-      ? { youngGrowth: 1, oldGrowthPercent: 100 }
-      : defaultHeapSettings
+export const heapDefaultsFor = (program: string): HeapSettings => programDefaults[program] ?? defaultHeapSettings
+
+const programDefaults: Readonly<Record<string, HeapSettings>> = {
+  ingester: { youngGrowth: 0, oldGrowthPercent: 0 },
+  agent: { youngGrowth: 1, oldGrowthPercent: 100 },
+}
 
 interface Setting {
   readonly env: string
