@@ -162,8 +162,9 @@ export async function makeHarness(name, { targets = [{ file: `${name}.log` }] } 
       : []
     // BENCH_NODE_FLAGS="--max-semi-space-size=2 ..." passes V8/Node flags to every program (experiments).
     const flags = (process.env.BENCH_NODE_FLAGS ?? "").split(" ").filter((f) => f !== "")
+    // BENCH_LOG_LEVEL=Debug keeps the programs' logs at that level (Warning by default: logging costs CPU).
     const child = spawn(process.execPath, [...flags, ...profile, dist("programs", `${program}.js`), ...args], {
-      env: { ...baseEnv, SPILLWAY_LOG_LEVEL: "Warning", ...env },
+      env: { ...baseEnv, SPILLWAY_LOG_LEVEL: process.env.BENCH_LOG_LEVEL || "Warning", ...env },
       stdio: ["ignore", out, out],
     })
     fs.closeSync(out)
