@@ -59,8 +59,8 @@ describe("CodeCache", () => {
             `globalThis.ran = [${n}, typeof require, __filename === ${JSON.stringify(bundle)}]\n` +
             "const f = (x) => x * 2\nmodule.exports = f(21)\n})",
         )
-      const run = (env: Record<string, string> = {}) => {
-        const r = spawnSync(process.execPath, [runner], { encoding: "utf8", env: { PATH: "", ...env } })
+      const run = (env: Record<string, string> = {}, flags: ReadonlyArray<string> = []) => {
+        const r = spawnSync(process.execPath, [...flags, runner], { encoding: "utf8", env: { PATH: "", ...env } })
         expect(r.status, r.stderr).toBe(0)
         return JSON.parse(r.stdout)
       }
@@ -75,6 +75,11 @@ describe("CodeCache", () => {
       expect(run()).toEqual(["stale", [2, "function", true]])
       // The header right, V8's data not (as from another Node): V8 refuses it, the source runs.
       writeFileSync(cache, Buffer.concat([cacheHeader(readFileSync(bundle, "utf8")), Buffer.alloc(64, 7)]))
+      expect(run()).toEqual(["refused", [2, "function", true]])
+      // Made under other V8 flags (as README says an operator would, for theirs): used under those, refused without.
+      const flags = ["--max-old-space-size=256"]
+      expect(run({ SPILLWAY_CODE_CACHE: "write" }, flags)).toEqual(["written", [2, "function", true]])
+      expect(run({}, flags)).toEqual(["used", [2, "function", true]])
       expect(run()).toEqual(["refused", [2, "function", true]])
     },
   )
