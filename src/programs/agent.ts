@@ -14,7 +14,14 @@ import { resolveSettings } from "../agent/Settings.js"
 import { heapSettingsOf } from "../shared/HeapFlags.js"
 import { boolFlag, optionalIntFlag, optionalTextFlag, PORT } from "../shared/ProgramOptions.js"
 import { runnable } from "../shared/ProgramRuntime.js"
-import { checkCertificate, checkReadable, checkWritableDir, finding, report } from "../shared/Validate.js"
+import {
+  checkCertificate,
+  checkCodeCache,
+  checkReadable,
+  checkWritableDir,
+  finding,
+  report,
+} from "../shared/Validate.js"
 
 const options = {
   ingester: optionalTextFlag("ingester", "SPILLWAY_INGESTER", "Ingester address host:port (default localhost:7777)"),
@@ -125,6 +132,7 @@ const validate = Command.make("validate", options, (cli) =>
       ...(s.token._tag === "file" ? [checkReadable("--token-file (ACCESS_TOKEN_FILE)", s.token.path)] : []),
       checkWritableDir("--buffer-dir (SPILLWAY_BUFFER_DIR)", s.bufferDir),
       finding(s.inputs.length > 0, "inputs", s.inputs.length > 0 ? s.inputs.map((i) => i.type).join(", ") : "none"),
+      checkCodeCache(),
     ])
   }),
 ).pipe(

@@ -26,7 +26,7 @@ import { validateIngester } from "../ingest/ValidateIngester.js"
 import { makeDevCerts } from "../shared/DevCerts.js"
 import { heapSettingsOf } from "../shared/HeapFlags.js"
 import { runnable } from "../shared/ProgramRuntime.js"
-import { finding, report } from "../shared/Validate.js"
+import { checkCodeCache, finding, report } from "../shared/Validate.js"
 
 /** Startup problems are printed as one line on stderr with exit code 1, never as a stack trace. */
 const failCleanly = <A, E, R>(self: Effect.Effect<A, E, R>) =>
@@ -140,7 +140,11 @@ const validate = Command.make("validate", apiOptions, (opts) =>
     })
     const heap = heapSettingsOf(process.env)
     const heapFinding = finding(!("error" in heap), "heap (SPILLWAY_V8_*)", "error" in heap ? heap.error : "valid")
-    yield* report("spillway-ingester", [...(yield* validateIngester({ ...opts, timeouts })), heapFinding])
+    yield* report("spillway-ingester", [
+      ...(yield* validateIngester({ ...opts, timeouts })),
+      heapFinding,
+      checkCodeCache(),
+    ])
   }),
 ).pipe(
   Command.withDescription(

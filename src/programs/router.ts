@@ -34,7 +34,7 @@ import { KafkaClient, kafkaSettingsConfig } from "../shared/Kafka.js"
 import { OpsServerLive } from "../shared/Ops.js"
 import { boolFlag, durationSetting, intFlag, intSetting, PORT, textFlag } from "../shared/ProgramOptions.js"
 import { runnable } from "../shared/ProgramRuntime.js"
-import { checkBrokers, checkTenants, checkWritableDir, finding, report } from "../shared/Validate.js"
+import { checkBrokers, checkCodeCache, checkTenants, checkWritableDir, finding, report } from "../shared/Validate.js"
 
 const printEvents = boolFlag("print-events", "SPILLWAY_PRINT_EVENTS", "Print events as received from Kafka")
 const decryptEvents = boolFlag(
@@ -301,6 +301,7 @@ const validate = Command.make("validate", consumerOptions, (opts) =>
         onRight: () => finding(true, "tuning (SPILLWAY_ROUTER_*)", "valid"),
       }),
       finding(!("error" in heap), "heap (SPILLWAY_V8_*)", "error" in heap ? heap.error : "valid"),
+      checkCodeCache(),
     ])
   }),
 ).pipe(

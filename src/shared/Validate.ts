@@ -8,6 +8,7 @@ import { createPrivateKey, X509Certificate } from "node:crypto"
 import { accessSync, constants, readFileSync, statSync } from "node:fs"
 import path from "node:path"
 import { Console, Effect, Either } from "effect"
+import { type CacheOutcome, outcomeKey } from "./CodeCache.js"
 import { parseTenantsFile } from "./ConfigStore.js"
 
 export interface Finding {
@@ -25,6 +26,26 @@ const errno = (e: unknown) =>
   e instanceof Error && "code" in e ? String((e as { code: unknown }).code) : "cannot be read"
 
 const MAX_FILE = 16 * 1024 * 1024
+
+const cacheDetails: Record<CacheOutcome, string> = {
+  used: "used",
+  refused:
+    "refused by V8 (another Node, or other V8 flags: Node's command line, NODE_OPTIONS, SPILLWAY_V8_YOUNG_GROWTH), so " +
+    "each start compiles the code; to make it under these settings, see the README (Layout)",
+  stale: "made for another build of the bundle, so each start compiles the code; run `npm run build`",
+  missing: "missing, so each start compiles the code; run `npm run build`",
+  off: "off (SPILLWAY_CODE_CACHE=off)",
+  written: "written (SPILLWAY_CODE_CACHE=write)",
+}
+
+/**
+ * What this start did with the build's code cache (src/shared/CodeCache.ts). Never a failure, only slower: a program
+ * not run from its bundle (the tests' tsc modules) says so.
+ */
+export const checkCodeCache = (): Finding => {
+  const outcome = (globalThis as Record<symbol, unknown>)[outcomeKey] as CacheOutcome | undefined
+  return ok("code cache (dist/programs/*.bundle.cache)", outcome === undefined ? "not in use" : cacheDetails[outcome])
+}
 
 /** Reads a file of at most 16 MiB, or says why not. */
 const readSmall = (path: string): Either.Either<Buffer, string> => {
