@@ -102,7 +102,13 @@ export const runBundle = (url: URL): void => {
   if (mode === "write") {
     // After the top level ran: the data then holds the functions the load compiled, not only the outermost one.
     const data = script.createCachedData()
-    writeFileSync(`${cacheFile}.tmp`, Buffer.concat([cacheHeader(source), data]))
-    renameSync(`${cacheFile}.tmp`, cacheFile)
+    try {
+      writeFileSync(`${cacheFile}.tmp`, Buffer.concat([cacheHeader(source), data]))
+      renameSync(`${cacheFile}.tmp`, cacheFile)
+    } catch (e) {
+      const code = e instanceof Error && "code" in e ? String(e.code) : "failed"
+      process.stderr.write(`SPILLWAY_CODE_CACHE=write: cannot write ${cacheFile}: ${code}\n`)
+      process.exit(1)
+    }
   }
 }

@@ -4,7 +4,7 @@
  * load from the cache the build made (under its own heap flags).
  */
 import { spawnSync } from "node:child_process"
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs"
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { pathToFileURL } from "node:url"
@@ -81,6 +81,15 @@ describe("CodeCache", () => {
       expect(run({ SPILLWAY_CODE_CACHE: "write" }, flags)).toEqual(["written", [2, "function", true]])
       expect(run({}, flags)).toEqual(["used", [2, "function", true]])
       expect(run()).toEqual(["refused", [2, "function", true]])
+      // Where the cache cannot be written (here its temporary file's name is taken by a folder, which stops root
+      // too), `write` names the file and fails.
+      mkdirSync(`${cache}.tmp`)
+      const r = spawnSync(process.execPath, [runner], {
+        encoding: "utf8",
+        env: { PATH: "", SPILLWAY_CODE_CACHE: "write" },
+      })
+      expect(r.status).toBe(1)
+      expect(r.stderr).toContain(`SPILLWAY_CODE_CACHE=write: cannot write ${cache}: EISDIR`)
     },
   )
 
