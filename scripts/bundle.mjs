@@ -61,15 +61,15 @@ const noFileParsers = {
  * allocates, and before its code cache is read (V8 keeps a cache only for the flags it was made under).
  * test/shared/HeapFlags.test.ts checks it on the built programs.
  */
-const heapFirst = {
-  name: "heap-at-load-first",
+const heapAtLoadOutside = {
+  name: "heap-at-load-outside",
   setup(b) {
     b.onResolve({ filter: /\/HeapAtLoad\.js$/ }, (args) =>
       args.importer.includes(`${path.sep}src${path.sep}programs${path.sep}`)
-        ? { path: args.path, namespace: "heap-at-load-first" }
+        ? { path: args.path, namespace: "heap-at-load-outside" }
         : undefined,
     )
-    b.onLoad({ filter: /.*/, namespace: "heap-at-load-first" }, () => ({ contents: "", loader: "js" }))
+    b.onLoad({ filter: /.*/, namespace: "heap-at-load-outside" }, () => ({ contents: "", loader: "js" }))
   },
 }
 
@@ -78,7 +78,7 @@ for (const name of names) {
     entryPoints: [path.join(root, "src", "programs", `${name}.ts`)],
     outfile: path.join(outdir, `${name}.bundle.cjs`),
     bundle: true,
-    plugins: [noFileParsers, heapFirst],
+    plugins: [noFileParsers, heapAtLoadOutside],
     platform: "node",
     format: "cjs",
     target: "node20",

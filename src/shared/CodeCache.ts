@@ -62,8 +62,12 @@ const readIfThere = (path: string): Buffer | undefined => {
  * `used`; `refused` by V8 (another Node or other V8 flags); `stale` or `missing` (no data for this source), `off`,
  * `written`.
  */
-export const outcomeKey = Symbol.for("spillway.codeCache")
+const outcomeKey = Symbol.for("spillway.codeCache")
 export type CacheOutcome = "used" | "refused" | "stale" | "missing" | "off" | "written"
+
+/** What this process's `runBundle` did with the cache; undefined when the program was not run from its bundle. */
+export const cacheOutcome = (): CacheOutcome | undefined =>
+  (globalThis as Record<symbol, unknown>)[outcomeKey] as CacheOutcome | undefined
 
 const outcomeOf = (
   mode: CacheMode,

@@ -8,7 +8,7 @@ import { createPrivateKey, X509Certificate } from "node:crypto"
 import { accessSync, constants, readFileSync, statSync } from "node:fs"
 import path from "node:path"
 import { Console, Effect, Either } from "effect"
-import { type CacheOutcome, outcomeKey } from "./CodeCache.js"
+import { type CacheOutcome, cacheOutcome } from "./CodeCache.js"
 import { parseTenantsFile } from "./ConfigStore.js"
 
 export interface Finding {
@@ -43,7 +43,7 @@ const cacheDetails: Record<CacheOutcome, string> = {
  * not run from its bundle (the tests' tsc modules) says so.
  */
 export const checkCodeCache = (): Finding => {
-  const outcome = (globalThis as Record<symbol, unknown>)[outcomeKey] as CacheOutcome | undefined
+  const outcome = cacheOutcome()
   return ok("code cache (dist/programs/*.bundle.cache)", outcome === undefined ? "not in use" : cacheDetails[outcome])
 }
 

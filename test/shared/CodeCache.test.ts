@@ -59,8 +59,10 @@ describe("CodeCache", () => {
             `globalThis.ran = [${n}, typeof require, __filename === ${JSON.stringify(bundle)}]\n` +
             "const f = (x) => x * 2\nmodule.exports = f(21)\n})",
         )
+      const spawn = (env: Record<string, string> = {}, flags: ReadonlyArray<string> = []) =>
+        spawnSync(process.execPath, [...flags, runner], { encoding: "utf8", env: { PATH: "", ...env } })
       const run = (env: Record<string, string> = {}, flags: ReadonlyArray<string> = []) => {
-        const r = spawnSync(process.execPath, [...flags, runner], { encoding: "utf8", env: { PATH: "", ...env } })
+        const r = spawn(env, flags)
         expect(r.status, r.stderr).toBe(0)
         return JSON.parse(r.stdout)
       }
@@ -84,10 +86,7 @@ describe("CodeCache", () => {
       // Where the cache cannot be written (here its temporary file's name is taken by a folder, which stops root
       // too), `write` names the file and fails.
       mkdirSync(`${cache}.tmp`)
-      const r = spawnSync(process.execPath, [runner], {
-        encoding: "utf8",
-        env: { PATH: "", SPILLWAY_CODE_CACHE: "write" },
-      })
+      const r = spawn({ SPILLWAY_CODE_CACHE: "write" })
       expect(r.status).toBe(1)
       expect(r.stderr).toContain(`SPILLWAY_CODE_CACHE=write: cannot write ${cache}: EISDIR`)
     },
