@@ -7,6 +7,7 @@ import { createRequire } from "node:module"
 import { Config, Context, Effect, Layer, Runtime } from "effect"
 import { Kafka, type LogEntry, logLevel } from "kafkajs"
 import { registerCodecs } from "./Codecs.js"
+import { installIdleRequestQueueFix } from "./KafkajsIdle.js"
 
 // kafkajs's table of protocol errors (not re-exported by its index): which broker answers it retries.
 const { errorCodes } = createRequire(import.meta.url)("kafkajs/src/protocol/error.js") as {
@@ -224,6 +225,7 @@ export class KafkaClient extends Context.Tag("spillway/KafkaClient")<KafkaClient
   static readonly make = (settings: KafkaSettings): Effect.Effect<Kafka> =>
     Effect.gen(function* () {
       registerCodecs()
+      installIdleRequestQueueFix()
       const runtime = yield* Effect.runtime<never>()
       const runFork = Runtime.runFork(runtime)
       const logCreator =
