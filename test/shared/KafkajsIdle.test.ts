@@ -1,6 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import RequestQueue from "kafkajs/src/network/requestQueue/index.js"
 import { installIdleRequestQueueFix } from "../../src/shared/KafkajsIdle.js"
+import { waitFor } from "../support/router.js"
 
 /** kafkajs' method as shipped, kept before the fix replaces it. */
 const shipped = RequestQueue.prototype.scheduleCheckPendingRequests
@@ -22,10 +23,6 @@ const request = (correlationId: number, sent: Array<number>) => ({
   expectResponse: true,
   sendRequest: () => sent.push(correlationId),
 })
-const waitFor = async (done: () => boolean, ms = 2_000): Promise<void> => {
-  const until = Date.now() + ms
-  while (!done() && Date.now() < until) await new Promise((r) => setTimeout(r, 5))
-}
 
 describe("installIdleRequestQueueFix", () => {
   it("kafkajs 2.2.4 as shipped sets a timer for nothing (the 1 ms spin the fix removes)", () => {
@@ -48,7 +45,7 @@ describe("installIdleRequestQueueFix", () => {
     q.throttledUntil = Date.now() + 30
     q.scheduleCheckPendingRequests()
     expect(q.throttleCheckTimeoutId).not.toBeNull()
-    await waitFor(() => q.throttleCheckTimeoutId === null)
+    await waitFor(() => q.throttleCheckTimeoutId === null, 2_000, "the check at the throttle's end", 5)
     expect(q.throttleCheckTimeoutId).toBeNull()
     q.destroy()
   })
@@ -66,7 +63,7 @@ describe("installIdleRequestQueueFix", () => {
     q.throttledUntil = Date.now() + 40
     q.push(request(2, sent))
     expect(sent).toEqual([1])
-    await waitFor(() => sent.length === 2)
+    await waitFor(() => sent.length === 2, 2_000, "the held request to go out", 5)
     expect(sent).toEqual([1, 2])
     expect(q.pending).toHaveLength(0)
     // Sent, nothing pending, the throttle over: the queue goes quiet.
