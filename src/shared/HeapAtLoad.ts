@@ -3,20 +3,24 @@
  * environment to V8 (what and why: HeapFlags.ts). The young generation's growth is set at once, before the rest of
  * the bundle is evaluated; the old generation's bound once the bundle has been evaluated (`setImmediate`): set at
  * once, it made V8 collect the old generation again and again while the code loads, 0.08 CPU-seconds and 100–200 ms
- * more to ready (docs/benchmarks.md, "Round 2 session 5"). The last test of test/shared/HeapFlags.test.ts checks on
- * the built programs that the settings act.
+ * more to ready (docs/benchmarks.md, "Round 2 session 5"). Under a young limit the young generation does not grow
+ * while the bundle loads (one synchronous run, no collection can be watched during it); the limit is kept from then
+ * on (YoungLimit.ts). The last tests of test/shared/HeapFlags.test.ts check on the built programs that the settings
+ * act.
  */
 import { basename } from "node:path"
 import { setFlagsFromString } from "node:v8"
-import { heapDefaultsFor, heapFlags, heapSettingsOf } from "./HeapFlags.js"
+import { heapDefaultsFor, heapPlan, heapSettingsOf } from "./HeapFlags.js"
+import { limitYoungGeneration } from "./YoungLimit.js"
 
 const read = heapSettingsOf(process.env, heapDefaultsFor(basename(process.argv[1] ?? "", ".js")))
 if ("settings" in read) {
-  const { youngGrowth, oldGrowthPercent } = read.settings
-  for (const flag of heapFlags({ youngGrowth, oldGrowthPercent: 0 })) setFlagsFromString(flag)
-  const later = heapFlags({ youngGrowth: 0, oldGrowthPercent })
-  if (later.length > 0)
+  const settings = read.settings
+  const plan = heapPlan(settings)
+  for (const flag of plan.atLoad) setFlagsFromString(flag)
+  if (plan.afterLoad.length > 0 || plan.limitYoung)
     setImmediate(() => {
-      for (const flag of later) setFlagsFromString(flag)
+      for (const flag of plan.afterLoad) setFlagsFromString(flag)
+      if (plan.limitYoung) limitYoungGeneration(settings, 1)
     })
 }

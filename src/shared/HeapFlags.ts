@@ -8,47 +8,57 @@
  *   starts (2–4 MiB of new space): 30–70 MiB less RSS at full rate, for about a tenth more CPU in the router and
  *   half again as much in the ingester's batch RPC, so it is not their default (the agent's it is); 2 is V8's own
  *   growth; 0 leaves the flag as Node was started.
- * - `SPILLWAY_V8_OLD_GROWTH_PERCENT` (default 100, the ingester 0: `heapDefaultsFor`): V8's
- *   `--heap-growing-percent`. After each full collection the old generation may grow to (1 + percent / 100) ×
- *   what was live before the next one; V8's own factor goes up to 4 × when collections are cheap, which let
- *   60–100 MB of old garbage pile up. 0 leaves V8's own factor.
+ * - `SPILLWAY_V8_OLD_GROWTH_PERCENT` (default 100: `heapDefaultsFor`): V8's `--heap-growing-percent`. After each
+ *   full collection the old generation may grow to (1 + percent / 100) × what was live before the next one; V8's
+ *   own factor goes up to 4 × when collections are cheap, which let 60–100 MB of old garbage pile up. 0 leaves V8's
+ *   own factor.
+ * - `SPILLWAY_V8_YOUNG_LIMIT_MIB` (default 0, the ingester 4: `heapDefaultsFor`): the young generation grows only
+ *   while each of its two semi-spaces is smaller than this. V8's own largest size (`--max-semi-space-size`, 16 MiB
+ *   here) is fixed when V8 starts, so the limit is kept from the outside (`YoungLimit.ts`): the growth factor is 1
+ *   while the bundle loads, then, after each collection, the growth factor (`SPILLWAY_V8_YOUNG_GROWTH` when it is 2
+ *   or more, else V8's 2) below the limit and 1 at it (`youngGrowthAt`). V8 doubles a semi-space at a step
+ *   (0.5, 1, 2, 4, 8, 16 MiB), so a limit between two steps stops at the larger one. 0: no limit; with
+ *   `SPILLWAY_V8_YOUNG_GROWTH=1` the generation does not grow, so the limit has nothing to do.
  *
- * Both are read from the environment when the program loads (`HeapAtLoad.ts`, the first import of every bundle
+ * All are read from the environment when the program loads (`HeapAtLoad.ts`, the first import of every bundle
  * file), before the rest of its code runs; so they cannot come from the SPILLWAY_CONFIG file, and this
  * module imports nothing. V8 reads both flags each time it resizes a space, so setting them once Node runs takes
- * effect; the young generation's largest size (`--max-semi-space-size`) is fixed when V8 starts. Node documents
- * `v8.setFlagsFromString` after start as unsupported in general; `test/shared/HeapFlags.test.ts` checks that these
- * two flags act on this Node.
+ * effect. Node documents `v8.setFlagsFromString` after start as unsupported in general;
+ * `test/shared/HeapFlags.test.ts` checks that these two flags and the limit act on this Node.
  */
 
 export interface HeapSettings {
   readonly youngGrowth: number
   readonly oldGrowthPercent: number
+  /** MiB per semi-space the young generation grows to at most; 0: V8's own largest size. */
+  readonly youngLimitMiB: number
 }
 
-export const defaultHeapSettings: HeapSettings = { youngGrowth: 0, oldGrowthPercent: 100 }
+export const defaultHeapSettings: HeapSettings = { youngGrowth: 0, oldGrowthPercent: 100, youngLimitMiB: 0 }
 
 /**
- * The defaults of one program (`ingester`, `router`, `agent`: the bundle's file name). The ingester keeps V8's own
- * old-generation growth: bounded at 100 %, its batch RPC at full rate lost 15–25 % of its rate to the more frequent
- * full collections in each of six interleaved pairs (docs/benchmarks.md, "Round 2 session 5"), for 157 against
- * 204 MiB. The router and the agent lost nothing measurable and keep 100. The agent, one per host, also keeps its
- * young generation small (young growth 1): at 10,000 lines/s 106–108 against 137–142 MiB of peak RSS, for about 7 %
- * more CPU (4.33 against 4.05 CPU-s per 100k lines, medians of six interleaved pairs; docs/benchmarks.md, "Round 2
- * session 6"). The router and the ingester hold batches in flight that outlive a small young generation, and pay
- * a tenth to a half more CPU for it.
+ * The defaults of one program (`ingester`, `router`, `agent`: the bundle's file name). The agent, one per host,
+ * keeps its young generation small (young growth 1): at 10,000 lines/s 106–108 against 137–142 MiB of peak RSS, for
+ * about 7 % more CPU (4.33 against 4.05 CPU-s per 100k lines, medians of six interleaved pairs; docs/benchmarks.md,
+ * "Round 2 session 6"). The ingester's young generation grows to 4 MiB semi-spaces at most and its old generation
+ * by 100 %: at its full rate 142 against 231 MiB of peak RSS, for about a fifth more CPU per event (batch RPC 1.96
+ * against 1.59 CPU-s per 100k) and 12 % less rate on the batch RPC (1.03 against 1.17 × the bare producer; SendEvent
+ * from grpc-go clients 0.82 against 0.86; medians of five interleaved pairs, docs/benchmarks.md, "Round 2 session
+ * 9"). The router keeps Node's young generation: a small one cost
+ * it a tenth more CPU, and its rate is what it lacks most.
  */
 export const heapDefaultsFor = (program: string): HeapSettings => programDefaults[program] ?? defaultHeapSettings
 
 const programDefaults: Readonly<Record<string, HeapSettings>> = {
-  ingester: { youngGrowth: 0, oldGrowthPercent: 0 },
-  agent: { youngGrowth: 1, oldGrowthPercent: 100 },
+  ingester: { youngGrowth: 0, oldGrowthPercent: 100, youngLimitMiB: 4 },
+  agent: { youngGrowth: 1, oldGrowthPercent: 100, youngLimitMiB: 0 },
 }
 
 interface Setting {
   readonly env: string
   readonly key: keyof HeapSettings
-  readonly flag: string
+  /** The V8 flag it sets; none for the young limit, which is kept by watching the collections. */
+  readonly flag?: string
   readonly min: number
   readonly max: number
 }
@@ -56,11 +66,46 @@ interface Setting {
 export const heapSettingRanges: ReadonlyArray<Setting> = [
   { env: "SPILLWAY_V8_YOUNG_GROWTH", key: "youngGrowth", flag: "--semi-space-growth-factor", min: 0, max: 4 },
   { env: "SPILLWAY_V8_OLD_GROWTH_PERCENT", key: "oldGrowthPercent", flag: "--heap-growing-percent", min: 0, max: 400 },
+  { env: "SPILLWAY_V8_YOUNG_LIMIT_MIB", key: "youngLimitMiB", min: 0, max: 64 },
 ]
 
-/** The V8 flags for `settings` (none for a setting of 0). */
+/** The V8 flags for `settings` (none for a setting of 0), the young limit aside. */
 export const heapFlags = (settings: HeapSettings): ReadonlyArray<string> =>
-  heapSettingRanges.filter((s) => settings[s.key] > 0).map((s) => `${s.flag}=${settings[s.key]}`)
+  heapSettingRanges
+    .filter((s) => s.flag !== undefined && settings[s.key] > 0)
+    .map((s) => `${s.flag}=${settings[s.key]}`)
+
+/** Whether the young limit has work: set, and the young generation allowed to grow. */
+export const youngLimited = (settings: HeapSettings): boolean =>
+  settings.youngLimitMiB > 0 && settings.youngGrowth !== 1
+
+export interface HeapPlan {
+  /** Set before the bundle is evaluated. */
+  readonly atLoad: ReadonlyArray<string>
+  /** Set once it has been (the old generation's bound: see HeapAtLoad.ts). */
+  readonly afterLoad: ReadonlyArray<string>
+  /** Watch the collections and keep the semi-spaces within `youngLimitMiB` (`youngGrowthAt`). */
+  readonly limitYoung: boolean
+}
+
+/** When each flag is set: under a young limit the young generation does not grow while the bundle loads. */
+export const heapPlan = (settings: HeapSettings): HeapPlan => {
+  const limitYoung = youngLimited(settings)
+  return {
+    atLoad: limitYoung
+      ? ["--semi-space-growth-factor=1"]
+      : heapFlags({ ...settings, oldGrowthPercent: 0, youngLimitMiB: 0 }),
+    afterLoad: heapFlags({ ...settings, youngGrowth: 0, youngLimitMiB: 0 }),
+    limitYoung,
+  }
+}
+
+/**
+ * The young generation's growth factor once its new space (both semi-spaces) holds `newSpaceBytes`: the settings'
+ * factor (V8's 2 unless `SPILLWAY_V8_YOUNG_GROWTH` is 2 or more) below the limit, 1 (no growth) at or above it.
+ */
+export const youngGrowthAt = (newSpaceBytes: number, settings: HeapSettings): number =>
+  newSpaceBytes >= 2 * settings.youngLimitMiB * 1_048_576 ? 1 : Math.max(2, settings.youngGrowth)
 
 /**
  * The settings in `env` (else `defaults`), or the first one that is not an integer in its range, named. Read from

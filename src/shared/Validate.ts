@@ -30,7 +30,7 @@ const MAX_FILE = 16 * 1024 * 1024
 const cacheDetails: Record<CacheOutcome, string> = {
   used: "used",
   refused:
-    "refused by V8 (another Node, or other V8 flags: Node's command line, NODE_OPTIONS, SPILLWAY_V8_YOUNG_GROWTH), so " +
+    "refused by V8 (another Node, or other V8 flags: Node's command line, NODE_OPTIONS, SPILLWAY_V8_YOUNG_GROWTH, SPILLWAY_V8_YOUNG_LIMIT_MIB), so " +
     "each start compiles the code; to make it under these settings, see the README (Layout)",
   stale: "made for another build of the bundle, so each start compiles the code; run `npm run build`",
   missing: "missing, so each start compiles the code; run `npm run build`",

@@ -117,6 +117,9 @@ describe("CodeCache", () => {
       const other = run("agent", { SPILLWAY_V8_YOUNG_GROWTH: "0" })
       expect(other.status).toBe(0)
       expect(other.stderr).toContain("CACHE refused")
+      // The ingester loads under its young limit's factor (1): another limit keeps it, none changes it.
+      expect(run("ingester", { SPILLWAY_V8_YOUNG_LIMIT_MIB: "8" }).stderr).toContain("CACHE used")
+      expect(run("ingester", { SPILLWAY_V8_YOUNG_LIMIT_MIB: "0" }).stderr).toContain("CACHE refused")
       const wrong = run("router", { SPILLWAY_CODE_CACHE: "yes" })
       expect(wrong.status).toBe(2)
       expect(wrong.stderr).toContain("SPILLWAY_CODE_CACHE must be off or write")

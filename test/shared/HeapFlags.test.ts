@@ -1,15 +1,23 @@
 /**
  * The programs' heap settings (src/shared/HeapFlags.ts, HeapAtLoad.ts): the defaults, the range,
  * 0 leaving V8's own behaviour; in a child Node process, that the flags set after start do act on this Node's V8
- * (the young generation stays at its first size, the old generation is collected sooner); and that the built
- * ingester, router and agent apply them before their bundle is evaluated.
+ * (the young generation stays at its first size, the old generation is collected sooner), and so does the young
+ * limit; and that the built ingester, router and agent apply them before their bundle is evaluated.
  */
 import { spawnSync } from "node:child_process"
 import { existsSync, mkdtempSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { pathToFileURL } from "node:url"
 import { describe, expect, it } from "@effect/vitest"
-import { type HeapSettings, heapDefaultsFor, heapFlags, heapSettingsOf } from "../../src/shared/HeapFlags.js"
+import {
+  type HeapSettings,
+  heapDefaultsFor,
+  heapFlags,
+  heapPlan,
+  heapSettingsOf,
+  youngGrowthAt,
+} from "../../src/shared/HeapFlags.js"
 
 /** Runs an allocation loop in a child Node that sets `flags` once it runs; its largest new and old space, MiB. */
 const spacesUnder = (flags: ReadonlyArray<string>) => {
@@ -41,8 +49,8 @@ const settingsOf = (env: Record<string, string>, defaults?: HeapSettings): HeapS
 }
 
 describe("HeapFlags", () => {
-  it("defaults: the young generation as Node was started, old growth 100 %, as V8 flags", () => {
-    expect(settingsOf({})).toEqual({ youngGrowth: 0, oldGrowthPercent: 100 })
+  it("defaults: the young generation as Node was started, old growth 100 %, no young limit, as V8 flags", () => {
+    expect(settingsOf({})).toEqual({ youngGrowth: 0, oldGrowthPercent: 100, youngLimitMiB: 0 })
     expect(heapFlags(settingsOf({}))).toEqual(["--heap-growing-percent=100"])
     expect(heapFlags(settingsOf({ SPILLWAY_V8_YOUNG_GROWTH: "1" }))).toEqual([
       "--semi-space-growth-factor=1",
@@ -50,14 +58,12 @@ describe("HeapFlags", () => {
     ])
   })
 
-  it("per program: the ingester keeps V8's own old-generation growth unless told; the router and the agent 100 %; the agent a small young generation", () => {
-    expect(heapDefaultsFor("ingester")).toEqual({ youngGrowth: 0, oldGrowthPercent: 0 })
-    expect(heapFlags(settingsOf({}, heapDefaultsFor("ingester")))).toEqual([])
-    expect(heapFlags(settingsOf({ SPILLWAY_V8_OLD_GROWTH_PERCENT: "100" }, heapDefaultsFor("ingester")))).toEqual([
-      "--heap-growing-percent=100",
-    ])
-    expect(heapDefaultsFor("router")).toEqual({ youngGrowth: 0, oldGrowthPercent: 100 })
-    expect(heapDefaultsFor("agent")).toEqual({ youngGrowth: 1, oldGrowthPercent: 100 })
+  it("per program: old growth 100 %; the ingester's young generation limited to 4 MiB semi-spaces; the agent's kept small", () => {
+    expect(heapDefaultsFor("ingester")).toEqual({ youngGrowth: 0, oldGrowthPercent: 100, youngLimitMiB: 4 })
+    expect(heapFlags(settingsOf({}, heapDefaultsFor("ingester")))).toEqual(["--heap-growing-percent=100"])
+    expect(heapFlags(settingsOf({ SPILLWAY_V8_OLD_GROWTH_PERCENT: "0" }, heapDefaultsFor("ingester")))).toEqual([])
+    expect(heapDefaultsFor("router")).toEqual({ youngGrowth: 0, oldGrowthPercent: 100, youngLimitMiB: 0 })
+    expect(heapDefaultsFor("agent")).toEqual({ youngGrowth: 1, oldGrowthPercent: 100, youngLimitMiB: 0 })
     expect(heapFlags(settingsOf({}, heapDefaultsFor("agent")))).toEqual([
       "--semi-space-growth-factor=1",
       "--heap-growing-percent=100",
@@ -89,18 +95,90 @@ describe("HeapFlags", () => {
     expect(heapSettingsOf({ SPILLWAY_V8_OLD_GROWTH_PERCENT: "lots" })).toEqual({
       error: "SPILLWAY_V8_OLD_GROWTH_PERCENT must be an integer 0 to 400",
     })
+    expect(heapSettingsOf({ SPILLWAY_V8_YOUNG_LIMIT_MIB: "65" })).toEqual({
+      error: "SPILLWAY_V8_YOUNG_LIMIT_MIB must be an integer 0 to 64",
+    })
+  })
+
+  it("the young limit: no growth while the bundle loads, then the settings' factor below the limit and 1 at it", () => {
+    const limited = settingsOf({}, heapDefaultsFor("ingester"))
+    expect(heapPlan(limited)).toEqual({
+      atLoad: ["--semi-space-growth-factor=1"],
+      afterLoad: ["--heap-growing-percent=100"],
+      limitYoung: true,
+    })
+    const MiB = 1_048_576
+    // new space = two semi-spaces: 4 MiB semi-spaces are 8 MiB of new space
+    expect(youngGrowthAt(4 * MiB, limited)).toBe(2)
+    expect(youngGrowthAt(8 * MiB, limited)).toBe(1)
+    expect(youngGrowthAt(32 * MiB, limited)).toBe(1)
+    expect(youngGrowthAt(2 * MiB, settingsOf({ SPILLWAY_V8_YOUNG_GROWTH: "3" }, limited))).toBe(3)
+    // growth 1 (no growth) or no limit: nothing to watch, the flags as without the limit
+    expect(heapPlan(settingsOf({ SPILLWAY_V8_YOUNG_GROWTH: "1" }, limited))).toEqual({
+      atLoad: ["--semi-space-growth-factor=1"],
+      afterLoad: ["--heap-growing-percent=100"],
+      limitYoung: false,
+    })
+    expect(heapPlan(settingsOf({ SPILLWAY_V8_YOUNG_LIMIT_MIB: "0", SPILLWAY_V8_YOUNG_GROWTH: "2" }, limited))).toEqual({
+      atLoad: ["--semi-space-growth-factor=2"],
+      afterLoad: ["--heap-growing-percent=100"],
+      limitYoung: false,
+    })
+    expect(heapPlan(settingsOf({}))).toEqual({
+      atLoad: [],
+      afterLoad: ["--heap-growing-percent=100"],
+      limitYoung: false,
+    })
   })
 
   it("set after start, the flags keep this Node's young generation at its first size and the old one smaller", () => {
     const own = spacesUnder([])
-    const youngOnly = spacesUnder(heapFlags({ youngGrowth: 1, oldGrowthPercent: 0 }))
-    const tuned = spacesUnder(heapFlags({ youngGrowth: 1, oldGrowthPercent: 100 }))
+    const youngOnly = spacesUnder(heapFlags({ youngGrowth: 1, oldGrowthPercent: 0, youngLimitMiB: 0 }))
+    const tuned = spacesUnder(heapFlags({ youngGrowth: 1, oldGrowthPercent: 100, youngLimitMiB: 0 }))
     // Node starts with 1 MiB semi-spaces (2 MiB of new space) and grows them to 16 MiB under this load.
     expect(own.newMiB).toBeGreaterThan(8)
     expect(tuned.newMiB).toBeLessThanOrEqual(2)
     // The batches held now outlive the small young generation; V8's own factor lets their garbage pile up.
     expect(tuned.oldMiB, JSON.stringify({ tuned, youngOnly })).toBeLessThan(youngOnly.oldMiB * 0.9)
   })
+
+  const youngLimit = join(__dirname, "..", "..", "dist", "shared", "YoungLimit.js")
+  it.skipIf(!existsSync(youngLimit))(
+    "the young limit keeps this Node's semi-spaces at it under a load that grows them to 16 MiB without it",
+    () => {
+      // Batches allocated a turn of the event loop at a time, as the programs do; the largest new space seen.
+      const newSpaceUnder = (limitMiB: number) => {
+        const script = `
+          import { getHeapSpaceStatistics, setFlagsFromString } from "node:v8"
+          import { limitYoungGeneration } from ${JSON.stringify(pathToFileURL(youngLimit).href)}
+          const settings = { youngGrowth: 0, oldGrowthPercent: 0, youngLimitMiB: ${limitMiB} }
+          if (settings.youngLimitMiB > 0) { setFlagsFromString("--semi-space-growth-factor=1"); limitYoungGeneration(settings, 1) }
+          const held = []
+          let maxNew = 0, round = 0
+          const turn = () => {
+            const batch = []
+            for (let i = 0; i < 4000; i++) batch.push({ text: "event " + i + " of " + round, n: [i, round] })
+            held.push(batch)
+            if (held.length > 6) held.shift()
+            for (const s of getHeapSpaceStatistics()) if (s.space_name === "new_space") maxNew = Math.max(maxNew, s.space_size)
+            if (++round < 600) setImmediate(turn)
+            else process.stdout.write(JSON.stringify({ newMiB: maxNew / 2 ** 20 }))
+          }
+          turn()`
+        const run = spawnSync(process.execPath, ["--input-type=module", "-e", script], {
+          encoding: "utf8",
+          timeout: 60_000,
+        })
+        expect(run.status, run.stderr).toBe(0)
+        return (JSON.parse(run.stdout) as { newMiB: number }).newMiB
+      }
+      expect(newSpaceUnder(0)).toBeGreaterThan(8)
+      // 2 MiB semi-spaces: 4 MiB of new space
+      expect(newSpaceUnder(2)).toBeLessThanOrEqual(4)
+      expect(newSpaceUnder(4)).toBeLessThanOrEqual(8)
+      expect(newSpaceUnder(4)).toBeGreaterThan(4)
+    },
+  )
 
   const built = (name: string) => join(__dirname, "..", "..", "dist", "programs", `${name}.js`)
   it.skipIf(!existsSync(built("router")))(
@@ -125,10 +203,17 @@ describe("HeapFlags", () => {
       }
       for (const name of ["ingester", "router", "agent"]) {
         expect(newSpaceAfter(name, { SPILLWAY_V8_YOUNG_GROWTH: "1" })).toBeLessThanOrEqual(4)
-        expect(newSpaceAfter(name, { SPILLWAY_V8_YOUNG_GROWTH: "0" })).toBeGreaterThan(4)
+        const own = { SPILLWAY_V8_YOUNG_GROWTH: "0", SPILLWAY_V8_YOUNG_LIMIT_MIB: "0" }
+        expect(newSpaceAfter(name, own)).toBeGreaterThan(4)
+        // under a young limit nothing grows while the bundle loads
+        expect(
+          newSpaceAfter(name, { SPILLWAY_V8_YOUNG_GROWTH: "0", SPILLWAY_V8_YOUNG_LIMIT_MIB: "4" }),
+        ).toBeLessThanOrEqual(4)
       }
-      // The defaults: the agent's young generation stays small, the others' grows.
+      // The defaults: the agent's young generation stays small and the ingester's (limited) while it loads; the
+      // router's grows.
       expect(newSpaceAfter("agent", {})).toBeLessThanOrEqual(4)
+      expect(newSpaceAfter("ingester", {})).toBeLessThanOrEqual(4)
       expect(newSpaceAfter("router", {})).toBeGreaterThan(4)
     },
   )
