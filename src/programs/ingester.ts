@@ -58,7 +58,8 @@ const api = Command.make("api", apiOptions, (opts) =>
   }).pipe(failCleanly),
 ).pipe(
   Command.withDescription(
-    "Serve api.EventService over gRPC/TLS with JWT auth and produce the events to Kafka, acknowledging only what Kafka acknowledged. Needs SPILLWAY_JWT_SECRET or SPILLWAY_JWT_SECRET_FILE.",
+    "Serve api.EventService over gRPC/TLS with JWT auth and produce the events to Kafka, acknowledging only what Kafka acknowledged. Needs SPILLWAY_JWT_SECRET or SPILLWAY_JWT_SECRET_FILE. " +
+      "Heap (environment only, README): SPILLWAY_V8_OLD_GROWTH_PERCENT, SPILLWAY_V8_YOUNG_GROWTH, SPILLWAY_V8_YOUNG_LIMIT_MIB.",
   ),
 )
 

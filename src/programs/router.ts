@@ -269,7 +269,12 @@ const consumer = Command.make("consumer", consumerOptions, (opts) =>
     const brokerList = yield* checkCommandLine(opts)
     if (brokerList !== undefined) yield* launch(opts, brokerList)
   }),
-).pipe(Command.withDescription("Consume the topic and route each tenant's events to its targets"))
+).pipe(
+  Command.withDescription(
+    "Consume the topic and route each tenant's events to its targets. Heap (environment only, README): " +
+      "SPILLWAY_V8_OLD_GROWTH_PERCENT, SPILLWAY_V8_YOUNG_GROWTH, SPILLWAY_V8_YOUNG_LIMIT_MIB.",
+  ),
+)
 
 /** `validate`: every setting and file `consumer` would load, checked without connecting anywhere. */
 const validate = Command.make("validate", consumerOptions, (opts) =>

@@ -21,6 +21,6 @@ if ("settings" in read) {
   if (plan.afterLoad.length > 0 || plan.limitYoung)
     setImmediate(() => {
       for (const flag of plan.afterLoad) setFlagsFromString(flag)
-      if (plan.limitYoung) limitYoungGeneration(settings, 1)
+      if (plan.limitYoung) limitYoungGeneration(settings)
     })
 }

@@ -15,10 +15,10 @@
  * - `SPILLWAY_V8_YOUNG_LIMIT_MIB` (default 0, the ingester 4: `heapDefaultsFor`): the young generation grows only
  *   while each of its two semi-spaces is smaller than this. V8's own largest size (`--max-semi-space-size`, 16 MiB
  *   here) is fixed when V8 starts, so the limit is kept from the outside (`YoungLimit.ts`): the growth factor is 1
- *   while the bundle loads, then, after each collection, the growth factor (`SPILLWAY_V8_YOUNG_GROWTH` when it is 2
- *   or more, else V8's 2) below the limit and 1 at it (`youngGrowthAt`). V8 doubles a semi-space at a step
- *   (0.5, 1, 2, 4, 8, 16 MiB), so a limit between two steps stops at the larger one. 0: no limit; with
- *   `SPILLWAY_V8_YOUNG_GROWTH=1` the generation does not grow, so the limit has nothing to do.
+ *   while the bundle loads, then, after each collection, 2 below the limit and 1 at it (`youngGrowthAt`). So under a
+ *   limit a semi-space doubles from Node's 1 MiB (1, 2, 4, 8, 16 MiB) and a limit between two steps stops at the
+ *   larger one; a limit above V8's largest size limits nothing. 0: no limit. With `SPILLWAY_V8_YOUNG_GROWTH=1` the
+ *   generation does not grow and the limit has nothing to do; its other values do not apply under a limit.
  *
  * All are read from the environment when the program loads (`HeapAtLoad.ts`, the first import of every bundle
  * file), before the rest of its code runs; so they cannot come from the SPILLWAY_CONFIG file, and this
@@ -44,8 +44,8 @@ export const defaultHeapSettings: HeapSettings = { youngGrowth: 0, oldGrowthPerc
  * by 100 %: at its full rate 142 against 231 MiB of peak RSS, for about a fifth more CPU per event (batch RPC 1.96
  * against 1.59 CPU-s per 100k) and 12 % less rate on the batch RPC (1.03 against 1.17 × the bare producer; SendEvent
  * from grpc-go clients 0.82 against 0.86; medians of five interleaved pairs, docs/benchmarks.md, "Round 2 session
- * 9"). The router keeps Node's young generation: a small one cost
- * it a tenth more CPU, and its rate is what it lacks most.
+ * 9"). The router keeps Node's young generation: a small one cost it a tenth more CPU, and its rate is what it
+ * lacks most.
  */
 export const heapDefaultsFor = (program: string): HeapSettings => programDefaults[program] ?? defaultHeapSettings
 
@@ -101,11 +101,12 @@ export const heapPlan = (settings: HeapSettings): HeapPlan => {
 }
 
 /**
- * The young generation's growth factor once its new space (both semi-spaces) holds `newSpaceBytes`: the settings'
- * factor (V8's 2 unless `SPILLWAY_V8_YOUNG_GROWTH` is 2 or more) below the limit, 1 (no growth) at or above it.
+ * The young generation's growth factor once a semi-space holds `semiSpaceBytes` (its used and available bytes, as
+ * V8 reports them: about 98 % of its size): 2 below the limit, 1 (no growth) at it. A tenth of slack for that
+ * difference; V8's sizes double, so no step falls within it.
  */
-export const youngGrowthAt = (newSpaceBytes: number, settings: HeapSettings): number =>
-  newSpaceBytes >= 2 * settings.youngLimitMiB * 1_048_576 ? 1 : Math.max(2, settings.youngGrowth)
+export const youngGrowthAt = (semiSpaceBytes: number, settings: HeapSettings): number =>
+  semiSpaceBytes >= 0.9 * settings.youngLimitMiB * 1_048_576 ? 1 : 2
 
 /**
  * The settings in `env` (else `defaults`), or the first one that is not an integer in its range, named. Read from

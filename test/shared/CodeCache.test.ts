@@ -94,6 +94,7 @@ describe("CodeCache", () => {
 
   it.skipIf(!existsSync(built("router")))(
     "each built program loads from the cache the build made; off compiles; a wrong setting is refused by name",
+    { timeout: 60_000 },
     () => {
       const probe = join(mkdtempSync(join(tmpdir(), "spillway-codecache-")), "probe.cjs")
       writeFileSync(
