@@ -190,24 +190,28 @@ describe("HeapFlags", () => {
   )
 
   const built = (name: string) => join(__dirname, "..", "..", "dist", "programs", `${name}.js`)
+  /** `<name> --version` of the built program with `preload` (a file written here) required first. */
+  const versionWith = (preload: string) => {
+    const probe = join(mkdtempSync(join(tmpdir(), "spillway-heap-")), "probe.cjs")
+    writeFileSync(probe, preload)
+    return (name: string, env: Record<string, string>) =>
+      spawnSync(process.execPath, ["--require", probe, built(name), "--version"], {
+        encoding: "utf8",
+        env: { PATH: process.env.PATH ?? "", ...env },
+        timeout: 30_000,
+      })
+  }
   it.skipIf(!existsSync(built("router")))(
     "the built ingester, router and agent apply them before their code runs (SPILLWAY_V8_YOUNG_GROWTH=1 against 0 and the default)",
     { timeout: 60_000 },
     () => {
       // The new space once `--version` ran: loading the bundle grows it to 16 MiB unless the flag was set first
       // (the ingester's is 4 MiB: Node reads and compiles the whole module graph before the first module runs).
-      const probe = join(mkdtempSync(join(tmpdir(), "spillway-heap-")), "probe.cjs")
-      writeFileSync(
-        probe,
+      const run = versionWith(
         `process.on("exit", () => { const s = require("node:v8").getHeapSpaceStatistics().find((x) => x.space_name === "new_space"); require("node:fs").writeSync(2, "NEW " + s.space_size + "\\n") })`,
       )
       const newSpaceAfter = (name: string, env: Record<string, string>) => {
-        const run = spawnSync(process.execPath, ["--require", probe, built(name), "--version"], {
-          encoding: "utf8",
-          env: { PATH: process.env.PATH ?? "", ...env },
-          timeout: 30_000,
-        })
-        const m = /NEW (\d+)/.exec(run.stderr)
+        const m = /NEW (\d+)/.exec(run(name, env).stderr)
         expect(m).not.toBeNull()
         return Number(m![1]) / 2 ** 20
       }
@@ -232,21 +236,12 @@ describe("HeapFlags", () => {
     { timeout: 60_000 },
     () => {
       // The same load, started in the built program once its bundle ran (the code cache's outcome is set then).
-      const probe = join(mkdtempSync(join(tmpdir(), "spillway-heap-")), "turns.cjs")
-      writeFileSync(
-        probe,
+      const run = versionWith(
         `${allocationTurns}
         const wait = () => (globalThis[Symbol.for("spillway.codeCache")] === undefined ? setImmediate(wait) : setImmediate(turn))
         wait()`,
       )
-      const semiIn = (env: Record<string, string>) =>
-        semiOf(
-          spawnSync(process.execPath, ["--require", probe, built("ingester"), "--version"], {
-            encoding: "utf8",
-            env: { PATH: process.env.PATH ?? "", ...env },
-            timeout: 30_000,
-          }),
-        )
+      const semiIn = (env: Record<string, string>) => semiOf(run("ingester", env))
       const byDefault = semiIn({})
       expect(byDefault).toBeLessThanOrEqual(4)
       expect(byDefault).toBeGreaterThan(2)
