@@ -41,9 +41,9 @@ export const defaultHeapSettings: HeapSettings = { youngGrowth: 0, oldGrowthPerc
  * keeps its young generation small (young growth 1): at 10,000 lines/s 106–108 against 137–142 MiB of peak RSS, for
  * about 7 % more CPU (4.33 against 4.05 CPU-s per 100k lines, medians of six interleaved pairs; docs/benchmarks.md,
  * "Round 2 session 6"). The ingester's young generation grows to 4 MiB semi-spaces at most and its old generation
- * by 100 %: at its full rate 142 against 231 MiB of peak RSS, for about a fifth more CPU per event (batch RPC 1.96
- * against 1.59 CPU-s per 100k) and 12 % less rate on the batch RPC (1.03 against 1.17 × the bare producer; SendEvent
- * from grpc-go clients 0.82 against 0.86; medians of five interleaved pairs, docs/benchmarks.md, "Round 2 session
+ * by 100 %: at its full rate 145 against 231 MiB of peak RSS, for about a fifth more CPU per event on the batch RPC
+ * (1.86 against 1.53 CPU-s per 100k) and 14 % less rate on it (1.00 against 1.18 × the bare producer; SendEvent from
+ * grpc-go clients 0.81 against 0.86; medians of seven interleaved pairs, docs/benchmarks.md, "Round 2 session
  * 9"). The router keeps Node's young generation: a small one cost it a tenth more CPU, and its rate is what it
  * lacks most.
  */
