@@ -5,10 +5,10 @@
  * limit; and that the built ingester, router and agent apply them before their bundle is evaluated.
  */
 import { spawnSync } from "node:child_process"
-import { existsSync, mkdtempSync, writeFileSync } from "node:fs"
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { describe, expect, it } from "@effect/vitest"
+import { afterAll, describe, expect, it } from "@effect/vitest"
 import {
   type HeapSettings,
   heapDefaultsFor,
@@ -190,9 +190,15 @@ describe("HeapFlags", () => {
   )
 
   const built = (name: string) => join(__dirname, "..", "..", "dist", "programs", `${name}.js`)
+  const probeDirs: Array<string> = []
+  afterAll(() => {
+    for (const dir of probeDirs) rmSync(dir, { recursive: true, force: true })
+  })
   /** `<name> --version` of the built program with `preload` (a file written here) required first. */
   const versionWith = (preload: string) => {
-    const probe = join(mkdtempSync(join(tmpdir(), "spillway-heap-")), "probe.cjs")
+    const dir = mkdtempSync(join(tmpdir(), "spillway-heap-"))
+    probeDirs.push(dir)
+    const probe = join(dir, "probe.cjs")
     writeFileSync(probe, preload)
     return (name: string, env: Record<string, string>) =>
       spawnSync(process.execPath, ["--require", probe, built(name), "--version"], {
