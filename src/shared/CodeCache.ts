@@ -8,10 +8,10 @@
  * The cache (`<name>.bundle.cache`, beside the bundle) is written by the build (`SPILLWAY_CODE_CACHE=write`, once
  * the bundle's top level has run, so it holds every function the load compiled), never by a program at run time:
  * dist may be read-only. It starts with the CRC-32 and length of the source it was made from; V8 itself refuses
- * data of another Node version or of other V8 flags (HeapAtLoad.ts sets the programs' load-time heap flags before, as at build time; any
- * V8 flag on Node's command line or in NODE_OPTIONS counts too). A cache that is missing, stale or refused costs only
- * the compile it would have saved. `SPILLWAY_CODE_CACHE=off` compiles without it; `write`, under an operator's own
- * flags, makes it again for them (README, Layout).
+ * data of another Node version or of other V8 flags (HeapAtLoad.ts sets the programs' load-time heap flags before,
+ * as at build time; any V8 flag on Node's command line or in NODE_OPTIONS counts too). A cache that is missing,
+ * stale or refused costs only the compile it would have saved. `SPILLWAY_CODE_CACHE=off` compiles without it;
+ * `write`, under an operator's own flags, makes it again for them (README, Layout).
  */
 import { readFileSync, renameSync, writeFileSync } from "node:fs"
 import { createRequire } from "node:module"

@@ -75,10 +75,6 @@ export const heapFlags = (settings: HeapSettings): ReadonlyArray<string> =>
     .filter((s) => s.flag !== undefined && settings[s.key] > 0)
     .map((s) => `${s.flag}=${settings[s.key]}`)
 
-/** Whether the young limit has work: set, and the young generation allowed to grow. */
-export const youngLimited = (settings: HeapSettings): boolean =>
-  settings.youngLimitMiB > 0 && settings.youngGrowth !== 1
-
 export interface HeapPlan {
   /** Set before the bundle is evaluated. */
   readonly atLoad: ReadonlyArray<string>
@@ -88,9 +84,12 @@ export interface HeapPlan {
   readonly limitYoung: boolean
 }
 
-/** When each flag is set: under a young limit the young generation does not grow while the bundle loads. */
+/**
+ * When each flag is set: under a young limit (set, and the young generation allowed to grow) it does not grow while
+ * the bundle loads.
+ */
 export const heapPlan = (settings: HeapSettings): HeapPlan => {
-  const limitYoung = youngLimited(settings)
+  const limitYoung = settings.youngLimitMiB > 0 && settings.youngGrowth !== 1
   return {
     atLoad: limitYoung
       ? ["--semi-space-growth-factor=1"]

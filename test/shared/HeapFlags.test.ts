@@ -99,7 +99,7 @@ describe("HeapFlags", () => {
     })
   })
 
-  it("the young limit: no growth while the bundle loads, then the settings' factor below the limit and 1 at it", () => {
+  it("the young limit: no growth while the bundle loads, then a factor of 2 below the limit and 1 at it", () => {
     const limited = settingsOf({}, heapDefaultsFor("ingester"))
     expect(heapPlan(limited)).toEqual({
       atLoad: ["--semi-space-growth-factor=1"],
