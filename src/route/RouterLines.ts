@@ -24,7 +24,7 @@ import {
 import { type Key, openHex } from "../shared/Crypto.js"
 import type { DeadLetterReason } from "../shared/DeadLetter.js"
 import { predicateOf } from "../shared/SchemaPredicate.js"
-import { EventCodec } from "../wire/Protobuf.js"
+import { decodeEvent } from "../wire/EventFrames.js"
 
 /**
  * What the router checks of a record: the domain's `WireEventStruct` (src/domain/Event.ts), the wire object of
@@ -101,7 +101,7 @@ export const decodeRecord = (
   if (value === null) return Either.left("the record has no value")
   let wire: unknown
   try {
-    wire = value[0] === 0x7b ? JSON.parse(Buffer.from(value).toString("utf8")) : EventCodec.decode(value)
+    wire = value[0] === 0x7b ? JSON.parse(Buffer.from(value).toString("utf8")) : decodeEvent(value)
   } catch {
     // Neither the parser's message nor the bytes: both may quote the record (the JSON parser does).
     return Either.left(value[0] === 0x7b ? "not an api.Event: not valid JSON" : "not an api.Event: not valid protobuf")

@@ -1,7 +1,8 @@
 /**
- * The ingester's request decoders: `api.Event` and `api.EventBatch` bytes into the wire objects `EventCodec.decode`
- * gives (protobufjs `toObject({ longs: String, defaults: true })`), each event with its own bytes. Nothing here
- * validates: the objects are still untrusted and go through effect/Schema (`checkWireEvent`).
+ * The ingester's request decoders and the router's record decoder: `api.Event` and `api.EventBatch` bytes into the
+ * wire objects `EventCodec.decode` gives (protobufjs `toObject({ longs: String, defaults: true })`), each event with
+ * its own bytes. Nothing here validates: the objects are still untrusted and go through effect/Schema
+ * (`checkWireEvent` in the ingester, the router's `makeWireCheck`).
  *
  * An event's bytes can be forwarded to Kafka as they came, instead of encoding the validated event again, when they
  * are `clean`: only the fields of `api.Event` (and of its Timestamp), each at most once, varints minimal, strings
@@ -140,14 +141,29 @@ const readClean = (b: Buffer): object | undefined => {
   return { timestamp, agent_id, tag, message, UserID, AccessKey, event_id }
 }
 
+/** The clean reading of the bytes, or undefined: not clean, malformed, or a throw no check foresaw. */
+const cleanReading = (b: Buffer): object | undefined => {
+  try {
+    return readClean(b)
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * The wire object of `api.Event` bytes, exactly as `EventCodec.decode` gives it: the clean reading when the bytes are
+ * clean, else protobufjs' (which throws on malformed bytes). The router decodes each record value so: a clean
+ * reading makes about a third fewer bytes of objects than protobufjs' `decode` and `toObject`, which build the
+ * message twice, read its strings byte by byte, and make the seconds a string through Long arithmetic.
+ */
+export const decodeEvent = (bytes: Uint8Array): unknown => {
+  const b = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  return cleanReading(b) ?? EventCodec.decode(b)
+}
+
 /** Throws on malformed bytes (as `EventCodec.decode` does). */
 export const decodeEventFrame = (bytes: Buffer): EventFrame => {
-  let value: object | undefined
-  try {
-    value = readClean(bytes)
-  } catch {
-    value = undefined
-  }
+  const value = cleanReading(bytes)
   return value === undefined ? { bytes, value: EventCodec.decode(bytes), clean: false } : { bytes, value, clean: true }
 }
 

@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { FastCheck as fc } from "effect"
 import protobuf from "protobufjs"
-import { decodeBatchFrames, decodeEventFrame, MalformedBatch } from "../../src/wire/EventFrames.js"
+import { decodeBatchFrames, decodeEvent, decodeEventFrame, MalformedBatch } from "../../src/wire/EventFrames.js"
 import { EventBatchCodec, EventCodec } from "../../src/wire/Wire.js"
 
 const wireEvent = fc.record(
@@ -88,6 +88,19 @@ describe("EventFrames", () => {
         if (frame.clean) assert.isAtMost(bytes.length, EventCodec.encode(frame.value as never).length)
         if (plain && !JSON.stringify(frame.value).includes("\uFFFD")) assert.isTrue(frame.clean)
       }
+    },
+    { fastCheck: { numRuns: 1000 } },
+  )
+
+  it.prop(
+    "decodeEvent (the router's) gives EventCodec.decode's value or refuses what it refuses, from a Buffer or a view",
+    [wireEvent.chain((e) => encodings(e)), fc.boolean()],
+    ([{ bytes }, asView]) => {
+      const expected = decodeOrError(() => EventCodec.decode(bytes))
+      // kafkajs hands out Buffers; any Uint8Array (a view into a larger buffer here) is read the same.
+      const input = asView ? Uint8Array.from([7, 7, ...bytes, 7]).subarray(2, 2 + bytes.length) : bytes
+      const got = decodeOrError(() => decodeEvent(input))
+      assert.deepStrictEqual(got, expected)
     },
     { fastCheck: { numRuns: 1000 } },
   )
