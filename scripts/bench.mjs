@@ -26,7 +26,7 @@
  * each line's write time and latency as JSON), BENCH_NODE_FLAGS (Node flags for every program), BENCH_AGENT_ENV
  * (K=V ... for the latency run's agent), BENCH_PROGRAM_ENV (K=V ... for every program), BENCH_OVERLOAD_SECONDS (15), BENCH_RECEIVER_RECORDS (records per otlp/forward row, 50000), BENCH_ONLY
  * (comma-separated subset of startup,ingest,route,s3,opensearch,otlp,forward,latency,overload; BENCH_STARTUP_RUNS, 5), BENCH_PROFILE (programs to CPU-profile,
- * e.g. ingester,router; profiles go to BENCH_PROFILE_DIR, default /tmp/spillway-prof), BENCH_KEEP_WORK (1: keep the work
+ * e.g. ingester,router; profiles go to BENCH_PROFILE_DIR, default /tmp/spillway-prof, sampled every BENCH_PROFILE_INTERVAL µs, default 1000), BENCH_KEEP_WORK (1: keep the work
  * folder, its routed files and program logs, which a run that succeeded deletes; its topics are deleted either way). Needs `npm run build` first (`npm run bench` does it).
  */
 import { spawn, spawnSync } from "node:child_process"

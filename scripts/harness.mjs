@@ -156,9 +156,13 @@ export async function makeHarness(name, { targets = [{ file: `${name}.log` }] } 
   function spawnProgram(program, args, env = {}) {
     const logFile = path.join(work, `${program}-${children.size}.log`)
     const out = fs.openSync(logFile, "a")
-    // BENCH_PROFILE=ingester,router writes V8 CPU profiles of those programs into BENCH_PROFILE_DIR.
+    // BENCH_PROFILE=ingester,router writes V8 CPU profiles of those programs into BENCH_PROFILE_DIR, sampled every
+    // BENCH_PROFILE_INTERVAL µs (Node's default 1000).
+    const interval = process.env.BENCH_PROFILE_INTERVAL
+      ? [`--cpu-prof-interval=${process.env.BENCH_PROFILE_INTERVAL}`]
+      : []
     const profile = (process.env.BENCH_PROFILE ?? "").split(",").includes(program)
-      ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR || "/tmp/spillway-prof"}`]
+      ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR || "/tmp/spillway-prof"}`, ...interval]
       : []
     // BENCH_NODE_FLAGS="--max-semi-space-size=2 ..." passes V8/Node flags to every program (experiments).
     const flags = (process.env.BENCH_NODE_FLAGS ?? "").split(" ").filter((f) => f !== "")
