@@ -24,7 +24,7 @@
  * BENCH_WINDOW (8 batches in flight per client), BENCH_RATE (latency run, events/s, 5000), BENCH_LATENCY_SECONDS
  * (10, measured after BENCH_LATENCY_WARMUP_SECONDS, 2, whose lines are reported apart), BENCH_LATENCY_TRACE (file:
  * each line's write time and latency as JSON), BENCH_NODE_FLAGS (Node flags for every program), BENCH_AGENT_ENV
- * (K=V ... for the latency run's agent), BENCH_PROGRAM_ENV (K=V ... for every program), BENCH_OVERLOAD_SECONDS (15), BENCH_RECEIVER_RECORDS (records per otlp/forward row, 50000), BENCH_ONLY
+ * (K=V ... for the latency run's agent), BENCH_PROGRAM_ENV (K=V ... for every program), BENCH_OVERLOAD_SECONDS (15), BENCH_RECEIVER_RECORDS (records per otlp/forward row, 50000), BENCH_ROUTE_PARTITIONS (1; 2 or 3 spread the route row's records over that many partitions), BENCH_ONLY
  * (comma-separated subset of startup,ingest,route,s3,opensearch,otlp,forward,latency,overload; BENCH_STARTUP_RUNS, 5), BENCH_PROFILE (programs to CPU-profile,
  * e.g. ingester,router; profiles go to BENCH_PROFILE_DIR, default /tmp/spillway-prof, sampled every BENCH_PROFILE_INTERVAL µs, default 1000), BENCH_KEEP_WORK (1: keep the work
  * folder, its routed files and program logs, which a run that succeeded deletes; its topics are deleted either way). Needs `npm run build` first (`npm run bench` does it).
@@ -69,6 +69,7 @@ const LATENCY_SECONDS = envInt("BENCH_LATENCY_SECONDS", 10)
 const WARMUP_SECONDS = envInt("BENCH_LATENCY_WARMUP_SECONDS", 2)
 const OVERLOAD_SECONDS = envInt("BENCH_OVERLOAD_SECONDS", 15)
 const RECEIVER_RECORDS = envInt("BENCH_RECEIVER_RECORDS", 50_000)
+const ROUTE_PARTITIONS = Math.min(3, envInt("BENCH_ROUTE_PARTITIONS", 1))
 const outIdx = process.argv.indexOf("--out")
 const OUT = path.resolve(outIdx > 0 ? process.argv[outIdx + 1] : path.join(root, "bench-results.json"))
 
@@ -384,7 +385,13 @@ async function benchBareProducer(brokers) {
   const encoded = POOL.map((e) => Buffer.from(EventCodec.encode(e)))
   const records = (n) => {
     const start = (n * BATCH) % encoded.length
-    return Array.from({ length: BATCH }, (_, i) => ({ key: ACCESS_KEY, value: encoded[(start + i) % encoded.length] }))
+    // BENCH_ROUTE_PARTITIONS=2|3 spreads each send over that many of the topic's partitions (records of one access key,
+    // as if its tenants' keys hashed there): the route row then measures the router with partitions to interleave.
+    return Array.from({ length: BATCH }, (_, i) => ({
+      key: ACCESS_KEY,
+      value: encoded[(start + i) % encoded.length],
+      ...(ROUTE_PARTITIONS > 1 ? { partition: i % ROUTE_PARTITIONS } : {}),
+    }))
   }
   await producer.send({ topic, acks: -1, messages: records(0) })
   log("bare kafkajs producer...")
