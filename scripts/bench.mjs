@@ -386,7 +386,8 @@ async function benchBareProducer(brokers) {
   const records = (n) => {
     const start = (n * BATCH) % encoded.length
     // BENCH_ROUTE_PARTITIONS=2|3 spreads each send over that many of the topic's partitions (records of one access key,
-    // as if its tenants' keys hashed there): the route row then measures the router with partitions to interleave.
+    // as if its tenants' keys hashed there): the route row then measures the router with partitions to interleave,
+    // and the bare producer's own row is measured so too.
     return Array.from({ length: BATCH }, (_, i) => ({
       key: ACCESS_KEY,
       value: encoded[(start + i) % encoded.length],

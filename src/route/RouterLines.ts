@@ -22,7 +22,7 @@ import {
   type WireTimestamp,
 } from "../domain/Event.js"
 import { type Key, openHex } from "../shared/Crypto.js"
-import type { DeadLetterReason } from "../shared/DeadLetter.js"
+import { asBuffer, type DeadLetterReason } from "../shared/DeadLetter.js"
 import { predicateOf } from "../shared/SchemaPredicate.js"
 import { decodeEvent } from "../wire/EventFrames.js"
 
@@ -99,9 +99,10 @@ export const decodeRecord = (
   check: (u: unknown) => Either.Either<WireEventChecked, ParseError> = decodeWire,
 ): Either.Either<RoutedEvent, string> => {
   if (value === null) return Either.left("the record has no value")
+  const bytes = asBuffer(value)
   let wire: unknown
   try {
-    wire = value[0] === 0x7b ? JSON.parse(Buffer.from(value).toString("utf8")) : decodeEvent(value)
+    wire = bytes[0] === 0x7b ? JSON.parse(bytes.toString("utf8")) : decodeEvent(bytes)
   } catch {
     // Neither the parser's message nor the bytes: both may quote the record (the JSON parser does).
     return Either.left(value[0] === 0x7b ? "not an api.Event: not valid JSON" : "not an api.Event: not valid protobuf")

@@ -62,10 +62,17 @@ export const dlqTopic = (topic: string) => `${topic}-dlq`
 
 /**
  * A record's key or value as the Buffer kafkajs takes: the same bytes, not a copy (a Buffer as it is, other bytes
- * viewed). Shared by the dead-letter and the retry topic's writers.
+ * viewed). Shared by the dead-letter and the retry topic's writers, and the router's record decoder.
  */
-export const asBuffer = (bytes: Uint8Array | null): Buffer | null =>
-  bytes === null ? null : Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+export function asBuffer(bytes: Uint8Array): Buffer
+export function asBuffer(bytes: Uint8Array | null): Buffer | null
+export function asBuffer(bytes: Uint8Array | null): Buffer | null {
+  return bytes === null
+    ? null
+    : Buffer.isBuffer(bytes)
+      ? bytes
+      : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+}
 
 const headersOf = (l: DeadLetter): Record<string, string> => ({
   reason: l.reason,

@@ -156,10 +156,7 @@ const cleanReading = (b: Buffer): object | undefined => {
  * reading makes about a third fewer bytes of objects than protobufjs' `decode` and `toObject`, which build the
  * message twice, read its strings byte by byte, and make the seconds a string through Long arithmetic.
  */
-export const decodeEvent = (bytes: Uint8Array): unknown => {
-  const b = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-  return cleanReading(b) ?? EventCodec.decode(b)
-}
+export const decodeEvent = (bytes: Buffer): unknown => cleanReading(bytes) ?? EventCodec.decode(bytes)
 
 /** Throws on malformed bytes (as `EventCodec.decode` does). */
 export const decodeEventFrame = (bytes: Buffer): EventFrame => {

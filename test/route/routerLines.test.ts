@@ -28,6 +28,16 @@ const value = (fields: Record<string, unknown>) =>
 const reasons = (values: ReadonlyArray<Uint8Array | null>) =>
   Array.from(prepareRecords(values, true, keys).reasons, (c) => reasonCodes[c])
 
+describe("decodeRecord", () => {
+  it("reads a value given as a view into a larger buffer as it reads the same bytes in a Buffer", () => {
+    for (const v of [value({}), Buffer.from(JSON.stringify({ AccessKey: 5 })), Buffer.from([0xff, 0xff, 0xff, 0x01])]) {
+      const view = Uint8Array.from([7, 7, ...v, 7]).subarray(2, 2 + v.length)
+      assert.isFalse(Buffer.isBuffer(view))
+      assert.deepStrictEqual(decodeRecord(view), decodeRecord(v))
+    }
+  })
+})
+
 describe("prepareRecords (one batch)", () => {
   it("refuses a record whose sender field breaks a rule between records that repeat a valid sender", () => {
     const good = value({})

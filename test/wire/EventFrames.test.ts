@@ -93,14 +93,13 @@ describe("EventFrames", () => {
   )
 
   it.prop(
-    "decodeEvent (the router's) gives EventCodec.decode's value or refuses what it refuses, from a Buffer or a view",
-    [wireEvent.chain((e) => encodings(e)), fc.boolean()],
-    ([{ bytes }, asView]) => {
-      const expected = decodeOrError(() => EventCodec.decode(bytes))
-      // kafkajs hands out Buffers; any Uint8Array (a view into a larger buffer here) is read the same.
-      const input = asView ? Uint8Array.from([7, 7, ...bytes, 7]).subarray(2, 2 + bytes.length) : bytes
-      const got = decodeOrError(() => decodeEvent(input))
-      assert.deepStrictEqual(got, expected)
+    "decodeEvent (the router's) gives EventCodec.decode's value or refuses what it refuses",
+    [wireEvent.chain((e) => encodings(e))],
+    ([{ bytes }]) => {
+      assert.deepStrictEqual(
+        decodeOrError(() => decodeEvent(bytes)),
+        decodeOrError(() => EventCodec.decode(bytes)),
+      )
     },
     { fastCheck: { numRuns: 1000 } },
   )
