@@ -310,7 +310,11 @@ const divertExhausted = (
     return outcomes.filter((o) => o._tag !== "Exhausted")
   })
 
-/** Routes the records of a (non-empty) batch; see the module's doc. */
+/**
+ * Routes the records of a (non-empty) batch; see the module's doc. No tracing span: the router installs no tracer,
+ * and `Effect.withSpan` cost about 70 µs a batch (its captured call site and span objects; docs/benchmarks.md,
+ * "Round 2 session 11").
+ */
 export const processBatch = (ctx: RouterContext, batch: RecordBatch): Effect.Effect<Settled> =>
   Effect.gen(function* () {
     const tenants = yield* ctx.store.current
@@ -326,7 +330,11 @@ export const processBatch = (ctx: RouterContext, batch: RecordBatch): Effect.Eff
     if (targetless > 0) yield* Metrics.inc(M.withoutTargets, targetless)
 
     if (!(yield* publishLetters(ctx, letters))) return "left"
-    const delivered = yield* Effect.forEach(groups, (g) => deliverGroup(ctx, batch, g), { concurrency: 4 })
+    // One group (the usual batch of one tenant) without Effect.forEach's forks.
+    const delivered =
+      groups.length === 1
+        ? [yield* deliverGroup(ctx, batch, groups[0]!)]
+        : yield* Effect.forEach(groups, (g) => deliverGroup(ctx, batch, g), { concurrency: 4 })
     const refused = delivered.flatMap((o) =>
       o._tag === "Refused"
         ? o.group.records.map((r) =>
@@ -341,10 +349,6 @@ export const processBatch = (ctx: RouterContext, batch: RecordBatch): Effect.Eff
     if (!(yield* publishLetters(ctx, refused))) return "left"
     const outcomes = yield* divertExhausted(ctx, batch, prepared, tenants, plan, delivered)
     return yield* settle(ctx, batch, outcomes, plan.cut)
-  }).pipe(
-    Effect.withSpan("Router.processBatch", {
-      attributes: { partition: batch.partition, records: batch.records.length, mode: ctx.mode },
-    }),
-  )
+  })
 
 export const durationMillis = (d: Duration.Duration): number => Math.round(Duration.toMillis(d))

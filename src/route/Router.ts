@@ -23,7 +23,7 @@
  *    pause (never skipped).
  * The steps are in RouteBatch.ts; this module builds the router's context and runs the stream.
  */
-import { Clock, Duration, Effect, Fiber, Option, type Scope, Stream } from "effect"
+import { Clock, Duration, Effect, FiberSet, Option, type Scope, Stream } from "effect"
 import { ConfigStore } from "../shared/ConfigStore.js"
 import { Crypto } from "../shared/Crypto.js"
 import { DeadLetters } from "../shared/DeadLetter.js"
@@ -114,12 +114,24 @@ export const makeRouter = (options: RouterOptions) =>
     }
     /** Partitions held by an undecodable batch, until when they keep readiness red. */
     const held = new Map<string, number>()
+    /** The batches being handled, at most `concurrency` per stream (removed when handled, whatever happened). */
+    const running = new Set<RecordBatch>()
     const retryCtx: RouterContext = { ...ctx, mode: "retry" }
     return {
       processBatch: (batch: RecordBatch) => processBatch(ctx, batch),
-      handle: (batch: RecordBatch) => handleBatch(ctx, held, batch),
+      handle: (batch: RecordBatch) => handleBatch(ctx, held, batch, running),
       /** A batch of the retry topic: delivered, paused while its head tenant's destination fails, never diverted. */
-      handleRetry: (batch: RecordBatch) => handleBatch(retryCtx, held, batch),
+      handleRetry: (batch: RecordBatch) => handleBatch(retryCtx, held, batch, running),
+      /**
+       * Every 3 seconds, a heartbeat for each batch being handled (kafkajs sends it only when its interval is due),
+       * so a batch whose destination retries for long keeps the member in its group. One fiber for the router,
+       * forked by `runRouter`, instead of one per batch (about 60 µs a batch; docs/benchmarks.md, "Round 2
+       * session 11").
+       */
+      heartbeats: Effect.sleep("3 seconds").pipe(
+        Effect.zipRight(Effect.suspend(() => Effect.forEach([...running], (b) => b.heartbeat, { discard: true }))),
+        Effect.forever,
+      ),
       isolation,
       /** Set at shutdown: destinations stop retrying, so the batches in flight end (commit their prefix) quickly. */
       stop: Effect.sync(() => {
@@ -152,13 +164,19 @@ const holdUndecodable = (ctx: RouterContext, held: Map<string, number>, batch: R
   })
 
 /**
- * One batch from the stream: its records routed (with a heartbeat while it runs), then the undecodable batch after
- * them, if any, held. A defect rewinds the batch instead of skipping it. Releases the batch whatever happened.
+ * One batch from the stream: its records routed (in `running` meanwhile, for the router's heartbeats), then the
+ * undecodable batch after them, if any, held. A defect rewinds the batch instead of skipping it. Releases the batch
+ * whatever happened.
  */
-export const handleBatch = (ctx: RouterContext, held: Map<string, number>, batch: RecordBatch): Effect.Effect<void> =>
-  Effect.gen(function* () {
-    const beat = yield* batch.heartbeat.pipe(Effect.delay("3 seconds"), Effect.forever, Effect.fork)
-    yield* Effect.gen(function* () {
+export const handleBatch = (
+  ctx: RouterContext,
+  held: Map<string, number>,
+  batch: RecordBatch,
+  running: Set<RecordBatch>,
+): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    running.add(batch)
+    return Effect.gen(function* () {
       const settled: Settled = batch.records.length > 0 ? yield* processBatch(ctx, batch) : "committed"
       if (settled !== "committed") return
       if (batch.undecodable !== undefined) return yield* holdUndecodable(ctx, held, batch, batch.undecodable)
@@ -172,9 +190,31 @@ export const handleBatch = (ctx: RouterContext, held: Map<string, number>, batch
           if (first !== undefined) yield* batch.retryFrom(first, yield* ctx.pauses.next(partitionKey(batch)))
         }),
       ),
-      Effect.ensuring(Fiber.interrupt(beat)),
+      Effect.ensuring(Effect.sync(() => running.delete(batch))),
     )
   }).pipe(Effect.annotateLogs({ topic: batch.topic, partition: batch.partition }), Effect.ensuring(batch.done))
+
+/**
+ * Runs `f` on each element of `stream`, at most `n` at once and in no order, until the stream ends and the last
+ * one is done; a defect of `f` ends it. What `Stream.mapEffect(f, { concurrency: n, unordered: true })` and
+ * `Stream.runDrain` do, with a semaphore and a FiberSet (at most `n` fibers) instead of `mapEffect`'s channels per
+ * element: about 8 µs an element against 130–170 on effect 3.22 (docs/benchmarks.md, "Round 2 session 11").
+ */
+export const forEachConcurrently = <A>(
+  stream: Stream.Stream<A>,
+  n: number,
+  f: (a: A) => Effect.Effect<void>,
+): Effect.Effect<void> =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      const permits = yield* Effect.makeSemaphore(n)
+      const fibers = yield* FiberSet.make<void, never>()
+      const all = Stream.runForEach(stream, (a) =>
+        Effect.zipRight(permits.take(1), FiberSet.run(fibers, Effect.ensuring(f(a), permits.release(1)))),
+      ).pipe(Effect.zipRight(FiberSet.awaitEmpty(fibers)))
+      yield* Effect.raceFirst(all, FiberSet.join(fibers))
+    }),
+  )
 
 /**
  * The router as a program: runs the batches of the EventStream through the processor in the
@@ -193,21 +233,14 @@ export const runRouter = (
     const stream = yield* EventStream
     const health = yield* Health
     yield* health.register("kafka-consumer", stream.ready)
-    const { handle, handleRetry, stop, ready } = yield* makeRouter(options)
+    const { handle, handleRetry, heartbeats, stop, ready } = yield* makeRouter(options)
     yield* health.register("record-batches", ready)
-    yield* stream.batches.pipe(
-      Stream.mapEffect(handle, { concurrency: options.concurrency, unordered: true }),
-      Stream.runDrain,
-      Effect.forkScoped,
-    )
+    yield* Effect.forkScoped(heartbeats)
+    yield* Effect.forkScoped(forEachConcurrently(stream.batches, options.concurrency, handle))
     const retry = yield* Effect.serviceOption(RetryStream)
     if (Option.isSome(retry)) {
       yield* health.register("retry-consumer", retry.value.ready)
-      yield* retry.value.batches.pipe(
-        Stream.mapEffect(handleRetry, { concurrency: options.concurrency, unordered: true }),
-        Stream.runDrain,
-        Effect.forkScoped,
-      )
+      yield* Effect.forkScoped(forEachConcurrently(retry.value.batches, options.concurrency, handleRetry))
     }
     const drainRetry = Option.match(retry, { onNone: () => Effect.void, onSome: (r) => r.drain })
     // Added after the forks, so it runs before the processing fibers are interrupted.

@@ -3,7 +3,7 @@
  * and rewinds), Destinations (outcomes chosen by the test), DeadLetters, ConfigStore.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Either, Layer, Logger, LogLevel, Schema, Stream } from "effect"
+import { Deferred, Effect, Either, Fiber, Layer, Logger, LogLevel, Schema, Stream, TestClock } from "effect"
 import { DestinationError } from "../../src/domain/Errors.js"
 import { type Target, TenantsFile } from "../../src/domain/Tenant.js"
 import { Destinations } from "../../src/route/Destinations.js"
@@ -17,6 +17,7 @@ import {
 import {
   decodeRecord,
   defaultRouterOptions,
+  forEachConcurrently,
   formatLine,
   makeRouter,
   type RouterOptions,
@@ -348,6 +349,87 @@ describe("Router (in memory)", () => {
       ])
       assert.deepStrictEqual(r.log.commits, [{ partition: 0, offset: "0" }])
       assert.isTrue(r.ready)
+    }),
+  )
+
+  it.effect("forEachConcurrently: every element, at most n at once, a slow one holding none of the others", () =>
+    Effect.gen(function* () {
+      const slow = yield* Deferred.make<void>()
+      const done: Array<number> = []
+      let running = 0
+      let most = 0
+      const fiber = yield* Effect.fork(
+        forEachConcurrently(Stream.range(0, 9), 3, (i) =>
+          Effect.gen(function* () {
+            running++
+            most = Math.max(most, running)
+            if (i === 0) yield* Deferred.await(slow)
+            else yield* Effect.sleep(`${10 - i} millis`)
+            running--
+            done.push(i)
+          }),
+        ),
+      )
+      yield* TestClock.adjust("1 second")
+      // Element 0 waits; the other nine went through the two other permits meanwhile, not in order.
+      assert.deepStrictEqual([...done].sort(), [1, 2, 3, 4, 5, 6, 7, 8, 9])
+      assert.notDeepEqual(done, [1, 2, 3, 4, 5, 6, 7, 8, 9])
+      assert.isNull(fiber.unsafePoll())
+      yield* Deferred.succeed(slow, undefined)
+      yield* Fiber.join(fiber)
+      assert.strictEqual(done.length, 10)
+      assert.strictEqual(most, 3)
+    }),
+  )
+
+  it.effect("forEachConcurrently ends with a defect of the function, while the others still run", () =>
+    Effect.gen(function* () {
+      const exit = yield* Effect.exit(
+        forEachConcurrently(Stream.range(0, 4), 3, (i) => (i === 2 ? Effect.die("boom") : Effect.never)),
+      )
+      assert.isTrue(exit._tag === "Failure")
+    }),
+  )
+
+  it.effect("the router's heartbeats reach a batch while it is delivered (every 3 s), and stop once it is done", () =>
+    Effect.gen(function* () {
+      const gate = yield* Deferred.make<void>()
+      let beats = 0
+      let released = 0
+      const batch = {
+        topic: "t",
+        partition: 0,
+        records: [rec(0, wire(A, 1))],
+        highWatermark: "1",
+        commit: () => Effect.void,
+        retryFrom: () => Effect.void,
+        heartbeat: Effect.sync(() => {
+          beats++
+        }),
+        isStale: Effect.succeed(false),
+        done: Effect.sync(() => {
+          released++
+        }),
+      }
+      const blocked = Layer.succeed(Destinations, { deliver: () => Effect.as(Deferred.await(gate), []) })
+      const layer = Layer.mergeAll(
+        ConfigStore.layerMemory(tenants),
+        Crypto.Default,
+        blocked,
+        DeadLetters.layerMemory([]),
+      )
+      yield* Effect.gen(function* () {
+        const router = yield* makeRouter({ ...defaultRouterOptions, decrypt: true })
+        yield* Effect.fork(router.heartbeats)
+        const handled = yield* Effect.fork(router.handle(batch))
+        yield* TestClock.adjust("10 seconds")
+        assert.strictEqual(beats, 3)
+        yield* Deferred.succeed(gate, undefined)
+        yield* Fiber.join(handled)
+        assert.strictEqual(released, 1)
+        yield* TestClock.adjust("10 seconds")
+        assert.strictEqual(beats, 3)
+      }).pipe(Effect.provide(layer), Logger.withMinimumLogLevel(LogLevel.None))
     }),
   )
 })
