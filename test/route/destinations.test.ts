@@ -6,7 +6,7 @@ import { createServer, type IncomingHttpHeaders, type Server } from "node:http"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
-import { Effect, Either, Redacted } from "effect"
+import { Effect, Either, Logger, Redacted } from "effect"
 import type { SafeFileName, Target } from "../../src/domain/Tenant.js"
 import { Destinations, retryableStatus } from "../../src/route/Destinations.js"
 import { type FileIo, nodeFileIo } from "../../src/route/destinations/File.js"
@@ -158,6 +158,26 @@ describe("Destinations (live)", () => {
           .map((l) => JSON.parse(l).n),
         [1, 2, 3],
       )
+    }),
+  )
+
+  it.live("a file left ending mid-line by a crash: the fragment stays a line of its own, untouched", () =>
+    Effect.gen(function* () {
+      // What a write cut off by SIGKILL leaves: whole lines, then the start of one.
+      writeFileSync(join(dir, "cut.log"), '{"n":1}\n{"n":2,"pa')
+      const logs: Array<string> = []
+      const logger = Logger.make(({ message }) => void logs.push(String(message)))
+      const once = yield* deliver(file("cut.log"), ['{"n":2,"pad":"x"}', '{"n":3}']).pipe(
+        Effect.provide(Logger.replace(Logger.defaultLogger, logger)),
+      )
+      assert.isTrue(Either.isRight(once))
+      assert.isTrue(Either.isRight(yield* deliver(file("cut.log"), ['{"n":4}'])))
+      assert.strictEqual(
+        readFileSync(join(dir, "cut.log"), "utf8"),
+        '{"n":1}\n{"n":2,"pa\n{"n":2,"pad":"x"}\n{"n":3}\n{"n":4}\n',
+        "one newline after the fragment, none added after whole lines",
+      )
+      assert.strictEqual(logs.filter((m) => m.includes("ended mid-line")).length, 1, logs.join("; "))
     }),
   )
 
