@@ -79,14 +79,13 @@ const endsMidLine = async (fh: FileHandle, size: number): Promise<boolean> => {
 }
 
 /**
- * Appends `data` at the end of the open file; on failure, truncates it back to where it was. A file that ends mid-line
- * holds the start of a write that was cut off (the process killed, the machine stopped): that write was never
- * acknowledged, so its lines come again whole, and the append starts with a newline so that the fragment stays a line
- * of its own instead of swallowing the first new line. No byte is removed (the fragment may be someone else's).
- * Returns whether it ended such a fragment.
+ * Appends `data` at the end of the open file, `before` bytes long; on failure, truncates it back to that. A file
+ * that ends mid-line holds the start of a write that was cut off (the process killed, the machine stopped): that
+ * write was never acknowledged, so its lines come again whole, and the append starts with a newline so that the
+ * fragment stays a line of its own instead of swallowing the first new line. No byte is removed (the fragment may be
+ * someone else's). Returns whether it ended such a fragment.
  */
-const appendAll = async (io: FileIo, fh: FileHandle, data: Buffer): Promise<boolean> => {
-  const before = (await fh.stat()).size
+const appendAll = async (io: FileIo, fh: FileHandle, data: Buffer, before: number): Promise<boolean> => {
   const cut = await endsMidLine(fh, before)
   const out = cut ? Buffer.concat([NEWLINE, data]) : data
   try {
@@ -123,8 +122,10 @@ const appendFile = async (io: FileIo, realRoot: string, rel: string, data: Buffe
   }
   let cut: boolean
   try {
-    if (!(await fh.stat()).isFile()) throw new Unsafe("the target is not a regular file")
-    cut = await appendAll(io, fh, data)
+    const st = await fh.stat()
+    if (!st.isFile()) throw new Unsafe("the target is not a regular file")
+    // Its size holds until the write: writes to one file are serialized (Destinations.ts), and O_APPEND.
+    cut = await appendAll(io, fh, data, st.size)
     await fh.datasync()
   } finally {
     await fh.close()
