@@ -24,7 +24,7 @@
  * BENCH_WINDOW (8 batches in flight per client), BENCH_RATE (latency run, events/s, 5000), BENCH_LATENCY_SECONDS
  * (10, measured after BENCH_LATENCY_WARMUP_SECONDS, 2, whose lines are reported apart), BENCH_LATENCY_TRACE (file:
  * each line's write time and latency as JSON), BENCH_NODE_FLAGS (Node flags for every program), BENCH_AGENT_ENV
- * (K=V ... for the latency run's agent), BENCH_PROGRAM_ENV (K=V ... for every program), BENCH_OVERLOAD_SECONDS (15), BENCH_RECEIVER_RECORDS (records per otlp/forward row, 50000), BENCH_ROUTE_PARTITIONS (1; 2 or 3 spread the route row's records over that many partitions), BENCH_ONLY
+ * (K=V ... for the latency run's agent), BENCH_PROGRAM_ENV (K=V ... for every program), BENCH_OVERLOAD_SECONDS (15), BENCH_RECEIVER_RECORDS (records per otlp/forward row, 50000), BENCH_ROUTE_PARTITIONS (1; 2 or 3 spread the route row's records over that many partitions), BENCH_ROUTERS (1; the route row's router processes, in one consumer group, each writing its own folder: with as many partitions, how the router uses more cores), BENCH_ONLY
  * (comma-separated subset of startup,ingest,route,s3,opensearch,otlp,forward,latency,overload; BENCH_STARTUP_RUNS, 5), BENCH_PROFILE (programs to CPU-profile,
  * e.g. ingester,router; profiles go to BENCH_PROFILE_DIR, default /tmp/spillway-prof, sampled every BENCH_PROFILE_INTERVAL µs, default 1000), BENCH_KEEP_WORK (1: keep the work
  * folder, its routed files and program logs, which a run that succeeded deletes; its topics are deleted either way). Needs `npm run build` first (`npm run bench` does it).
@@ -70,6 +70,7 @@ const WARMUP_SECONDS = envInt("BENCH_LATENCY_WARMUP_SECONDS", 2)
 const OVERLOAD_SECONDS = envInt("BENCH_OVERLOAD_SECONDS", 15)
 const RECEIVER_RECORDS = envInt("BENCH_RECEIVER_RECORDS", 50_000)
 const ROUTE_PARTITIONS = Math.min(3, envInt("BENCH_ROUTE_PARTITIONS", 1))
+const ROUTERS = Math.min(3, Math.max(1, envInt("BENCH_ROUTERS", 1)))
 const outIdx = process.argv.indexOf("--out")
 const OUT = path.resolve(outIdx > 0 ? process.argv[outIdx + 1] : path.join(root, "bench-results.json"))
 
@@ -448,69 +449,84 @@ async function benchRoute(brokers, topic) {
   await consumer.disconnect()
   log(`  bare consumer (decode only): ${bare.eventsPerSec.toFixed(0)} events/s`)
 
-  const outputDir = path.join(work, `route-out-${Date.now()}`)
-  fs.mkdirSync(outputDir)
-  const metricsPort = await freePort()
-  const child = spawnProgram("router", [
-    "consumer",
-    "--decrypt-events",
-    "--output-dir",
-    outputDir,
-    "--tenants",
-    tenantsFile,
-    "--brokers",
-    brokers.join(","),
-    "--topic",
-    topic,
-    "--group",
-    `bench-router-${randomUUID()}`,
-    "--metrics-port",
-    String(metricsPort),
-  ])
-  const file = path.join(outputDir, "bench.log")
+  // BENCH_ROUTERS routers share one consumer group (each gets its partitions) and write their own folders; the row's
+  // rate counts the lines of all of them, its CPU is theirs together, its peak RSS the largest of them.
+  const group = `bench-router-${randomUUID()}`
+  const routers = []
+  for (let r = 0; r < ROUTERS; r++) {
+    const outputDir = path.join(work, `route-out-${Date.now()}-${r}`)
+    fs.mkdirSync(outputDir)
+    const metricsPort = await freePort()
+    const child = spawnProgram("router", [
+      "consumer",
+      "--decrypt-events",
+      "--output-dir",
+      outputDir,
+      "--tenants",
+      tenantsFile,
+      "--brokers",
+      brokers.join(","),
+      "--topic",
+      topic,
+      "--group",
+      group,
+      "--metrics-port",
+      String(metricsPort),
+    ])
+    routers.push({ child, file: path.join(outputDir, "bench.log"), pos: 0 })
+  }
+  const routersCpu = () => routers.reduce((sum, r) => sum + cpuSeconds(r.child.pid), 0)
   let lines = 0
-  let pos = 0
   let t1 = 0
-  // Lines already in the file at the first read landed before t1: they are not part of the timed interval.
+  // Lines already in the files at the first read landed before t1: they are not part of the timed interval.
   let linesAtT1 = 0
   let cpuT1 = 0
+  let settled = false
   const deadline = Date.now() + 600_000
-  while (lines < total && Date.now() < deadline && child.exitCode === null) {
+  while (lines < total && Date.now() < deadline && routers.every((r) => r.child.exitCode === null)) {
     await sleep(20)
-    if (!fs.existsSync(file)) continue
-    const size = fs.statSync(file).size
-    if (size > pos) {
-      const fd = fs.openSync(file, "r")
-      const buf = Buffer.alloc(size - pos)
-      fs.readSync(fd, buf, 0, buf.length, pos)
+    for (const r of routers) {
+      if (!fs.existsSync(r.file)) continue
+      const size = fs.statSync(r.file).size
+      if (size <= r.pos) continue
+      const fd = fs.openSync(r.file, "r")
+      const buf = Buffer.alloc(size - r.pos)
+      fs.readSync(fd, buf, 0, buf.length, r.pos)
       fs.closeSync(fd)
-      pos = size
+      r.pos = size
+      // The clock starts at the first lines; with several routers, again once every one has written (their group
+      // has settled) when that happens: a router without partitions writes nothing.
       const first = lines === 0
-      if (first) {
+      const all = ROUTERS > 1 && !settled && routers.every((x) => x.pos > 0)
+      if (first || all) {
         t1 = now()
-        cpuT1 = cpuSeconds(child.pid)
+        cpuT1 = routersCpu()
+        settled = all
       }
       // indexOf, not a loop over every byte: this process shares the cores with the router it measures.
       for (let at = buf.indexOf(10); at !== -1; at = buf.indexOf(10, at + 1)) lines++
-      if (first) linesAtT1 = lines
+      if (first || all) linesAtT1 = lines
     }
   }
   const t2 = now()
-  const routerCpuSecondsPer100k = per100k(cpuSeconds(child.pid) - cpuT1, lines - linesAtT1)
+  const routerCpuSecondsPer100k = per100k(routersCpu() - cpuT1, lines - linesAtT1)
   const routed = { ...rate(lines - linesAtT1, t2 - t1), lines, linesBeforeClock: linesAtT1 }
   // The formula before the fix (every line over the time from the first read), for comparison with older figures.
   const routedAllLines = rate(lines, t2 - t1)
-  const mem = memOf(child.pid)
-  await stopChild(child)
+  const peaks = routers.map((r) => memOf(r.child.pid).peakMiB)
+  for (const r of routers) await stopChild(r.child)
   log(
-    `  router (decrypt + file): ${routed.eventsPerSec.toFixed(0)} events/s (${lines}/${total} lines, ${linesAtT1} before the clock; ${routedAllLines.eventsPerSec.toFixed(0)} counting them)`,
+    `  ${ROUTERS > 1 ? `${ROUTERS} routers` : "router"} (decrypt + file): ${routed.eventsPerSec.toFixed(0)} events/s (${lines}/${total} lines, ${linesAtT1} before the clock; ${routedAllLines.eventsPerSec.toFixed(0)} counting them)`,
   )
   return {
     records: total,
     router: routed,
     routerAllLines: routedAllLines,
     bareConsumer: bare,
-    routerPeakMiB: mem.peakMiB,
+    routers: ROUTERS,
+    clockFromAllRouters: settled,
+    routerPeakMiB: Math.max(...peaks),
+    routerPeaksMiB: peaks,
     routerCpuSecondsPer100k,
   }
 }
@@ -830,9 +846,9 @@ async function main() {
   }
   if (r)
     rows.push(
-      `| route, decrypt + file (events/s) | ${fmt(r.router.eventsPerSec)} | ${fmt(r.bareConsumer.eventsPerSec)} | ${fmt(r.router.eventsPerSec / r.bareConsumer.eventsPerSec, 2)} |`,
+      `| route, decrypt + file${r.routers > 1 ? `, ${r.routers} routers in one group` : ""} (events/s) | ${fmt(r.router.eventsPerSec)} | ${fmt(r.bareConsumer.eventsPerSec)} | ${fmt(r.router.eventsPerSec / r.bareConsumer.eventsPerSec, 2)} |`,
       `| router CPU-s per 100k events, decrypt + file | ${fmt(r.routerCpuSecondsPer100k, 2)} | ${fmt(r.bareConsumer.cpuSecondsPer100k, 2)} | ${fmt(r.routerCpuSecondsPer100k / r.bareConsumer.cpuSecondsPer100k, 2)} |`,
-      `| peak RSS router (MiB) | ${fmt(r.routerPeakMiB)} | | |`,
+      `| peak RSS router (MiB) | ${r.routers > 1 ? r.routerPeaksMiB.map((m) => fmt(m)).join(" / ") : fmt(r.routerPeakMiB)} | | |`,
     )
   for (const kind of stores) {
     const x = results[kind]
