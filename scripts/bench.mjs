@@ -421,6 +421,25 @@ async function benchBareProducer(brokers) {
   return { topic, ...r, cpuSecondsPer100k }
 }
 
+/** A router decrypting `topic` into files in `outputDir` (the bench tenant's `file` target), in consumer group `group`. */
+const spawnFileRouter = (brokers, topic, group, outputDir, metricsPort) =>
+  spawnProgram("router", [
+    "consumer",
+    "--decrypt-events",
+    "--output-dir",
+    outputDir,
+    "--tenants",
+    tenantsFile,
+    "--brokers",
+    brokers.join(","),
+    "--topic",
+    topic,
+    "--group",
+    group,
+    "--metrics-port",
+    String(metricsPort),
+  ])
+
 /** Router from a filled topic into a file with decryption, and a bare consumer on the same topic. */
 async function benchRoute(brokers, topic) {
   const total = await topicSize(brokers, topic)
@@ -456,23 +475,7 @@ async function benchRoute(brokers, topic) {
   for (let r = 0; r < ROUTERS; r++) {
     const outputDir = path.join(work, `route-out-${Date.now()}-${r}`)
     fs.mkdirSync(outputDir)
-    const metricsPort = await freePort()
-    const child = spawnProgram("router", [
-      "consumer",
-      "--decrypt-events",
-      "--output-dir",
-      outputDir,
-      "--tenants",
-      tenantsFile,
-      "--brokers",
-      brokers.join(","),
-      "--topic",
-      topic,
-      "--group",
-      group,
-      "--metrics-port",
-      String(metricsPort),
-    ])
+    const child = spawnFileRouter(brokers, topic, group, outputDir, await freePort())
     routers.push({ child, file: path.join(outputDir, "bench.log"), pos: 0 })
   }
   const routersCpu = () => routers.reduce((sum, r) => sum + cpuSeconds(r.child.pid), 0)
@@ -548,22 +551,7 @@ async function benchLatency(brokers, token) {
   const outputDir = path.join(work, `e2e-out-${Date.now()}`)
   fs.mkdirSync(outputDir)
   const routerMetrics = await freePort()
-  const router = spawnProgram("router", [
-    "consumer",
-    "--decrypt-events",
-    "--output-dir",
-    outputDir,
-    "--tenants",
-    tenantsFile,
-    "--brokers",
-    brokers.join(","),
-    "--topic",
-    topic,
-    "--group",
-    `bench-e2e-${randomUUID()}`,
-    "--metrics-port",
-    String(routerMetrics),
-  ])
+  const router = spawnFileRouter(brokers, topic, `bench-e2e-${randomUUID()}`, outputDir, routerMetrics)
   await waitReady(router, routerMetrics)
   const tokenFile = path.join(work, "agent.token")
   fs.writeFileSync(tokenFile, token, { mode: 0o600 })
