@@ -21,7 +21,7 @@
  */
 import { mkdirSync, realpathSync } from "node:fs"
 import path from "node:path"
-import { FetchHttpClient, HttpClient } from "@effect/platform"
+import * as HttpClient from "@effect/platform/HttpClient"
 import { Context, Effect, Layer, Scope } from "effect"
 import { DestinationError } from "../domain/Errors.js"
 import { type Target, targetName } from "../domain/Tenant.js"
@@ -34,7 +34,7 @@ import {
   subBatch,
 } from "./destinations/Delivery.js"
 import { type FileIo, nodeFileIo, writeFile } from "./destinations/File.js"
-import { post } from "./destinations/Http.js"
+import { httpClientLayer, post } from "./destinations/Http.js"
 import { isStoreTarget, makeStoreDestination, type StoreTarget } from "./destinations/Stores.js"
 
 export { retryableStatus } from "./destinations/Http.js"
@@ -53,13 +53,9 @@ export class Destinations extends Context.Tag("spillway/Destinations")<
     ) => Effect.Effect<ReadonlyArray<LineFailure>, DestinationError>
   }
 >() {
-  /** Files under `outputDir` (destinations/File.ts), http through the platform's fetch client (destinations/Http.ts). */
+  /** Files under `outputDir` (destinations/File.ts), http through node:http's keep-alive agents (destinations/Http.ts). */
   static readonly layer = (outputDir: string, io: FileIo = nodeFileIo): Layer.Layer<Destinations> =>
-    Layer.scoped(Destinations, make(outputDir, io)).pipe(
-      Layer.provide(FetchHttpClient.layer),
-      // fetch would follow redirects; they are failures here (destinations/Http.ts).
-      Layer.provide(Layer.succeed(FetchHttpClient.RequestInit, { redirect: "manual" })),
-    )
+    Layer.scoped(Destinations, make(outputDir, io)).pipe(Layer.provide(httpClientLayer))
 
   static readonly layerMemory = (behaviour: MemoryBehaviour = {}): Layer.Layer<Destinations> =>
     Layer.succeed(Destinations, makeMemory(behaviour))

@@ -220,6 +220,35 @@ describe("Destinations (live)", () => {
     }),
   )
 
+  it.live("keeps one connection open across deliveries to an http target, and closes it with the layer", () =>
+    Effect.gen(function* () {
+      const ports = new Set<number>()
+      const counting = createServer((req, res) => {
+        ports.add(req.socket.remotePort ?? 0)
+        req.resume()
+        req.on("end", () => res.writeHead(200).end())
+      })
+      try {
+        const p = yield* Effect.promise(() => listen(counting))
+        const target = http(`http://127.0.0.1:${p}/in`)
+        const results = yield* Effect.flatMap(Destinations, (d) =>
+          Effect.forEach([1, 2, 3, 4, 5], (n) =>
+            Effect.either(d.deliver(target, [`{"n":${n}}`], { topic: "t", partition: 0, offsets: ["0"] })),
+          ),
+        ).pipe(Effect.provide(Destinations.layer(dir)))
+        assert.isTrue(results.every(Either.isRight), String(results))
+        assert.strictEqual(ports.size, 1, "five requests, one connection")
+        const open = () => new Promise<number>((resolve) => counting.getConnections((_, n) => resolve(n)))
+        const deadline = Date.now() + 5_000
+        while ((yield* Effect.promise(open)) > 0 && Date.now() < deadline) yield* Effect.sleep("20 millis")
+        assert.strictEqual(yield* Effect.promise(open), 0, "the layer's end closed the idle connection")
+      } finally {
+        counting.closeAllConnections()
+        counting.close()
+      }
+    }),
+  )
+
   it.live("reads at most a bounded head of the response body (issue 12 item 16)", () =>
     Effect.gen(function* () {
       let sent = 0

@@ -2,11 +2,16 @@
  * `opensearch` targets (OpenSearch and Elasticsearch: the same `_bulk` API). One batch is one `_bulk`
  * request of `index` actions, each document's `_id` its `event_id` (or a digest of topic, partition
  * and offset), so a replay overwrites instead of duplicating. The answer is read per item
- * (OpenSearchBulk.ts). Plain `fetch` (no client library): the bulk API is one documented HTTP call
- * whose per-item results are plain JSON, and bounding and decoding that answer ourselves is the part
- * that matters. See docs/destinations.md.
+ * (OpenSearchBulk.ts). Plain HTTP (node:http through @effect/platform-node, keep-alive agents of the target's
+ * own, destinations/Http.ts; no OpenSearch client library): the bulk API is one documented HTTP call whose
+ * per-item results are plain JSON, and bounding and decoding that answer ourselves is the part that matters. See
+ * docs/destinations.md.
  */
-import { Effect, Either, Redacted, Schema } from "effect"
+import type * as HttpClient from "@effect/platform/HttpClient"
+import type * as HttpClientError from "@effect/platform/HttpClientError"
+import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
+import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
+import { Effect, Either, Redacted, Schema, type Scope, Stream } from "effect"
 import { DestinationError } from "../../domain/Errors.js"
 import { type OpenSearchTarget, targetName } from "../../domain/Tenant.js"
 import { inc } from "../../shared/Metrics.js"
@@ -19,6 +24,7 @@ import {
   splitIndexes,
   subBatch,
 } from "./Delivery.js"
+import { scopedHttpClient } from "./Http.js"
 import {
   BULK_FILTER_PATH,
   type BulkRequest,
@@ -38,23 +44,22 @@ const MAX_ERROR_ANSWER_BYTES = 16 * 1024
 const ACTION_BYTES = 160
 
 /** Reads at most `cap` bytes of a body; undefined when it is longer (the rest is not read). */
-export const readCapped = async (body: ReadableStream<Uint8Array> | null, cap: number): Promise<string | undefined> => {
-  if (body === null) return ""
-  const reader = body.getReader()
-  const chunks: Array<Uint8Array> = []
-  let size = 0
-  for (;;) {
-    const { done, value } = await reader.read()
-    if (done) break
-    size += value.byteLength
-    if (size > cap) {
-      await reader.cancel()
-      return undefined
-    }
-    chunks.push(value)
-  }
-  return Buffer.concat(chunks).toString("utf8")
-}
+export const readCapped = (
+  response: HttpClientResponse.HttpClientResponse,
+  cap: number,
+): Effect.Effect<string | undefined, HttpClientError.ResponseError> =>
+  response.stream.pipe(
+    Stream.runFoldWhile(
+      { size: 0, chunks: [] as Array<Uint8Array> },
+      (read) => read.size <= cap,
+      (read, chunk) => {
+        read.size += chunk.byteLength
+        if (read.size <= cap) read.chunks.push(chunk)
+        return read
+      },
+    ),
+    Effect.map((read) => (read.size > cap ? undefined : Buffer.concat(read.chunks).toString("utf8"))),
+  )
 
 /** The `Authorization` header of a target, its secret resolved now (fails when the reference is unusable). */
 export const authorizationOf = (
@@ -75,7 +80,7 @@ export const authorizationOf = (
   return resolveSecret(name, auth.apiKey, env).pipe(Effect.map((key) => Redacted.make(`ApiKey ${Redacted.value(key)}`)))
 }
 
-/** Pure: a network error's code (`ECONNREFUSED`, fetch puts it in `cause`), else the error's name. */
+/** Pure: a network error's code (`ECONNREFUSED`, in the `cause` of the HTTP client's error), else the error's name. */
 export const networkCode = (e: unknown): string => {
   for (let x: unknown = e, depth = 0; typeof x === "object" && x !== null && depth < 4; depth++) {
     const code = (x as { code?: unknown }).code
@@ -115,56 +120,59 @@ interface BulkEndpoint {
   readonly name: string
   readonly timeoutMs: number
   readonly authorization: Redacted.Redacted<string> | undefined
+  readonly client: HttpClient.HttpClient
   /** The next of the target's urls (round robin). */
   readonly base: () => string
 }
 
 /** One `_bulk` POST: the server's per-item answer (read up to a cap), or its status; retryable when unreachable. */
-const postBulk = (to: BulkEndpoint, request: BulkRequest, documents: number) =>
-  Effect.tryPromise({
-    try: async (signal): Promise<Answer> => {
-      const headers: Record<string, string> = { "content-type": "application/x-ndjson" }
-      if (to.authorization !== undefined) headers.authorization = Redacted.value(to.authorization)
-      const res = await fetch(`${to.base()}/_bulk?filter_path=${BULK_FILTER_PATH}`, {
-        method: "POST",
-        headers,
-        body: request.body,
-        signal,
-      })
-      if (res.status === 200) {
-        const cap = maxBulkAnswerBytes(documents)
-        const text = await readCapped(res.body, cap)
-        return text === undefined ? { _tag: "TooLarge", cap } : { _tag: "Items", text }
-      }
-      return { _tag: "Status", status: res.status, text: await readCapped(res.body, MAX_ERROR_ANSWER_BYTES) }
-    },
-    catch: (cause) =>
-      new DestinationError({
-        target: to.name,
-        retryable: true,
-        detail: `opensearch unreachable: ${networkCode(cause)}`,
-        cause,
-      }),
+const postBulk = (to: BulkEndpoint, request: BulkRequest, documents: number) => {
+  const headers: Record<string, string> = {}
+  if (to.authorization !== undefined) headers.authorization = Redacted.value(to.authorization)
+  const post = HttpClientRequest.post(`${to.base()}/_bulk?filter_path=${BULK_FILTER_PATH}`).pipe(
+    HttpClientRequest.setHeaders(headers),
+    HttpClientRequest.bodyUint8Array(request.body, "application/x-ndjson"),
+  )
+  return Effect.gen(function* () {
+    const res = yield* to.client.execute(post)
+    if (res.status === 200) {
+      const cap = maxBulkAnswerBytes(documents)
+      const text = yield* readCapped(res, cap)
+      return text === undefined ? ({ _tag: "TooLarge", cap } as const) : ({ _tag: "Items", text } as const)
+    }
+    return { _tag: "Status", status: res.status, text: yield* readCapped(res, MAX_ERROR_ANSWER_BYTES) } as const
   }).pipe(
+    Effect.scoped,
+    Effect.mapError(
+      (cause) =>
+        new DestinationError({
+          target: to.name,
+          retryable: true,
+          detail: `opensearch unreachable: ${networkCode(cause)}`,
+          cause,
+        }),
+    ),
     Effect.timeoutFail({
       duration: to.timeoutMs,
       onTimeout: () =>
         new DestinationError({ target: to.name, retryable: true, detail: "opensearch: no answer in time" }),
     }),
-  )
+  ) satisfies Effect.Effect<Answer, DestinationError>
+}
 
 /**
  * Builds an `opensearch` target: resolves its auth secret (fails, not retryable, when the reference is
- * unusable). Each delivery goes to the next of the target's urls.
+ * unusable). Each delivery goes to the next of the target's urls. Its connections live as long as the scope.
  */
 export const makeOpenSearchDestination = (
   target: OpenSearchTarget,
   env: NodeJS.ProcessEnv = process.env,
-): Effect.Effect<Destination, DestinationError> =>
+): Effect.Effect<Destination, DestinationError, Scope.Scope> =>
   Effect.gen(function* () {
     const name = targetName(target)
     const t = target.opensearch
     const authorization = yield* authorizationOf(target, env)
+    const client = yield* scopedHttpClient
     const bases = t.urls.map((u) => u.replace(/\/+$/, ""))
     let next = 0
 
@@ -172,6 +180,7 @@ export const makeOpenSearchDestination = (
       name,
       timeoutMs: t.timeoutMs,
       authorization,
+      client,
       base: () => bases[next++ % bases.length]!,
     }
 

@@ -4,7 +4,7 @@
  * server stopped and started again while a delivery retries on the shared backoff.
  */
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
-import { Effect, Either, Fiber, Schema } from "effect"
+import { Effect, Either, Fiber, Schema, type Scope } from "effect"
 import { OpenSearchTarget } from "../../../src/domain/Tenant.js"
 import { type DeliveryBatch, type Destination, deliverRetrying } from "../../../src/route/destinations/Delivery.js"
 import { makeOpenSearchDestination } from "../../../src/route/destinations/OpenSearch.js"
@@ -25,7 +25,7 @@ afterAll(async () => {
   await release()
 })
 
-const build = (over: object = {}): Effect.Effect<Destination> =>
+const build = (over: object = {}): Effect.Effect<Destination, never, Scope.Scope> =>
   makeOpenSearchDestination(
     Either.getOrThrow(
       Schema.decodeUnknownEither(OpenSearchTarget)({
@@ -57,7 +57,7 @@ const sameLines = (got: ReadonlyArray<string>, batches: ReadonlyArray<DeliveryBa
   assert.deepStrictEqual([...got].sort(), batches.flatMap((b) => [...b.lines]).sort())
 
 describe("opensearch target (real OpenSearch 2.19)", () => {
-  it.live("N events of two tenants land as exactly N documents each in their index, as given", () =>
+  it.scopedLive("N events of two tenants land as exactly N documents each in their index, as given", () =>
     Effect.gen(function* () {
       const d = yield* build()
       for (const user of ["tenant-a", "tenant-b"]) {
@@ -76,7 +76,7 @@ describe("opensearch target (real OpenSearch 2.19)", () => {
     }),
   )
 
-  it.live("a replay overwrites: the same N documents, with and without event_id", () =>
+  it.scopedLive("a replay overwrites: the same N documents, with and without event_id", () =>
     Effect.gen(function* () {
       const d = yield* build()
       const b = makeBatch({ userId: "tenant-r", partition: 4, firstOffset: 7000, count: 300 })
@@ -92,29 +92,31 @@ describe("opensearch target (real OpenSearch 2.19)", () => {
     }),
   )
 
-  it.live("a mapping conflict is a permanent failure of that line only, with the server's reason and no content", () =>
-    Effect.gen(function* () {
-      const d = yield* build({ index: `it-${run}-conflict` })
-      const good = makeBatch({ userId: "tenant-c", firstOffset: 0, count: 3, message: () => ({ n: 1 }) })
-      yield* d.deliver(good)
-      const mixed = makeBatch({
-        userId: "tenant-c",
-        firstOffset: 3,
-        count: 3,
-        message: (i) => ({ n: i === 1 ? "secret-not-a-number" : 2 }),
-      })
-      const r = yield* d.deliver(mixed)
-      assert.strictEqual(r.failures.length, 1)
-      const f = r.failures[0]!
-      assert.strictEqual(f.index, 1)
-      assert.isFalse(f.retryable)
-      assert.match(f.reason, /^400 mapper_parsing_exception: failed to parse field \[message\.n\] of type \[long\]/)
-      assert.notInclude(f.reason, "secret-not-a-number")
-      assert.strictEqual(yield* countOf(`it-${run}-conflict`), 5)
-    }),
+  it.scopedLive(
+    "a mapping conflict is a permanent failure of that line only, with the server's reason and no content",
+    () =>
+      Effect.gen(function* () {
+        const d = yield* build({ index: `it-${run}-conflict` })
+        const good = makeBatch({ userId: "tenant-c", firstOffset: 0, count: 3, message: () => ({ n: 1 }) })
+        yield* d.deliver(good)
+        const mixed = makeBatch({
+          userId: "tenant-c",
+          firstOffset: 3,
+          count: 3,
+          message: (i) => ({ n: i === 1 ? "secret-not-a-number" : 2 }),
+        })
+        const r = yield* d.deliver(mixed)
+        assert.strictEqual(r.failures.length, 1)
+        const f = r.failures[0]!
+        assert.strictEqual(f.index, 1)
+        assert.isFalse(f.retryable)
+        assert.match(f.reason, /^400 mapper_parsing_exception: failed to parse field \[message\.n\] of type \[long\]/)
+        assert.notInclude(f.reason, "secret-not-a-number")
+        assert.strictEqual(yield* countOf(`it-${run}-conflict`), 5)
+      }),
   )
 
-  it.live("20 000 events in 4 bulk requests of 5 000 (measured)", () =>
+  it.scopedLive("20 000 events in 4 bulk requests of 5 000 (measured)", () =>
     Effect.gen(function* () {
       const d = yield* build()
       const batches = [0, 1, 2, 3].map((k) =>
@@ -128,7 +130,7 @@ describe("opensearch target (real OpenSearch 2.19)", () => {
     }),
   )
 
-  it.live("the server stopped: retryable; a delivery retrying on the shared backoff lands once it is back", () =>
+  it.scopedLive("the server stopped: retryable; a delivery retrying on the shared backoff lands once it is back", () =>
     Effect.gen(function* () {
       const d = yield* build({ urls: [url], timeoutMs: 5000 })
       const b = makeBatch({ userId: "tenant-o", firstOffset: 0, count: 200 })

@@ -190,7 +190,7 @@ describe("opensearch config and secrets", () => {
 })
 
 describe("opensearch over HTTP (stand-in server)", () => {
-  const seen: Array<{ headers: IncomingHttpHeaders; url: string | undefined; body: string }> = []
+  const seen: Array<{ headers: IncomingHttpHeaders; url: string | undefined; body: string; port: number }> = []
   let reply: (body: string) => { status: number; body: string } = () => ({ status: 200, body: '{"errors":false}' })
   const server = createServer((req, res) => {
     let body = ""
@@ -198,7 +198,7 @@ describe("opensearch over HTTP (stand-in server)", () => {
       body += d
     })
     req.on("end", () => {
-      seen.push({ headers: req.headers, url: req.url, body })
+      seen.push({ headers: req.headers, url: req.url, body, port: req.socket.remotePort ?? 0 })
       const r = reply(body)
       res.writeHead(r.status, { "content-type": "application/json" }).end(r.body)
     })
@@ -217,7 +217,7 @@ describe("opensearch over HTTP (stand-in server)", () => {
   const build = (extra: object = {}) =>
     makeOpenSearchDestination(Either.getOrThrow(decode({ opensearch: { urls: [url], ...extra } })), { KEY: "k3y" })
 
-  it.live("sends the ApiKey header, NDJSON, filter_path; whole-request 5xx is retryable, 400 permanent", () =>
+  it.scopedLive("sends the ApiKey header, NDJSON, filter_path; whole-request 5xx is retryable, 400 permanent", () =>
     Effect.gen(function* () {
       const d = yield* build({ auth: { apiKey: { env: "KEY" } } })
       assert.deepStrictEqual(yield* d.deliver(batch(2)), { failures: [] })
@@ -238,7 +238,17 @@ describe("opensearch over HTTP (stand-in server)", () => {
     }),
   )
 
-  it.live("an answer larger than its cap is not read and is retryable", () =>
+  it.scopedLive("keeps one connection open across bulk requests of a target", () =>
+    Effect.gen(function* () {
+      reply = () => ({ status: 200, body: '{"errors":false}' })
+      const d = yield* build()
+      const before = seen.length
+      for (let i = 0; i < 4; i++) assert.deepStrictEqual(yield* d.deliver(batch(2)), { failures: [] })
+      assert.strictEqual(new Set(seen.slice(before).map((r) => r.port)).size, 1, "four requests, one connection")
+    }),
+  )
+
+  it.scopedLive("an answer larger than its cap is not read and is retryable", () =>
     Effect.gen(function* () {
       const d = yield* build()
       reply = () => ({ status: 200, body: `{"errors":false,"pad":"${"x".repeat(200_000)}"}` })
@@ -248,7 +258,7 @@ describe("opensearch over HTTP (stand-in server)", () => {
     }),
   )
 
-  it.live("deliverRetrying retries only the lines that failed retryably and returns the refused ones", () =>
+  it.scopedLive("deliverRetrying retries only the lines that failed retryably and returns the refused ones", () =>
     Effect.gen(function* () {
       const d = yield* build()
       const sizes: Array<number> = []
@@ -282,28 +292,30 @@ describe("opensearch over HTTP (stand-in server)", () => {
     }),
   )
 
-  it.live("a batch above the target's limits goes in several bulk requests; failures keep their batch index", () =>
-    Effect.gen(function* () {
-      const d = yield* build({ batch: { maxEvents: 2 } })
-      const sizes: Array<number> = []
-      reply = (body) => {
-        const actions = body.split("\n").filter((_, i) => i % 2 === 0 && _ !== "")
-        sizes.push(actions.length)
-        const items = actions.map((a) =>
-          JSON.parse(a).index._id === "id-4"
-            ? { index: { status: 400, error: { type: "mapper_parsing_exception", reason: "r" } } }
-            : { index: { status: 201 } },
-        )
-        return { status: 200, body: JSON.stringify({ errors: items.some((i) => i.index.status !== 201), items }) }
-      }
-      const r = yield* d.deliver(batch(5))
-      assert.deepStrictEqual(sizes, [2, 2, 1])
-      assert.deepStrictEqual(r.failures, [{ index: 4, retryable: false, reason: "400 mapper_parsing_exception: r" }])
-      const items = yield* Effect.promise(() => openSearchItems.get())
-      const count = (result: string) =>
-        items.values.find((v) => v.labels.destination === d.name && v.labels.result === result)?.value ?? 0
-      assert.isAtLeast(count("written"), 4)
-      assert.isAtLeast(count("permanent"), 1)
-    }),
+  it.scopedLive(
+    "a batch above the target's limits goes in several bulk requests; failures keep their batch index",
+    () =>
+      Effect.gen(function* () {
+        const d = yield* build({ batch: { maxEvents: 2 } })
+        const sizes: Array<number> = []
+        reply = (body) => {
+          const actions = body.split("\n").filter((_, i) => i % 2 === 0 && _ !== "")
+          sizes.push(actions.length)
+          const items = actions.map((a) =>
+            JSON.parse(a).index._id === "id-4"
+              ? { index: { status: 400, error: { type: "mapper_parsing_exception", reason: "r" } } }
+              : { index: { status: 201 } },
+          )
+          return { status: 200, body: JSON.stringify({ errors: items.some((i) => i.index.status !== 201), items }) }
+        }
+        const r = yield* d.deliver(batch(5))
+        assert.deepStrictEqual(sizes, [2, 2, 1])
+        assert.deepStrictEqual(r.failures, [{ index: 4, retryable: false, reason: "400 mapper_parsing_exception: r" }])
+        const items = yield* Effect.promise(() => openSearchItems.get())
+        const count = (result: string) =>
+          items.values.find((v) => v.labels.destination === d.name && v.labels.result === result)?.value ?? 0
+        assert.isAtLeast(count("written"), 4)
+        assert.isAtLeast(count("permanent"), 1)
+      }),
   )
 })
