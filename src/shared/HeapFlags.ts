@@ -12,7 +12,7 @@
  *   full collection the old generation may grow to (1 + percent / 100) × what was live before the next one; V8's
  *   own factor goes up to 4 × when collections are cheap, which let 60–100 MB of old garbage pile up. 0 leaves V8's
  *   own factor.
- * - `SPILLWAY_V8_YOUNG_LIMIT_MIB` (default 0, the ingester 4: `heapDefaultsFor`): the young generation grows only
+ * - `SPILLWAY_V8_YOUNG_LIMIT_MIB` (default 0, the ingester 4, the router 8: `heapDefaultsFor`): the young generation grows only
  *   while each of its two semi-spaces is smaller than this. V8's own largest size (`--max-semi-space-size`, 16 MiB
  *   here) is fixed when V8 starts, so the limit is kept from the outside (`YoungLimit.ts`): the growth factor is 1
  *   while the bundle loads, then, after each collection, 2 below the limit and 1 at it (`youngGrowthAt`). So under a
@@ -44,13 +44,15 @@ export const defaultHeapSettings: HeapSettings = { youngGrowth: 0, oldGrowthPerc
  * by 100 %: at its full rate 145 against 231 MiB of peak RSS, for about a fifth more CPU per event on the batch RPC
  * (1.86 against 1.53 CPU-s per 100k) and 14 % less rate on it (1.00 against 1.18 × the bare producer; SendEvent from
  * grpc-go clients 0.81 against 0.86; medians of seven interleaved pairs, docs/benchmarks.md, "Round 2 session
- * 9"). The router keeps Node's young generation: a small one cost it a tenth more CPU, and its rate is what it
- * lacks most.
+ * 9"). The router's grows to 8 MiB semi-spaces at most: at its full rate 126–133 against 141–152 MiB of peak RSS
+ * (route row; 135–142 against 149–159 with OpenSearch), for the same rate and CPU per event (seven interleaved
+ * pairs, docs/benchmarks.md, "Round 2 session 14"); kept at its first size (young growth 1) it cost a tenth more CPU.
  */
 export const heapDefaultsFor = (program: string): HeapSettings => programDefaults[program] ?? defaultHeapSettings
 
 const programDefaults: Readonly<Record<string, HeapSettings>> = {
   ingester: { youngGrowth: 0, oldGrowthPercent: 100, youngLimitMiB: 4 },
+  router: { youngGrowth: 0, oldGrowthPercent: 100, youngLimitMiB: 8 },
   agent: { youngGrowth: 1, oldGrowthPercent: 100, youngLimitMiB: 0 },
 }
 

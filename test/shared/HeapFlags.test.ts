@@ -57,11 +57,12 @@ describe("HeapFlags", () => {
     ])
   })
 
-  it("per program: old growth 100 %; the ingester's young generation limited to 4 MiB semi-spaces; the agent's kept small", () => {
+  it("per program: old growth 100 %; the ingester's young generation limited to 4 MiB semi-spaces, the router's to 8; the agent's kept small", () => {
     expect(heapDefaultsFor("ingester")).toEqual({ youngGrowth: 0, oldGrowthPercent: 100, youngLimitMiB: 4 })
     expect(heapFlags(settingsOf({}, heapDefaultsFor("ingester")))).toEqual(["--heap-growing-percent=100"])
     expect(heapFlags(settingsOf({ SPILLWAY_V8_OLD_GROWTH_PERCENT: "0" }, heapDefaultsFor("ingester")))).toEqual([])
-    expect(heapDefaultsFor("router")).toEqual({ youngGrowth: 0, oldGrowthPercent: 100, youngLimitMiB: 0 })
+    expect(heapDefaultsFor("router")).toEqual({ youngGrowth: 0, oldGrowthPercent: 100, youngLimitMiB: 8 })
+    expect(heapFlags(settingsOf({}, heapDefaultsFor("router")))).toEqual(["--heap-growing-percent=100"])
     expect(heapDefaultsFor("agent")).toEqual({ youngGrowth: 1, oldGrowthPercent: 100, youngLimitMiB: 0 })
     expect(heapFlags(settingsOf({}, heapDefaultsFor("agent")))).toEqual([
       "--semi-space-growth-factor=1",
@@ -130,6 +131,15 @@ describe("HeapFlags", () => {
       afterLoad: ["--heap-growing-percent=100"],
       limitYoung: false,
     })
+    // the router's: 8 MiB semi-spaces
+    const router = settingsOf({}, heapDefaultsFor("router"))
+    expect(heapPlan(router)).toEqual({
+      atLoad: ["--semi-space-growth-factor=1"],
+      afterLoad: ["--heap-growing-percent=100"],
+      limitYoung: true,
+    })
+    expect(youngGrowthAt(0.983 * 4 * MiB, router)).toBe(2)
+    expect(youngGrowthAt(0.983 * 8 * MiB, router)).toBe(1)
   })
 
   it("set after start, the flags keep this Node's young generation at its first size and the old one smaller", () => {
@@ -230,15 +240,15 @@ describe("HeapFlags", () => {
           newSpaceAfter(name, { SPILLWAY_V8_YOUNG_GROWTH: "0", SPILLWAY_V8_YOUNG_LIMIT_MIB: "4" }),
         ).toBeLessThanOrEqual(4)
       }
-      // The defaults: the agent's young generation stays small and the ingester's (limited) while it loads; the
-      // router's grows.
+      // The defaults: the agent's young generation stays small, and the ingester's and the router's (limited)
+      // while they load.
       expect(newSpaceAfter("agent", {})).toBeLessThanOrEqual(4)
       expect(newSpaceAfter("ingester", {})).toBeLessThanOrEqual(4)
-      expect(newSpaceAfter("router", {})).toBeGreaterThan(4)
+      expect(newSpaceAfter("router", {})).toBeLessThanOrEqual(4)
     },
   )
   it.skipIf(!existsSync(built("ingester")))(
-    "the built ingester keeps its young limit once its code runs: 4 MiB semi-spaces by default, 2 when told, 16 without",
+    "the built ingester and router keep their young limit once their code runs: 4 and 8 MiB semi-spaces by default, 2 when told, 16 without",
     { timeout: 60_000 },
     () => {
       // The same load, started in the built program once its bundle ran (the code cache's outcome is set then).
@@ -247,12 +257,15 @@ describe("HeapFlags", () => {
         const wait = () => (globalThis[Symbol.for("spillway.codeCache")] === undefined ? setImmediate(wait) : setImmediate(turn))
         wait()`,
       )
-      const semiIn = (env: Record<string, string>) => semiOf(run("ingester", env))
-      const byDefault = semiIn({})
-      expect(byDefault).toBeLessThanOrEqual(4)
-      expect(byDefault).toBeGreaterThan(2)
-      expect(semiIn({ SPILLWAY_V8_YOUNG_LIMIT_MIB: "2" })).toBeLessThanOrEqual(2)
-      expect(semiIn({ SPILLWAY_V8_YOUNG_LIMIT_MIB: "0" })).toBeGreaterThan(8)
+      const semiIn = (name: string, env: Record<string, string>) => semiOf(run(name, env))
+      const ingester = semiIn("ingester", {})
+      expect(ingester).toBeLessThanOrEqual(4)
+      expect(ingester).toBeGreaterThan(2)
+      const router = semiIn("router", {})
+      expect(router).toBeLessThanOrEqual(8)
+      expect(router).toBeGreaterThan(4)
+      expect(semiIn("ingester", { SPILLWAY_V8_YOUNG_LIMIT_MIB: "2" })).toBeLessThanOrEqual(2)
+      expect(semiIn("router", { SPILLWAY_V8_YOUNG_LIMIT_MIB: "0" })).toBeGreaterThan(8)
     },
   )
 })
