@@ -12,13 +12,14 @@
  *   full collection the old generation may grow to (1 + percent / 100) × what was live before the next one; V8's
  *   own factor goes up to 4 × when collections are cheap, which let 60–100 MB of old garbage pile up. 0 leaves V8's
  *   own factor.
- * - `SPILLWAY_V8_YOUNG_LIMIT_MIB` (default 0, the ingester 4, the router 8: `heapDefaultsFor`): the young generation grows only
- *   while each of its two semi-spaces is smaller than this. V8's own largest size (`--max-semi-space-size`, 16 MiB
- *   here) is fixed when V8 starts, so the limit is kept from the outside (`YoungLimit.ts`): the growth factor is 1
- *   while the bundle loads, then, after each collection, 2 below the limit and 1 at it (`youngGrowthAt`). So under a
- *   limit a semi-space doubles from Node's 1 MiB (1, 2, 4, 8, 16 MiB) and a limit between two steps stops at the
- *   larger one; a limit above V8's largest size limits nothing. 0: no limit. With `SPILLWAY_V8_YOUNG_GROWTH=1` the
- *   generation does not grow and the limit has nothing to do; its other values do not apply under a limit.
+ * - `SPILLWAY_V8_YOUNG_LIMIT_MIB` (default 0, the ingester 4, the router 8: `heapDefaultsFor`): the young generation
+ *   grows only while each of its two semi-spaces is smaller than this. V8's own largest size
+ *   (`--max-semi-space-size`, 16 MiB here) is fixed when V8 starts, so the limit is kept from the outside
+ *   (`YoungLimit.ts`): the growth factor is 1 while the bundle loads, then, after each collection, 2 below the limit
+ *   and 1 at it (`youngGrowthAt`). So under a limit a semi-space doubles from Node's 1 MiB (1, 2, 4, 8, 16 MiB) and a
+ *   limit between two steps stops at the larger one; a limit above V8's largest size limits nothing. 0: no limit.
+ *   With `SPILLWAY_V8_YOUNG_GROWTH=1` the generation does not grow and the limit has nothing to do; its other values
+ *   do not apply under a limit.
  *
  * All are read from the environment when the program loads (`HeapAtLoad.ts`, the first import of every bundle
  * file), before the rest of its code runs; so they cannot come from the SPILLWAY_CONFIG file, and this

@@ -265,6 +265,7 @@ describe("HeapFlags", () => {
       expect(router).toBeLessThanOrEqual(8)
       expect(router).toBeGreaterThan(4)
       expect(semiIn("ingester", { SPILLWAY_V8_YOUNG_LIMIT_MIB: "2" })).toBeLessThanOrEqual(2)
+      expect(semiIn("ingester", { SPILLWAY_V8_YOUNG_LIMIT_MIB: "0" })).toBeGreaterThan(8)
       expect(semiIn("router", { SPILLWAY_V8_YOUNG_LIMIT_MIB: "0" })).toBeGreaterThan(8)
     },
   )
