@@ -36,7 +36,7 @@ import {
   tenantB,
   wireEvent,
 } from "./support/ingester.js"
-import { type LocalCluster, localCluster, makeKafka, uniqueTopic } from "./support/kafka.js"
+import { createSettledTopics, type LocalCluster, localCluster, makeKafka, uniqueTopic } from "./support/kafka.js"
 import { type RouterProcess, readNdjson, startRouter, waitFor } from "./support/router.js"
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
@@ -79,36 +79,26 @@ const idsIn = async (brokers: ReadonlyArray<string>, topic: string, want: number
 }
 
 /** `leaders`: the nodes to lead partitions 0, 1, ... (the preferred replica; the other two follow). */
-const createTopic = async (
+const createTopic = (
   brokers: ReadonlyArray<string>,
   topic: string,
   numPartitions = 1,
   leaders?: ReadonlyArray<number>,
-) => {
-  const admin = makeKafka("cluster-it-admin", { brokers: [...brokers] }).admin()
-  await admin.connect()
-  try {
-    await admin.createTopics({
-      topics: [
-        {
-          topic,
-          configEntries: [{ name: "min.insync.replicas", value: "2" }],
-          ...(leaders === undefined
-            ? { numPartitions, replicationFactor: 3 }
-            : {
-                replicaAssignment: leaders.map((leader, partition) => ({
-                  partition,
-                  replicas: [leader, ...[1, 2, 3].filter((n) => n !== leader)],
-                })),
-              }),
-        },
-      ],
-      waitForLeaders: true,
-    })
-  } finally {
-    await admin.disconnect()
-  }
-}
+) =>
+  createSettledTopics(brokers, [
+    {
+      topic,
+      configEntries: [{ name: "min.insync.replicas", value: "2" }],
+      ...(leaders === undefined
+        ? { numPartitions, replicationFactor: 3 }
+        : {
+            replicaAssignment: leaders.map((leader, partition) => ({
+              partition,
+              replicas: [leader, ...[1, 2, 3].filter((n) => n !== leader)],
+            })),
+          }),
+    },
+  ])
 
 const batch = (id: string, from: number, n: number) => ({
   batch_id: id,

@@ -36,6 +36,46 @@ export async function createTopic(name: string, partitions = 1): Promise<void> {
   }
 }
 
+/**
+ * Creates topics on a cluster and waits until every partition has a leader and all its replicas in sync. kafkajs'
+ * `waitForLeaders` asks one broker for metadata right after the controller took the topic, and gives up when that
+ * broker does not know the topic yet ("This server does not host this topic-partition"); this polls any broker
+ * instead, tolerating that answer, for up to `timeoutMs`.
+ */
+export async function createSettledTopics(
+  clusterBrokers: ReadonlyArray<string>,
+  topics: Parameters<ReturnType<Kafka["admin"]>["createTopics"]>[0]["topics"],
+  timeoutMs = 60_000,
+): Promise<void> {
+  const admin = makeKafka("spillway-test-admin", { brokers: [...clusterBrokers] }).admin()
+  await admin.connect()
+  try {
+    await admin.createTopics({ topics, waitForLeaders: false })
+    const names = topics.map((t) => t.topic)
+    const deadline = Date.now() + timeoutMs
+    let last = "no metadata yet"
+    for (;;) {
+      try {
+        const md = await admin.fetchTopicMetadata({ topics: names })
+        const unsettled = md.topics.flatMap((t) =>
+          t.partitions
+            .filter((p) => p.leader < 0 || p.isr.length < p.replicas.length)
+            .map((p) => `${t.name}[${p.partitionId}] leader ${p.leader}, isr ${p.isr.length}/${p.replicas.length}`),
+        )
+        if (md.topics.length === names.length && unsettled.length === 0) return
+        last = unsettled.join("; ") || "a topic missing from the metadata"
+      } catch (e) {
+        last = e instanceof Error ? e.message : String(e)
+      }
+      if (Date.now() > deadline)
+        throw new Error(`topics ${names.join(", ")} not settled after ${timeoutMs} ms: ${last}`)
+      await new Promise((r) => setTimeout(r, 200))
+    }
+  } finally {
+    await admin.disconnect()
+  }
+}
+
 export interface ConsumedRecord {
   readonly topic: string
   readonly partition: number
