@@ -2,18 +2,18 @@
  * How much garbage V8 may keep before it collects. The programs' peak RSS at their full rate is
  * mostly heap sized for the allocation rate, not data (docs/benchmarks.md, "Peak RSS at full rate"):
  *
- * - `SPILLWAY_V8_YOUNG_GROWTH` (default 0, the agent 1: `heapDefaultsFor`): V8's `--semi-space-growth-factor`.
+ * - `SPILLWAY_V8_YOUNG_GROWTH` (default 0: `heapDefaultsFor`): V8's `--semi-space-growth-factor`.
  *   Node grows the young generation from 1 MiB semi-spaces to 16 MiB (32 MiB of new space) under a high allocation
  *   rate, and to 8 MiB already while it loads the bundle. 1 keeps it at the size it has when the program's code
  *   starts (2–4 MiB of new space): 30–70 MiB less RSS at full rate, for about a tenth more CPU in the router and
- *   half again as much in the ingester's batch RPC, so it is not their default (the agent's it is); 2 is V8's own
- *   growth; 0 leaves the flag as Node was started.
+ *   half again as much in the ingester's batch RPC, so it is no program's default (the agent's it was until round 2
+ *   session 15); 2 is V8's own growth; 0 leaves the flag as Node was started.
  * - `SPILLWAY_V8_OLD_GROWTH_PERCENT` (default 100: `heapDefaultsFor`): V8's `--heap-growing-percent`. After each
  *   full collection the old generation may grow to (1 + percent / 100) × what was live before the next one; V8's
  *   own factor goes up to 4 × when collections are cheap, which let 60–100 MB of old garbage pile up. 0 leaves V8's
  *   own factor.
- * - `SPILLWAY_V8_YOUNG_LIMIT_MIB` (default 0, the ingester 4, the router 8: `heapDefaultsFor`): the young generation
- *   grows only while each of its two semi-spaces is smaller than this. V8's own largest size
+ * - `SPILLWAY_V8_YOUNG_LIMIT_MIB` (default 0, the ingester and the agent 4, the router 8: `heapDefaultsFor`): the
+ *   young generation grows only while each of its two semi-spaces is smaller than this. V8's own largest size
  *   (`--max-semi-space-size`, 16 MiB here) is fixed when V8 starts, so the limit is kept from the outside
  *   (`YoungLimit.ts`): the growth factor is 1 while the bundle loads, then, after each collection, 2 below the limit
  *   and 1 at it (`youngGrowthAt`). So under a limit a semi-space doubles from Node's 1 MiB (1, 2, 4, 8, 16 MiB) and a
@@ -38,23 +38,24 @@ export interface HeapSettings {
 export const defaultHeapSettings: HeapSettings = { youngGrowth: 0, oldGrowthPercent: 100, youngLimitMiB: 0 }
 
 /**
- * The defaults of one program (`ingester`, `router`, `agent`: the bundle's file name). The agent, one per host,
- * keeps its young generation small (young growth 1): at 10,000 lines/s 106–108 against 137–142 MiB of peak RSS, for
- * about 7 % more CPU (4.33 against 4.05 CPU-s per 100k lines, medians of six interleaved pairs; docs/benchmarks.md,
- * "Round 2 session 6"). The ingester's young generation grows to 4 MiB semi-spaces at most and its old generation
- * by 100 %: at its full rate 145 against 231 MiB of peak RSS, for about a fifth more CPU per event on the batch RPC
- * (1.86 against 1.53 CPU-s per 100k) and 14 % less rate on it (1.00 against 1.18 × the bare producer; SendEvent from
- * grpc-go clients 0.81 against 0.86; medians of seven interleaved pairs, docs/benchmarks.md, "Round 2 session
- * 9"). The router's grows to 8 MiB semi-spaces at most: at its full rate 126–133 against 141–152 MiB of peak RSS
- * (route row; 135–142 against 149–159 with OpenSearch), for the same rate and CPU per event (seven interleaved
- * pairs, docs/benchmarks.md, "Round 2 session 14"); kept at its first size (young growth 1) it cost a tenth more CPU.
+ * The defaults of one program (`ingester`, `router`, `agent`: the bundle's file name). The ingester's young
+ * generation grows to 4 MiB semi-spaces at most and its old generation by 100 %: at its full rate 145 against
+ * 231 MiB of peak RSS, for about a fifth more CPU per event on the batch RPC (1.86 against 1.53 CPU-s per 100k) and
+ * 14 % less rate on it (1.00 against 1.18 × the bare producer; SendEvent from grpc-go clients 0.81 against 0.86;
+ * medians of seven interleaved pairs, docs/benchmarks.md, "Round 2 session 9"). The router's grows to 8 MiB
+ * semi-spaces at most: at its full rate 126–133 against 141–152 MiB of peak RSS (route row; 135–142 against 149–159
+ * with OpenSearch), for the same rate and CPU per event (seven interleaved pairs, "Round 2 session 14"); kept at its
+ * first size (young growth 1) it cost a tenth more CPU. The agent, one per host, grows to 4 MiB semi-spaces at
+ * most: at 10,000 lines/s 0.248–0.253 against 0.273–0.279 of a core for 106–107 against 99–100 MiB of peak RSS, kept
+ * at its first size (young growth 1, its default before); 8 MiB gave 0.241–0.243 of a core for 116 MiB, near its
+ * 120 MiB budget (three interleaved pairs each, "Round 2 session 15").
  */
 export const heapDefaultsFor = (program: string): HeapSettings => programDefaults[program] ?? defaultHeapSettings
 
 const programDefaults: Readonly<Record<string, HeapSettings>> = {
   ingester: { youngGrowth: 0, oldGrowthPercent: 100, youngLimitMiB: 4 },
   router: { youngGrowth: 0, oldGrowthPercent: 100, youngLimitMiB: 8 },
-  agent: { youngGrowth: 1, oldGrowthPercent: 100, youngLimitMiB: 0 },
+  agent: { youngGrowth: 0, oldGrowthPercent: 100, youngLimitMiB: 4 },
 }
 
 interface Setting {

@@ -57,19 +57,18 @@ describe("HeapFlags", () => {
     ])
   })
 
-  it("per program: old growth 100 %; the ingester's young generation limited to 4 MiB semi-spaces, the router's to 8; the agent's kept small", () => {
+  it("per program: old growth 100 %; the ingester's and the agent's young generation limited to 4 MiB semi-spaces, the router's to 8", () => {
     expect(heapDefaultsFor("ingester")).toEqual({ youngGrowth: 0, oldGrowthPercent: 100, youngLimitMiB: 4 })
     expect(heapFlags(settingsOf({}, heapDefaultsFor("ingester")))).toEqual(["--heap-growing-percent=100"])
     expect(heapFlags(settingsOf({ SPILLWAY_V8_OLD_GROWTH_PERCENT: "0" }, heapDefaultsFor("ingester")))).toEqual([])
     expect(heapDefaultsFor("router")).toEqual({ youngGrowth: 0, oldGrowthPercent: 100, youngLimitMiB: 8 })
     expect(heapFlags(settingsOf({}, heapDefaultsFor("router")))).toEqual(["--heap-growing-percent=100"])
-    expect(heapDefaultsFor("agent")).toEqual({ youngGrowth: 1, oldGrowthPercent: 100, youngLimitMiB: 0 })
-    expect(heapFlags(settingsOf({}, heapDefaultsFor("agent")))).toEqual([
+    expect(heapDefaultsFor("agent")).toEqual({ youngGrowth: 0, oldGrowthPercent: 100, youngLimitMiB: 4 })
+    expect(heapFlags(settingsOf({}, heapDefaultsFor("agent")))).toEqual(["--heap-growing-percent=100"])
+    // 1 keeps the agent's young generation at its first size (its default before), for an operator who prefers the
+    // memory.
+    expect(heapFlags(settingsOf({ SPILLWAY_V8_YOUNG_GROWTH: "1" }, heapDefaultsFor("agent")))).toEqual([
       "--semi-space-growth-factor=1",
-      "--heap-growing-percent=100",
-    ])
-    // 0 is Node's own growth, for an operator who prefers the CPU.
-    expect(heapFlags(settingsOf({ SPILLWAY_V8_YOUNG_GROWTH: "0" }, heapDefaultsFor("agent")))).toEqual([
       "--heap-growing-percent=100",
     ])
   })
@@ -240,15 +239,14 @@ describe("HeapFlags", () => {
           newSpaceAfter(name, { SPILLWAY_V8_YOUNG_GROWTH: "0", SPILLWAY_V8_YOUNG_LIMIT_MIB: "4" }),
         ).toBeLessThanOrEqual(4)
       }
-      // The defaults: the agent's young generation stays small, and the ingester's and the router's (limited)
-      // while they load.
+      // The defaults (each program's young generation limited): nothing grows while they load.
       expect(newSpaceAfter("agent", {})).toBeLessThanOrEqual(4)
       expect(newSpaceAfter("ingester", {})).toBeLessThanOrEqual(4)
       expect(newSpaceAfter("router", {})).toBeLessThanOrEqual(4)
     },
   )
   it.skipIf(!existsSync(built("ingester")))(
-    "the built ingester and router keep their young limit once their code runs: 4 and 8 MiB semi-spaces by default, 2 when told, 16 without",
+    "the built ingester, agent and router keep their young limit once their code runs: 4, 4 and 8 MiB semi-spaces by default, 2 when told, 16 without",
     { timeout: 60_000 },
     () => {
       // The same load, started in the built program once its bundle ran (the code cache's outcome is set then).
@@ -261,6 +259,10 @@ describe("HeapFlags", () => {
       const ingester = semiIn("ingester", {})
       expect(ingester).toBeLessThanOrEqual(4)
       expect(ingester).toBeGreaterThan(2)
+      const agent = semiIn("agent", {})
+      expect(agent).toBeLessThanOrEqual(4)
+      expect(agent).toBeGreaterThan(2)
+      expect(semiIn("agent", { SPILLWAY_V8_YOUNG_GROWTH: "1" })).toBeLessThanOrEqual(2)
       const router = semiIn("router", {})
       expect(router).toBeLessThanOrEqual(8)
       expect(router).toBeGreaterThan(4)
