@@ -115,12 +115,14 @@ describe("CodeCache", () => {
         expect(run(name, { SPILLWAY_CODE_CACHE: "off" }).stderr).toContain("CACHE off")
       }
       // Other heap flags than at build time: V8 refuses the data, the program still runs.
-      const other = run("agent", { SPILLWAY_V8_YOUNG_GROWTH: "0" })
+      const other = run("agent", { SPILLWAY_V8_YOUNG_GROWTH: "0", SPILLWAY_V8_YOUNG_LIMIT_MIB: "0" })
       expect(other.status).toBe(0)
       expect(other.stderr).toContain("CACHE refused")
-      // The ingester loads under its young limit's factor (1): another limit keeps it, none changes it.
+      // Each program loads under its young limit's factor (1): another limit keeps it, none changes it; so does the
+      // agent's growth factor 1 (no limit to keep).
       expect(run("ingester", { SPILLWAY_V8_YOUNG_LIMIT_MIB: "8" }).stderr).toContain("CACHE used")
       expect(run("ingester", { SPILLWAY_V8_YOUNG_LIMIT_MIB: "0" }).stderr).toContain("CACHE refused")
+      expect(run("agent", { SPILLWAY_V8_YOUNG_GROWTH: "1" }).stderr).toContain("CACHE used")
       const wrong = run("router", { SPILLWAY_CODE_CACHE: "yes" })
       expect(wrong.status).toBe(2)
       expect(wrong.stderr).toContain("SPILLWAY_CODE_CACHE must be off or write")
