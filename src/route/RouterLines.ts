@@ -150,20 +150,37 @@ export const formatLine = (event: RoutedEvent, message: unknown): string =>
         message,
       })
 
-/** Pure: the message of an event as its line carries it, or why it is refused (undecryptable). */
-export const openMessage = (key: Key, message: string): Either.Either<unknown, string> => {
-  let plain: string
+/**
+ * The NDJSON line of an event whose message is `json`: JSON text that `JSON.parse` accepted and that holds no line
+ * break (CR or LF, which JSON allows only between tokens). The text goes into the line as it is, not parsed and
+ * formatted again: the same keys in the same order as `formatLine`, the message as its sender wrote it (an integer
+ * beyond 2^53 keeps its digits, which a parse would round). The route row: 44,466 against 43,063 events/s, 2.64
+ * against 2.71 CPU-s per 100k (medians of eight interleaved pairs, docs/benchmarks.md, "Round 2 session 15").
+ */
+export const formatLineWithJson = (event: RoutedEvent, json: string): string => {
+  const head = formatLine(event, 0)
+  // `head` ends with `"message":0}`: one JSON.stringify for the fields (a template of one per field cost more).
+  return `${head.slice(0, -2)}${json}}`
+}
+
+/** Pure: the plaintext of a message (the message itself without a key), or why it is refused (undecryptable). */
+const openText = (key: Key, message: string): Either.Either<string, string> => {
   try {
-    plain = key.bytes === undefined ? message : openHex(key.bytes, message).toString("utf8")
+    return Either.right(key.bytes === undefined ? message : openHex(key.bytes, message).toString("utf8"))
   } catch (e) {
     return Either.left(`message rejected: ${e instanceof CryptoError ? e.reason : "auth_failed"}`)
   }
-  try {
-    return Either.right(JSON.parse(plain))
-  } catch {
-    return Either.left("message rejected: not_json")
-  }
 }
+
+/** Pure: the message of an event as its line carries it, or why it is refused (undecryptable). */
+export const openMessage = (key: Key, message: string): Either.Either<unknown, string> =>
+  Either.flatMap(openText(key, message), (plain) => {
+    try {
+      return Either.right(JSON.parse(plain))
+    } catch {
+      return Either.left("message rejected: not_json")
+    }
+  })
 
 // ---------------------------------------------------------------------------------------------
 // A run of records
@@ -213,21 +230,31 @@ const prepareOne = (
     lastDetail = `no tenant has access key ${JSON.stringify(event.accessKey)}`
     return 2
   }
-  let message: unknown = event.message
-  if (decrypt) {
-    if (typeof key === "string") {
-      lastDetail = key
-      return 3
-    }
-    const opened = openMessage({ bytes: key ?? undefined }, event.message)
-    if (Either.isLeft(opened)) {
-      lastDetail = opened.left
-      return 3
-    }
-    message = opened.right
+  if (!decrypt) {
+    lastAccessKey = event.accessKey
+    return formatLine(event, event.message)
+  }
+  if (typeof key === "string") {
+    lastDetail = key
+    return 3
+  }
+  const plain = openText({ bytes: key ?? undefined }, event.message)
+  if (Either.isLeft(plain)) {
+    lastDetail = plain.left
+    return 3
+  }
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(plain.right)
+  } catch {
+    lastDetail = "message rejected: not_json"
+    return 3
   }
   lastAccessKey = event.accessKey
-  return formatLine(event, message)
+  // As it is when it holds no line break, else parsed and formatted again.
+  return plain.right.includes("\n") || plain.right.includes("\r")
+    ? formatLine(event, parsed)
+    : formatLineWithJson(event, plain.right)
 }
 
 /**

@@ -3,7 +3,15 @@
  * once per run of records that repeat them, yet every record is held to every field rule.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { decodeRecord, type KeyEntry, prepareRecords, reasonCodes } from "../../src/route/RouterLines.js"
+import { Either, FastCheck as fc } from "effect"
+import {
+  decodeRecord,
+  formatLine,
+  formatLineWithJson,
+  type KeyEntry,
+  prepareRecords,
+  reasonCodes,
+} from "../../src/route/RouterLines.js"
 import { sealHex } from "../../src/shared/Crypto.js"
 import { EventCodec } from "../../src/wire/Wire.js"
 
@@ -67,5 +75,44 @@ describe("prepareRecords (one batch)", () => {
     )
     assert.deepStrictEqual(prepared.tenants, ["tenant-a", "tenant-b"])
     assert.include(prepared.texts[1]!, '"message":{"plain":true}')
+  })
+})
+
+describe("the decrypted message in its line", () => {
+  const sealed = (plain: string) => value({ message: sealHex(KEY, Buffer.from(plain)), event_id: "e-1" })
+  const lineOf = (plain: string) => {
+    const prepared = prepareRecords([sealed(plain)], true, keys)
+    assert.strictEqual(reasonCodes[prepared.reasons[0]!], "", plain)
+    return prepared.texts[0]!
+  }
+
+  it("is the plaintext as written: the same line as parsing and formatting it again, for compact JSON", () => {
+    const event = decodeRecord(sealed("{}"))
+    assert.isTrue(Either.isRight(event))
+    if (Either.isLeft(event)) return
+    fc.assert(
+      fc.property(fc.jsonValue(), fc.boolean(), (v, withId) => {
+        const e = withId ? event.right : { ...event.right, eventId: "" }
+        const text = JSON.stringify(v)
+        assert.strictEqual(formatLineWithJson(e, text), formatLine(e, JSON.parse(text)))
+      }),
+    )
+    assert.strictEqual(lineOf('{"n":1}'), formatLine(event.right, { n: 1 }))
+  })
+
+  it("keeps the digits of an integer beyond 2^53 and the sender's spacing; a line break is formatted away", () => {
+    const big = lineOf('{"id": 12345678901234567890, "s":"a\\nb"}')
+    assert.include(big, '"message":{"id": 12345678901234567890, "s":"a\\nb"}}')
+    assert.strictEqual(JSON.parse(big).message.s, "a\nb")
+    // JSON allows CR and LF between tokens; an NDJSON line may not hold them.
+    const broken = lineOf('{\r\n  "n": 1,\n  "m": [2]\n}')
+    assert.notInclude(broken, "\n")
+    assert.notInclude(broken, "\r")
+    assert.include(broken, '"message":{"n":1,"m":[2]}}')
+  })
+
+  it("refuses a plaintext that is not JSON, as before", () => {
+    for (const plain of ["", "{", "nope", "\ufeff{}", '{"a":1} x'])
+      assert.strictEqual(reasonCodes[prepareRecords([sealed(plain)], true, keys).reasons[0]!], "undecryptable", plain)
   })
 })
