@@ -11,7 +11,7 @@ import { unpack } from "msgpackr"
 import { CACHE_DIR } from "../../scripts/kafka.mjs"
 import { encode } from "../../src/ingest/forward/ForwardProtocol.js"
 import { testCerts } from "../support/certs.js"
-import { brokers, createTopic, makeKafka, privateBroker, uniqueTopic } from "../support/kafka.js"
+import { brokers, createSettledTopics, createTopic, privateBroker, uniqueTopic } from "../support/kafka.js"
 import {
   decryptFor,
   type Harness,
@@ -338,10 +338,7 @@ describe("Forward receiver with Kafka stopped (private broker 17)", () => {
 
   beforeAll(async () => {
     await broker.start()
-    const admin = makeKafka("recv-fwd-admin", { brokers: [...broker.brokers] }).admin()
-    await admin.connect()
-    await admin.createTopics({ topics: [{ topic, numPartitions: 1, replicationFactor: 1 }], waitForLeaders: true })
-    await admin.disconnect()
+    await createSettledTopics(broker.brokers, [{ topic, numPartitions: 1, replicationFactor: 1 }])
     h = await startHarness({
       topic,
       brokers: broker.brokers,

@@ -26,7 +26,15 @@ import {
   tenantB,
   wireEvent,
 } from "../support/ingester.js"
-import { consumeAll, createTopic, headerText, makeKafka, privateBroker, uniqueTopic } from "../support/kafka.js"
+import {
+  consumeAll,
+  createSettledTopics,
+  createTopic,
+  headerText,
+  makeKafka,
+  privateBroker,
+  uniqueTopic,
+} from "../support/kafka.js"
 
 // The test's own consumers read every codec the ingester may write (--compression).
 registerCodecs()
@@ -431,10 +439,7 @@ describe("Kafka stopped mid-stream (private broker)", () => {
     await pb.start()
     const kafka = makeKafka("ingester-it-private", { brokers: [...pb.brokers] })
     const topic = uniqueTopic("outage")
-    const admin = kafka.admin()
-    await admin.connect()
-    await admin.createTopics({ topics: [{ topic, numPartitions: 1, replicationFactor: 1 }], waitForLeaders: true })
-    await admin.disconnect()
+    await createSettledTopics(pb.brokers, [{ topic, numPartitions: 1, replicationFactor: 1 }])
     const ing = await startIngester({
       topic,
       brokers: pb.brokers,

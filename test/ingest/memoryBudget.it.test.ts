@@ -11,7 +11,7 @@ import * as grpc from "@grpc/grpc-js"
 import { afterAll, describe, expect, it } from "vitest"
 import { EventBatchCodec, EventServiceDefinition } from "../../src/wire/Wire.js"
 import { bearer, type RunningIngester, startIngester, tenantA, wireEvent } from "../support/ingester.js"
-import { makeKafka, privateBroker, uniqueTopic } from "../support/kafka.js"
+import { createSettledTopics, privateBroker, uniqueTopic } from "../support/kafka.js"
 
 const MiB = 1024 * 1024
 const BUDGET = 16 * MiB
@@ -71,10 +71,7 @@ describe("memory budget against large messages while Kafka is frozen (private br
   it("the ingester's RSS grows by at most the budget + one message per open stream + a fixed allowance", async () => {
     await pb.start()
     const topic = uniqueTopic("membudget")
-    const admin = makeKafka("membudget-admin", { brokers: [...pb.brokers] }).admin()
-    await admin.connect()
-    await admin.createTopics({ topics: [{ topic, numPartitions: 1, replicationFactor: 1 }], waitForLeaders: true })
-    await admin.disconnect()
+    await createSettledTopics(pb.brokers, [{ topic, numPartitions: 1, replicationFactor: 1 }])
     ing = await startIngester({
       topic,
       brokers: pb.brokers,

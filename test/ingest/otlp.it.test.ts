@@ -23,7 +23,7 @@ import {
 import { CACHE_DIR } from "../../scripts/kafka.mjs"
 import { decodeResponse, encodeRequest } from "../../src/ingest/otlp/OtlpCodec.js"
 import { testCerts } from "../support/certs.js"
-import { brokers, createTopic, makeKafka, privateBroker, uniqueTopic } from "../support/kafka.js"
+import { brokers, createSettledTopics, createTopic, privateBroker, uniqueTopic } from "../support/kafka.js"
 import {
   decryptFor,
   type Harness,
@@ -413,10 +413,7 @@ describe("OTLP receiver with Kafka stopped (private broker 16)", () => {
 
   beforeAll(async () => {
     await broker.start()
-    const admin = makeKafka("recv-outage-admin", { brokers: [...broker.brokers] }).admin()
-    await admin.connect()
-    await admin.createTopics({ topics: [{ topic, numPartitions: 1, replicationFactor: 1 }], waitForLeaders: true })
-    await admin.disconnect()
+    await createSettledTopics(broker.brokers, [{ topic, numPartitions: 1, replicationFactor: 1 }])
     h = await startHarness({
       topic,
       brokers: broker.brokers,

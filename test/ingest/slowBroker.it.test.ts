@@ -25,7 +25,7 @@ import {
   type WireEvent,
   wireEvent,
 } from "../support/ingester.js"
-import { makeKafka, privateBroker, uniqueTopic } from "../support/kafka.js"
+import { createSettledTopics, makeKafka, privateBroker, uniqueTopic } from "../support/kafka.js"
 import { startTcpProxy, type TcpProxy } from "../support/tcpProxy.js"
 
 const SLOT = 14
@@ -82,10 +82,7 @@ describe("slow broker (private broker behind a delaying proxy)", () => {
     pb.current = broker
     await broker.start()
     const topic = uniqueTopic("slowbroker")
-    const admin = makeKafka("slow-broker-admin", { brokers: [...broker.brokers] }).admin()
-    await admin.connect()
-    await admin.createTopics({ topics: [{ topic, numPartitions: 1, replicationFactor: 1 }], waitForLeaders: true })
-    await admin.disconnect()
+    await createSettledTopics(broker.brokers, [{ topic, numPartitions: 1, replicationFactor: 1 }])
     ing = await startIngester({
       topic,
       brokers: broker.brokers,

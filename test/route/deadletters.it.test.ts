@@ -9,7 +9,7 @@ import { assert, describe, it } from "@effect/vitest"
 import type { Message } from "kafkajs"
 import { sealHex } from "../../src/shared/Crypto.js"
 import { EventCodec } from "../../src/wire/Wire.js"
-import { consumeAll, headerText, makeKafka, uniqueTopic } from "../support/kafka.js"
+import { brokers, consumeAll, createSettledTopics, headerText, makeKafka, uniqueTopic } from "../support/kafka.js"
 import { freePort, readNdjson, runRouterOnce, startRouter, testScratch, waitFor } from "../support/router.js"
 
 const KEY = "883EC28EBA9A36A386FA351FBC482B34"
@@ -41,23 +41,16 @@ const good = (n: number) =>
 /** Not an api.Event (neither protobuf nor JSON): an undecodable record of `bytes` bytes. */
 const poison = (bytes: number) => Buffer.alloc(bytes, 0xff)
 
-const createTopics = async (topics: ReadonlyArray<{ topic: string; config?: Record<string, string> }>) => {
-  const admin = makeKafka("spillway-test-admin").admin()
-  await admin.connect()
-  try {
-    await admin.createTopics({
-      topics: topics.map(({ topic, config = {} }) => ({
-        topic,
-        numPartitions: 1,
-        replicationFactor: 1,
-        configEntries: Object.entries(config).map(([name, value]) => ({ name, value })),
-      })),
-      waitForLeaders: true,
-    })
-  } finally {
-    await admin.disconnect()
-  }
-}
+const createTopics = (topics: ReadonlyArray<{ topic: string; config?: Record<string, string> }>) =>
+  createSettledTopics(
+    brokers,
+    topics.map(({ topic, config = {} }) => ({
+      topic,
+      numPartitions: 1,
+      replicationFactor: 1,
+      configEntries: Object.entries(config).map(([name, value]) => ({ name, value })),
+    })),
+  )
 
 const produce = async (topic: string, messages: ReadonlyArray<Message>) => {
   const producer = makeKafka("spillway-test-dlq-producer").producer({ idempotent: true, maxInFlightRequests: 1 })

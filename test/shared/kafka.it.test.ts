@@ -3,6 +3,7 @@ import { CompressionTypes, type Producer } from "kafkajs"
 import {
   brokerStatus,
   consumeAll,
+  createSettledTopics,
   createTopic,
   makeKafka,
   privateBroker,
@@ -77,10 +78,7 @@ describe("private broker for fault tests", () => {
       await pb.start()
       const kafka = makeKafka("private-test", { brokers: [...pb.brokers] })
       const topic = uniqueTopic("private")
-      const admin = kafka.admin()
-      await admin.connect()
-      await admin.createTopics({ topics: [{ topic, numPartitions: 1, replicationFactor: 1 }], waitForLeaders: true })
-      await admin.disconnect()
+      await createSettledTopics(pb.brokers, [{ topic, numPartitions: 1, replicationFactor: 1 }])
       const producer = kafka.producer({ idempotent: true })
       await producer.connect()
       await producer.send({ topic, acks: -1, messages: [{ value: "survives" }] })

@@ -22,19 +22,9 @@ export const makeKafka = (clientId = "spillway-test", overrides: Partial<KafkaCo
 export const uniqueTopic = (prefix = "test"): string =>
   `${prefix}-${Date.now().toString(36)}-${randomBytes(4).toString("hex")}`
 
-/** Creates the topic (RF 1) and waits for its partition leaders. */
-export async function createTopic(name: string, partitions = 1): Promise<void> {
-  const admin = makeKafka("spillway-test-admin").admin()
-  await admin.connect()
-  try {
-    await admin.createTopics({
-      topics: [{ topic: name, numPartitions: partitions, replicationFactor: 1 }],
-      waitForLeaders: true,
-    })
-  } finally {
-    await admin.disconnect()
-  }
-}
+/** Creates the topic (RF 1) on the local broker and waits for its partition leaders (`createSettledTopics`). */
+export const createTopic = (name: string, partitions = 1): Promise<void> =>
+  createSettledTopics(brokers, [{ topic: name, numPartitions: partitions, replicationFactor: 1 }])
 
 /**
  * Creates topics on a cluster and waits until every partition has a leader and all its replicas in sync. kafkajs'

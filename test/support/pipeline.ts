@@ -20,7 +20,7 @@ import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { testCerts } from "./certs.js"
-import { makeKafka, uniqueTopic } from "./kafka.js"
+import { createSettledTopics, uniqueTopic } from "./kafka.js"
 
 const root = join(import.meta.dirname, "..", "..")
 const program = (name: string) => join(root, "dist", "programs", `${name}.js`)
@@ -155,13 +155,7 @@ export class Pipeline {
         },
       }),
     )
-    const admin = makeKafka("spillway-e2e-admin", { brokers: [...this.options.brokers] }).admin()
-    await admin.connect()
-    await admin.createTopics({
-      topics: [{ topic: this.topic, numPartitions: 3, replicationFactor: 1 }],
-      waitForLeaders: true,
-    })
-    await admin.disconnect()
+    await createSettledTopics(this.options.brokers, [{ topic: this.topic, numPartitions: 3, replicationFactor: 1 }])
     writeFileSync(this.tokenFile, this.mintToken(TENANT.key), { mode: 0o600 })
     const brokers = this.options.brokers.join(",")
     this.ingesterPort = await freePort()
