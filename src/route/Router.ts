@@ -42,7 +42,6 @@ import { undecodableBatches } from "./RouterMetrics.js"
 export {
   decodeRecord,
   formatLine,
-  openMessage,
   prepareRecords,
   type RoutedEvent,
   timestampOf,

@@ -172,16 +172,6 @@ const openText = (key: Key, message: string): Either.Either<string, string> => {
   }
 }
 
-/** Pure: the message of an event as its line carries it, or why it is refused (undecryptable). */
-export const openMessage = (key: Key, message: string): Either.Either<unknown, string> =>
-  Either.flatMap(openText(key, message), (plain) => {
-    try {
-      return Either.right(JSON.parse(plain))
-    } catch {
-      return Either.left("message rejected: not_json")
-    }
-  })
-
 // ---------------------------------------------------------------------------------------------
 // A run of records
 

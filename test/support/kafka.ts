@@ -5,7 +5,7 @@
 import { randomBytes } from "node:crypto"
 import { rmSync } from "node:fs"
 import { join } from "node:path"
-import { type IHeaders, Kafka, type KafkaConfig, logLevel } from "kafkajs"
+import { type IHeaders, type ITopicConfig, Kafka, type KafkaConfig, logLevel } from "kafkajs"
 import * as broker from "../../scripts/kafka.mjs"
 import { registerCodecs } from "../../src/shared/Codecs.js"
 
@@ -27,20 +27,20 @@ export const createTopic = (name: string, partitions = 1): Promise<void> =>
   createSettledTopics(brokers, [{ topic: name, numPartitions: partitions, replicationFactor: 1 }])
 
 /**
- * Creates topics on a cluster and waits until every partition has a leader and all its replicas in sync. kafkajs'
+ * Creates topics on `clusterBrokers` and waits until every partition has a leader and all its replicas in sync. kafkajs'
  * `waitForLeaders` asks one broker for metadata right after the controller took the topic, and gives up when that
  * broker does not know the topic yet ("This server does not host this topic-partition"); this polls any broker
  * instead, tolerating that answer, for up to `timeoutMs`.
  */
 export async function createSettledTopics(
   clusterBrokers: ReadonlyArray<string>,
-  topics: Parameters<ReturnType<Kafka["admin"]>["createTopics"]>[0]["topics"],
+  topics: ReadonlyArray<ITopicConfig>,
   timeoutMs = 60_000,
 ): Promise<void> {
   const admin = makeKafka("spillway-test-admin", { brokers: [...clusterBrokers] }).admin()
   await admin.connect()
   try {
-    await admin.createTopics({ topics, waitForLeaders: false })
+    await admin.createTopics({ topics: [...topics], waitForLeaders: false })
     const names = topics.map((t) => t.topic)
     const deadline = Date.now() + timeoutMs
     let last = "no metadata yet"
