@@ -2,7 +2,7 @@
  * The agent's metrics (prom-client, src/shared/Metrics.ts), served on `/metrics` by the operations port.
  * Each is listed in the README's agent section.
  */
-import { counter, gauge } from "../shared/Metrics.js"
+import { counter, gauge, registerProcessMetrics } from "../shared/Metrics.js"
 
 export const eventsRead = counter("spillway_agent_events_read_total", "Events read by an input and buffered", ["input"])
 export const eventsSent = counter(
@@ -56,3 +56,6 @@ export const legacyRpc = gauge(
   "spillway_agent_legacy_rpc",
   "1 while sending over SendEvent because the ingester lacks SendEventBatches",
 )
+
+/** RSS now and at its peak, the V8 heap, external memory and CPU seconds (src/shared/Metrics.ts). */
+registerProcessMetrics("agent")

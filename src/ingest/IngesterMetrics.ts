@@ -3,7 +3,7 @@
  * user ids come from the tenants file (an unknown key is refused before it is counted), reasons, rpcs and statuses
  * from closed lists.
  */
-import { counter, exponentialBuckets, gauge, histogram } from "../shared/Metrics.js"
+import { counter, exponentialBuckets, gauge, histogram, registerProcessMetrics } from "../shared/Metrics.js"
 
 export const eventsIn = counter(
   "spillway_ingester_events_in_total",
@@ -56,3 +56,6 @@ export const openStreams = gauge(
   "spillway_ingester_open_streams",
   "Event streams open (SendEvent and SendEventBatches)",
 )
+
+/** RSS now and at its peak, the V8 heap, external memory and CPU seconds (src/shared/Metrics.ts). */
+registerProcessMetrics("ingester")

@@ -3,7 +3,7 @@
  * secret-free: a destination is its kind (`file`, `http`) and its position in the tenant's `targets`, never a file
  * name (usually the access key), a url or a header; reasons come from closed lists; partitions from the topic.
  */
-import { counter, gauge } from "../shared/Metrics.js"
+import { counter, gauge, registerProcessMetrics } from "../shared/Metrics.js"
 
 export const recordsIn = counter("spillway_router_records_in_total", "Records taken from Kafka (re-reads included)")
 export const eventsOut = counter(
@@ -64,3 +64,6 @@ export const drainPauses = counter(
   "spillway_router_drain_pauses_total",
   "Source batches cut short so that a tenant going back to direct delivery waits for the retry path to catch up",
 )
+
+/** RSS now and at its peak, the V8 heap, external memory and CPU seconds (src/shared/Metrics.ts). */
+registerProcessMetrics("router")

@@ -39,6 +39,57 @@ export const histogram = <L extends string = never>(
     registers: [registry],
   })
 
+/**
+ * The process's own figures, read only when `/metrics` is rendered (nothing samples them in between, so they cost
+ * nothing between scrapes), under the program's prefix:
+ *
+ * - `resident_memory_bytes`: RSS now; `resident_memory_peak_bytes`: the largest RSS since start (getrusage's
+ *   `ru_maxrss`, the kernel's VmHWM on Linux: what the README's memory limits and the benchmark's peak RSS measure);
+ * - `heap_used_bytes` and `heap_total_bytes`: V8's heap, used and committed; `external_memory_bytes`: memory V8
+ *   holds outside its heap for JavaScript objects (Buffers and ArrayBuffers among it);
+ * - `cpu_seconds_total`: user and system CPU time since start.
+ */
+export const registerProcessMetrics = (program: "ingester" | "router" | "agent"): void => {
+  const p = `spillway_${program}_`
+  const memoryGauge = (name: string, help: string, read: () => number) =>
+    new Gauge({
+      name: checkName(`${p}${name}`, "gauge"),
+      help,
+      registers: [registry],
+      collect() {
+        this.set(read())
+      },
+    })
+  memoryGauge("resident_memory_bytes", "Resident set size of the process", () => process.memoryUsage.rss())
+  memoryGauge(
+    "resident_memory_peak_bytes",
+    "Largest resident set size since the process started (getrusage ru_maxrss; VmHWM on Linux)",
+    () => process.resourceUsage().maxRSS * 1024,
+  )
+  memoryGauge("heap_used_bytes", "V8 heap in use", () => process.memoryUsage().heapUsed)
+  memoryGauge("heap_total_bytes", "V8 heap committed", () => process.memoryUsage().heapTotal)
+  memoryGauge(
+    "external_memory_bytes",
+    "Memory held outside the V8 heap for JavaScript objects (Buffers, ArrayBuffers)",
+    () => process.memoryUsage().external,
+  )
+  let counted = 0
+  new Counter({
+    name: checkName(`${p}cpu_seconds_total`, "counter"),
+    help: "User and system CPU time of the process since it started",
+    registers: [registry],
+    collect() {
+      const u = process.cpuUsage()
+      const seconds = (u.user + u.system) / 1e6
+      // cpuUsage never goes back; the guard keeps a counter from being given a negative step all the same.
+      if (seconds > counted) {
+        this.inc(seconds - counted)
+        counted = seconds
+      }
+    },
+  })
+}
+
 /** Exponential histogram buckets: start, start·factor, … (count of them). */
 export const exponentialBuckets = (start: number, factor: number, count: number): ReadonlyArray<number> =>
   Array.from({ length: count }, (_, i) => start * factor ** i)
