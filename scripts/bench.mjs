@@ -10,7 +10,9 @@
  *  - limit: a bare kafkajs producer writing the same records (same acks, batch sizes, concurrency) to Kafka;
  *  - route: events/s from Kafka into files with decryption by the router, and a bare kafkajs consumer's events/s;
  *  - end-to-end latency p50/p99 from a line appended to a tailed file to the router writing it, at a fixed rate;
- *  - peak RSS (VmHWM) of each program, and the ingester's RSS while its Kafka is stopped and clients keep pushing;
+ *  - peak RSS (VmHWM) of each program (the ingester's also per ingest scenario and receiver row, its peak reset
+ *    before each one: `resetPeak`, scripts/harness.mjs), and the ingester's RSS while its Kafka is stopped and clients
+ *    keep pushing;
  *  - route rows s3 and opensearch: the router into one such target against the project's test servers (moto,
  *    OpenSearch; scripts/servers.mjs, started when not running and stopped again), with its CPU-seconds per 100k
  *    events and peak RSS; ingest rows otlp and forward: the ingester's receivers fed by the OpenTelemetry JS SDK's
@@ -51,6 +53,7 @@ import {
   makeHarness,
   memOf,
   ownCpuSeconds,
+  resetPeak,
   root,
   stopChild,
   waitReady,
@@ -355,12 +358,21 @@ async function benchIngest(brokers, token) {
   log("ingest over the batch RPC...")
   // The clients all run in this process: its CPU over the scenario (as cores) says whether they, not the ingester,
   // set the rate (a core's worth means they did).
-  const scenario = async (client) => {
-    const cpu0 = cpuSeconds(pid)
-    const own0 = ownCpuSeconds()
-    const r = await runClients(client)
-    return withCpu(r, cpuSeconds(pid) - cpu0, ownCpuSeconds() - own0)
+  // Each scenario starts a new peak (VmHWM) for the ingester: its row says what that scenario took.
+  let ownPeaks = true
+  const peakOf = async (run) => {
+    ownPeaks = resetPeak(pid) && ownPeaks
+    const r = await run()
+    r.ingesterPeakMiB = memOf(pid).peakMiB
+    return r
   }
+  const scenario = (client) =>
+    peakOf(async () => {
+      const cpu0 = cpuSeconds(pid)
+      const own0 = ownCpuSeconds()
+      const r = await runClients(client)
+      return withCpu(r, cpuSeconds(pid) - cpu0, ownCpuSeconds() - own0)
+    })
   const batchRpc = await scenario((n) => batchClient(ing.port, token, n))
   log("ingest over SendEvent...")
   const sendEvent = await scenario((n) => sendEventClient(ing.port, token, n))
@@ -371,11 +383,13 @@ async function benchIngest(brokers, token) {
   if (goclient === undefined) log("SendEvent, grpc-go clients: skipped (no `go` on PATH to build scripts/goclient)")
   else {
     log("ingest over SendEvent, grpc-go clients...")
-    sendEventGo = await goScenario(goclient, ing.port, token, pid)
+    sendEventGo = await peakOf(() => goScenario(goclient, ing.port, token, pid))
   }
-  const mem = memOf(ing.child.pid)
+  const scenarios = [batchRpc, sendEvent, sendEventLean, sendEventGo].filter((x) => x !== undefined)
+  // The largest of the scenarios' peaks (the process's own since start when the kernel would not reset it).
+  const ingesterPeakMiB = ownPeaks ? Math.max(...scenarios.map((x) => x.ingesterPeakMiB)) : memOf(pid).peakMiB
   await stopChild(ing.child)
-  return { topic, batchRpc, sendEvent, sendEventLean, sendEventGo, ingesterPeakMiB: mem.peakMiB }
+  return { topic, batchRpc, sendEvent, sendEventLean, sendEventGo, ingesterPeakMiB, ownPeaks }
 }
 
 async function benchBareProducer(brokers) {
@@ -830,6 +844,9 @@ async function main() {
       `| cores used, batch RPC / SendEvent / lean / grpc-go: ingester | ${[i.batchRpc, i.sendEvent, i.sendEventLean, i.sendEventGo].map((x) => (x ? fmt(x.ingesterCores, 2) : "-")).join(" / ")} | | |`,
       `| cores used, the same: the clients | ${[i.batchRpc, i.sendEvent, i.sendEventLean, i.sendEventGo].map((x) => (x ? fmt(x.clientCores, 2) : "-")).join(" / ")} | | |`,
       `| peak RSS ingester (MiB) | ${fmt(i.ingesterPeakMiB)} | | |`,
+      i.ownPeaks
+        ? `| peak RSS ingester during batch RPC / SendEvent / lean / grpc-go, in turn (MiB) | ${[i.batchRpc, i.sendEvent, i.sendEventLean, i.sendEventGo].map((x) => (x ? fmt(x.ingesterPeakMiB) : "-")).join(" / ")} | | |`
+        : "| peak RSS ingester, per scenario | not measured: the kernel refused to reset the peak | | |",
     )
   }
   if (r)
@@ -850,7 +867,7 @@ async function main() {
   if (rc) {
     const ratio = (x) => fmt(x / b.eventsPerSec, 2)
     const recv = (name, x) =>
-      `| ingest, ${name} (records/s) | ${fmt(x.recordsPerSec)} | ${fmt(b.eventsPerSec)} | ${ratio(x.recordsPerSec)} (${x.stored}/${x.records} in Kafka; ingester ${fmt(x.ingesterCpuSecondsPer100k, 1)} CPU-s/100k) |`
+      `| ingest, ${name} (records/s) | ${fmt(x.recordsPerSec)} | ${fmt(b.eventsPerSec)} | ${ratio(x.recordsPerSec)} (${x.stored}/${x.records} in Kafka; ingester ${fmt(x.ingesterCpuSecondsPer100k, 1)} CPU-s/100k${rc.ownPeaks ? `, peak RSS ${fmt(x.ingesterPeakMiB)} MiB` : ""}) |`
     if (rc.otlpGrpc) rows.push(recv("OTLP/gRPC, JS SDK exporter", rc.otlpGrpc))
     if (rc.otlpHttp) rows.push(recv("OTLP/HTTP protobuf, JS SDK exporter", rc.otlpHttp))
     if (rc.forward) rows.push(recv("Forward PackedForward + acks, @fluent-org/logger", rc.forward))

@@ -95,6 +95,20 @@ export const ownCpuSeconds = () => {
   return (u.user + u.system) / 1e6
 }
 
+/**
+ * Starts a new peak for `pid`: the kernel sets its VmHWM to its RSS now (`/proc/<pid>/clear_refs` "5", Linux 4.0 on;
+ * our own children only). So a scenario run after it reports its own peak RSS, not the process's since start. False
+ * when the kernel refused: the peak is then the process's since start.
+ */
+export const resetPeak = (pid) => {
+  try {
+    fs.writeFileSync(`/proc/${pid}/clear_refs`, "5")
+    return true
+  } catch {
+    return false
+  }
+}
+
 /** Peak resident set (VmHWM) and current RSS of a live process, in MiB. */
 export const memOf = (pid) => {
   try {
