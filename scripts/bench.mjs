@@ -858,9 +858,9 @@ async function main() {
   for (const kind of stores) {
     const x = results[kind]
     rows.push(
-      `| route, decrypt + ${kind} (events/s) | ${fmt(x.eventsPerSec)} | ${r ? `${fmt(r.bareConsumer.eventsPerSec)} (consumer)` : ""} | ${x.delivered}/${x.of} delivered, ${x.deadLetters} dead letters |`,
+      `| route, decrypt + ${kind} (events/s) | ${fmt(x.eventsPerSec)} | ${r ? `${fmt(r.bareConsumer.eventsPerSec)} (consumer)` : ""} | ${r ? `${fmt(x.eventsPerSec / r.bareConsumer.eventsPerSec, 2)}; ` : ""}${x.delivered}/${x.of} delivered, ${x.deadLetters} dead letters |`,
       `| route, decrypt + ${kind} (MB/s of records) | ${fmt(x.mbPerSec, 1)} | | ${kind === "s3" ? `${fmt(x.objects)} objects, ${fmt(x.storedMB, 1)} MB stored` : ""} |`,
-      `| router CPU-seconds per 100k events, ${kind} | ${fmt(x.cpuSecondsPer100k, 1)} | | |`,
+      `| router CPU-seconds per 100k events, ${kind} | ${fmt(x.cpuSecondsPer100k, 1)} | ${r ? `${fmt(r.bareConsumer.cpuSecondsPer100k, 2)} (consumer)` : ""} | ${r ? fmt(x.cpuSecondsPer100k / r.bareConsumer.cpuSecondsPer100k, 2) : ""} |`,
       `| peak RSS router, ${kind} (MiB) | ${fmt(x.routerPeakMiB)} | | |`,
     )
   }
