@@ -11,7 +11,7 @@
  *  - route: events/s from Kafka into files with decryption by the router, and a bare kafkajs consumer's events/s;
  *  - end-to-end latency p50/p99 from a line appended to a tailed file to the router writing it, at a fixed rate;
  *  - peak RSS (VmHWM) of each program (the ingester's also per ingest scenario and receiver row, its peak reset
- *    before each one: `resetPeak`, scripts/harness.mjs), and the ingester's RSS while its Kafka is stopped and clients
+ *    before each one: `peakTracker`, scripts/harness.mjs), and the ingester's RSS while its Kafka is stopped and clients
  *    keep pushing;
  *  - route rows s3 and opensearch: the router into one such target against the project's test servers (moto,
  *    OpenSearch; scripts/servers.mjs, started when not running and stopped again), with its CPU-seconds per 100k
@@ -53,7 +53,7 @@ import {
   makeHarness,
   memOf,
   ownCpuSeconds,
-  resetPeak,
+  peakTracker,
   root,
   stopChild,
   waitReady,
@@ -359,12 +359,11 @@ async function benchIngest(brokers, token) {
   // The clients all run in this process: its CPU over the scenario (as cores) says whether they, not the ingester,
   // set the rate (a core's worth means they did).
   // Each scenario starts a new peak (VmHWM) for the ingester: its row says what that scenario took.
-  let ownPeaks = true
+  const peaks = peakTracker(pid)
   const peakOf = async (run) => {
-    ownPeaks = resetPeak(pid) && ownPeaks
-    const r = await run()
-    r.ingesterPeakMiB = memOf(pid).peakMiB
-    return r
+    const { result, peakMiB } = await peaks.during(run)
+    result.ingesterPeakMiB = peakMiB
+    return result
   }
   const scenario = (client) =>
     peakOf(async () => {
@@ -385,11 +384,9 @@ async function benchIngest(brokers, token) {
     log("ingest over SendEvent, grpc-go clients...")
     sendEventGo = await peakOf(() => goScenario(goclient, ing.port, token, pid))
   }
-  const scenarios = [batchRpc, sendEvent, sendEventLean, sendEventGo].filter((x) => x !== undefined)
-  // The largest of the scenarios' peaks (the process's own since start when the kernel would not reset it).
-  const ingesterPeakMiB = ownPeaks ? Math.max(...scenarios.map((x) => x.ingesterPeakMiB)) : memOf(pid).peakMiB
+  const ingesterPeakMiB = peaks.overall()
   await stopChild(ing.child)
-  return { topic, batchRpc, sendEvent, sendEventLean, sendEventGo, ingesterPeakMiB, ownPeaks }
+  return { topic, batchRpc, sendEvent, sendEventLean, sendEventGo, ingesterPeakMiB, ownPeaks: peaks.own }
 }
 
 async function benchBareProducer(brokers) {

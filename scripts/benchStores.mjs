@@ -27,7 +27,7 @@ import {
   freePort,
   kafkaFor,
   memOf,
-  resetPeak,
+  peakTracker,
   stopChild,
   USER_ID,
   waitReady,
@@ -212,13 +212,11 @@ export async function benchReceivers(which, { brokers, n, harness, log }) {
   const rows = {}
   let before = await topicRecords(brokers, topic)
   // Each row starts a new peak (VmHWM) for the ingester: it reports what that receiver took.
-  let ownPeaks = true
+  const peaks = peakTracker(ing.child.pid)
   const row = async (name, send) => {
-    ownPeaks = resetPeak(ing.child.pid) && ownPeaks
     const cpu0 = cpuSeconds(ing.child.pid)
-    const ms = await send()
+    const { result: ms, peakMiB } = await peaks.during(send)
     const cpu = cpuSeconds(ing.child.pid) - cpu0
-    const peakMiB = memOf(ing.child.pid).peakMiB
     const after = await topicRecords(brokers, topic)
     const stored = after - before
     before = after
@@ -275,10 +273,8 @@ export async function benchReceivers(which, { brokers, n, harness, log }) {
     log(`ingest: Fluent Forward, PackedForward with acks (@fluent-org/logger), ${n} records`)
     await row("forward", () => forwardEmit(forwardPort, security, n))
   }
-  const peaks = ["otlpGrpc", "otlpHttp", "forward"].flatMap((k) => (rows[k] ? [rows[k].ingesterPeakMiB] : []))
-  // The largest of the rows' peaks (the process's own since start when the kernel would not reset it).
-  rows.ingesterPeakMiB = ownPeaks && peaks.length > 0 ? Math.max(...peaks) : memOf(ing.child.pid).peakMiB
-  rows.ownPeaks = ownPeaks
+  rows.ingesterPeakMiB = peaks.overall()
+  rows.ownPeaks = peaks.own
   await stopChild(ing.child)
   return rows
 }

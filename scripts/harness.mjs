@@ -109,6 +109,29 @@ export const resetPeak = (pid) => {
   }
 }
 
+/**
+ * Peaks of `pid` per part of a run: `during(run)` resets the peak (`resetPeak`), runs, and gives `run`'s result with
+ * its `peakMiB`; `overall()` is the largest of those, or the process's peak since start when the kernel refused a
+ * reset (`own` is then false).
+ */
+export const peakTracker = (pid) => {
+  const peaks = []
+  let own = true
+  return {
+    async during(run) {
+      own = resetPeak(pid) && own
+      const r = await run()
+      const peakMiB = memOf(pid).peakMiB
+      peaks.push(peakMiB)
+      return { result: r, peakMiB }
+    },
+    get own() {
+      return own
+    },
+    overall: () => (own && peaks.length > 0 ? Math.max(...peaks) : memOf(pid).peakMiB),
+  }
+}
+
 /** Peak resident set (VmHWM) and current RSS of a live process, in MiB. */
 export const memOf = (pid) => {
   try {
