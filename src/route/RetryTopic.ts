@@ -128,6 +128,27 @@ export const runsOf = (
 
 const unavailable = (detail: string) => (cause: unknown) => new SinkUnavailable({ detail, cause })
 
+/**
+ * Until every partition of a topic just created has a leader: its metadata polled from 10 ms on, at most 200 ms
+ * apart, for 10 s at most (then SinkUnavailable, and `ensureTopic` is tried again). kafkajs' own `waitForLeaders`
+ * sleeps 100 ms before it first looks, which was a fifth of a new router group's start (the leaders are there after
+ * a few milliseconds).
+ */
+const awaitLeaders = (admin: Admin, topic: string, count: number) =>
+  Effect.tryPromise({
+    try: () => admin.fetchTopicMetadata({ topics: [topic] }),
+    catch: unavailable("cannot describe the retry topic"),
+  }).pipe(
+    Effect.filterOrFail(
+      (md) => {
+        const partitions = md.topics[0]?.partitions ?? []
+        return partitions.length === count && partitions.every((p) => p.leader >= 0)
+      },
+      () => new SinkUnavailable({ detail: "the retry topic has no leader yet" }),
+    ),
+    Effect.retry(backoff({ base: "10 millis", cap: "200 millis", budget: "10 seconds" })),
+  )
+
 /** Creates the retry topic when missing, like the source topic (partitions, replication); its partition count. */
 const ensureTopic = (admin: Admin, options: RetryTopicOptions) =>
   Effect.gen(function* () {
@@ -144,11 +165,12 @@ const ensureTopic = (admin: Admin, options: RetryTopicOptions) =>
     yield* Effect.tryPromise({
       try: () =>
         admin.createTopics({
-          waitForLeaders: true,
+          waitForLeaders: false,
           topics: [{ topic: options.topic, numPartitions: partitions.length, replicationFactor }],
         }),
       catch: unavailable("cannot create the retry topic"),
     })
+    yield* awaitLeaders(admin, options.topic, partitions.length)
     yield* Effect.logInfo("retry topic created").pipe(
       Effect.annotateLogs({ topic: options.topic, partitions: partitions.length, replicationFactor }),
     )
