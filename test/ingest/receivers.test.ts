@@ -22,7 +22,7 @@ import { MsgpackFramer } from "../../src/ingest/forward/MsgpackFramer.js"
 import { decodeJson, decodeProtobuf, encodeRequest, nestingWithin } from "../../src/ingest/otlp/OtlpCodec.js"
 import { decodeExportRequest, toRecords } from "../../src/ingest/otlp/OtlpLogs.js"
 import { makeRecord, tenantKey } from "../../src/ingest/receivers/TenantRecords.js"
-import { openHex } from "../../src/shared/Crypto.js"
+import { batchNonces, openHex } from "../../src/shared/Crypto.js"
 import { EventCodec } from "../../src/wire/Wire.js"
 
 const limits = { maxRecords: 1000, maxDecompressedBytes: 1 << 20 }
@@ -255,12 +255,86 @@ describe("OTLP conversion", () => {
     assert.strictEqual(p2.trace_id, "0102")
   })
 
+  it("every kind of value becomes the same JSON from protobuf and from OTLP/JSON (a `__proto__` key is a key)", () => {
+    const body = {
+      kvlistValue: {
+        values: [
+          { key: "s", value: { stringValue: 'x"y\n' } },
+          { key: "b", value: { boolValue: true } },
+          { key: "i", value: { intValue: "-42" } },
+          { key: "big", value: { intValue: "9223372036854775807" } },
+          { key: "d", value: { doubleValue: 1.5 } },
+          { key: "bytes", value: { bytesValue: "AAE=" } },
+          { key: "__proto__", value: { arrayValue: { values: [{ stringValue: "a" }, { intValue: "1" }, {}] } } },
+        ],
+      },
+    }
+    const one = {
+      resourceLogs: [
+        {
+          resource: { attributes: [{ key: "host.name", value: { stringValue: "h" } }] },
+          scopeLogs: [
+            {
+              scope: { name: "sc", version: "1" },
+              logRecords: [
+                {
+                  timeUnixNano: "5",
+                  severityText: "WARN",
+                  severityNumber: 13,
+                  body,
+                  attributes: [{ key: "k", value: { stringValue: "v" } }],
+                  flags: 1,
+                },
+              ],
+            },
+          ],
+        },
+      ],
+    }
+    const expected = {
+      body: {
+        s: 'x"y\n',
+        b: true,
+        i: -42,
+        big: "9223372036854775807",
+        d: 1.5,
+        bytes: "AAE=",
+        ["__proto__"]: ["a", 1, null],
+      },
+      severity_text: "WARN",
+      severity_number: 13,
+      attributes: { k: "v" },
+      resource: { "host.name": "h" },
+      scope: { name: "sc", version: "1" },
+      flags: 1,
+    }
+    const viaProto = decodeProtobuf(encodeRequest(one))
+    const viaJson = decodeJson(Buffer.from(JSON.stringify(one)))
+    for (const decoded of [viaProto, viaJson]) {
+      if (Either.isLeft(decoded)) return assert.fail("request refused")
+      const req = decodeExportRequest(decoded.right.value)
+      if (Either.isLeft(req)) return assert.fail("request refused by the schema")
+      const { records } = toRecords(req.right, decoded.right.ids, tk, 11n, 1_000_000)
+      const message = (EventCodec.decode(records[0]!.value) as { message: string }).message
+      const text = openHex(Buffer.from(key), message).toString()
+      // The same text, keys in the same order, as JSON.stringify of the whole object gives.
+      assert.strictEqual(text, JSON.stringify(expected))
+      assert.include(text, '"__proto__":["a",1,null]')
+    }
+  })
+
   it("the same record gives the same event id (a retried export can be deduplicated)", () => {
     const r = { timestamp: 1n, agentId: "h", tag: "t", json: '{"a":1}' }
     const id = (x: ReturnType<typeof makeRecord>) => (EventCodec.decode(x!.value) as { event_id: string }).event_id
-    assert.strictEqual(id(makeRecord(tk, "otlp", r, 1e6)), id(makeRecord(tk, "otlp", r, 1e6)))
-    assert.notStrictEqual(id(makeRecord(tk, "otlp", r, 1e6)), id(makeRecord(tk, "otlp", { ...r, timestamp: 2n }, 1e6)))
-    assert.isUndefined(makeRecord(tk, "otlp", { ...r, json: "x".repeat(1000) }, 500))
+    assert.strictEqual(
+      id(makeRecord(tk, "otlp", r, 1e6, batchNonces(1))),
+      id(makeRecord(tk, "otlp", r, 1e6, batchNonces(1))),
+    )
+    assert.notStrictEqual(
+      id(makeRecord(tk, "otlp", r, 1e6, batchNonces(1))),
+      id(makeRecord(tk, "otlp", { ...r, timestamp: 2n }, 1e6, batchNonces(1))),
+    )
+    assert.isUndefined(makeRecord(tk, "otlp", { ...r, json: "x".repeat(1000) }, 500, batchNonces(1)))
   })
 
   it("bounds nesting without recursion", () => {

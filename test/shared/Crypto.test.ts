@@ -1,7 +1,7 @@
-import { assert, describe, layer } from "@effect/vitest"
+import { assert, describe, it, layer } from "@effect/vitest"
 import { Effect, Either, FastCheck as fc, Redacted } from "effect"
 import type { CryptoError } from "../../src/domain/Errors.js"
-import { Crypto, openHex } from "../../src/shared/Crypto.js"
+import { batchNonces, Crypto, openHex, sealHex } from "../../src/shared/Crypto.js"
 
 /** The proof of concept's key: 32 ASCII bytes, so AES-256. */
 const POC_KEY = "883EC28EBA9A36A386FA351FBC482B34"
@@ -277,5 +277,27 @@ layer(Crypto.Default)("Crypto", (it) => {
         }),
       )
     }
+  })
+})
+
+describe("batchNonces", () => {
+  it("hands out 12-byte nonces, each once, from one pool and past it", () => {
+    const next = batchNonces(3)
+    const seen = new Set<string>()
+    for (let i = 0; i < 5; i++) {
+      const n = next()
+      assert.strictEqual(n.length, 12)
+      seen.add(Buffer.from(n).toString("hex"))
+    }
+    assert.strictEqual(seen.size, 5)
+    assert.strictEqual(batchNonces(0)().length, 12)
+  })
+
+  it("a batch's seals under one key never share a nonce, and each opens", () => {
+    const key = new Uint8Array(32).fill(7)
+    const next = batchNonces(200)
+    const sealed = Array.from({ length: 200 }, (_, i) => sealHex(key, Buffer.from(`record ${i}`), next()))
+    assert.strictEqual(new Set(sealed.map((h) => h.slice(0, 24))).size, 200)
+    for (const [i, h] of sealed.entries()) assert.strictEqual(openHex(key, h).toString(), `record ${i}`)
   })
 })

@@ -3,7 +3,6 @@
  * ExchangeConfig), and the steps both RPCs use: choosing the next batch, encoding rows for the wire,
  * counting first sends apart from resends.
  */
-import { randomBytes } from "node:crypto"
 import { Duration, Effect, Option, Redacted, Ref } from "effect"
 import type { AgentConfig } from "../../domain/AgentConfig.js"
 import {
@@ -14,7 +13,7 @@ import {
   type UserID,
   type WireEvent,
 } from "../../domain/Event.js"
-import { Crypto, type Key, sealHex } from "../../shared/Crypto.js"
+import { batchNonces, Crypto, type Key, sealHex } from "../../shared/Crypto.js"
 import * as Metrics from "../../shared/Metrics.js"
 import { encodeEventBatch } from "../../wire/EventBatchEncoding.js"
 import * as M from "../AgentMetrics.js"
@@ -97,7 +96,8 @@ export const exchange = (ctx: SenderContext, client: Client, token: string) =>
 
 /**
  * The `message` of each row under the current settings, in one synchronous pass: each record is encrypted with its
- * own 12-byte nonce, all taken from one `randomBytes` call for the batch (one syscall per batch, not per event).
+ * own 12-byte nonce, all taken from one `randomBytes` call for the batch (`batchNonces`: one call per batch, not per
+ * event).
  */
 const messagesOf = (settings: TenantSettings, rows: ReadonlyArray<BufferedRow>): Array<string> => {
   const key = settings.key.bytes
@@ -106,13 +106,8 @@ const messagesOf = (settings: TenantSettings, rows: ReadonlyArray<BufferedRow>):
     for (let i = 0; i < rows.length; i++) messages[i] = rows[i]!.record
     return messages
   }
-  const nonces = randomBytes(NONCE_BYTES * rows.length)
-  for (let i = 0; i < rows.length; i++)
-    messages[i] = sealHex(
-      key,
-      Buffer.from(rows[i]!.record, "utf8"),
-      nonces.subarray(i * NONCE_BYTES, (i + 1) * NONCE_BYTES),
-    )
+  const nonce = batchNonces(rows.length)
+  for (let i = 0; i < rows.length; i++) messages[i] = sealHex(key, Buffer.from(rows[i]!.record, "utf8"), nonce())
   return messages
 }
 
@@ -155,8 +150,6 @@ export const encodeBatch = (
       messagesOf(settings, rows),
     ),
   )
-
-const NONCE_BYTES = 12
 
 /** Room kept in a message for the batch envelope and field tags. */
 const ENVELOPE_BYTES = 4096

@@ -9,7 +9,8 @@
  * `partial_success`), the others go on.
  */
 import { Either, ParseResult, Schema } from "effect"
-import { makeRecord, type TenantKey, toJson } from "../receivers/TenantRecords.js"
+import { batchNonces } from "../../shared/Crypto.js"
+import { makeRecord, type TenantKey } from "../receivers/TenantRecords.js"
 import type { SinkRecord } from "../SinkPort.js"
 import type { IdEncoding } from "./OtlpCodec.js"
 
@@ -162,28 +163,41 @@ export interface Converted {
   readonly rejected: number
 }
 
-const recordJson = (
-  lr: LogRecord,
-  resource: Record<string, unknown>,
-  scope: { readonly name?: string | undefined; readonly version?: string | undefined } | undefined,
-  ids: IdEncoding,
-): string => {
-  const msg: Record<string, unknown> = {
+/**
+ * The JSON of a log record: `{body, severity_text, severity_number, attributes, resource, scope, trace_id, span_id,
+ * flags, event_name}` in that order, as `JSON.stringify` of that object writes it. `context` is the JSON of what the
+ * records of one scope share, `,"resource":{…}` and `,"scope":{…}` (`sharedJson`), formatted once per scope instead
+ * of once per record (the resource's attributes were the larger part of each record's formatting). Plain
+ * JSON.stringify, not `toJson`'s replacer (a call per value, 8 % of the receiver's CPU): the schema above leaves only
+ * strings, numbers, booleans, arrays and null-prototype objects here, never a bigint or bytes.
+ */
+const recordJson = (lr: LogRecord, context: string, ids: IdEncoding): string => {
+  const front = JSON.stringify({
     body: anyValueJson(lr.body),
     severity_text: lr.severityText ?? "",
     severity_number: typeof lr.severityNumber === "number" ? lr.severityNumber : 0,
     attributes: attributesJson(lr.attributes),
-    resource,
-  }
-  if (scope?.name) msg.scope = { name: scope.name, version: scope.version ?? "" }
+  })
+  const back: Record<string, unknown> = {}
   const traceId = idHex(lr.traceId, ids)
   const spanId = idHex(lr.spanId, ids)
-  if (traceId !== undefined) msg.trace_id = traceId
-  if (spanId !== undefined) msg.span_id = spanId
-  if (lr.flags) msg.flags = lr.flags
-  if (lr.eventName) msg.event_name = lr.eventName
-  return toJson(msg)
+  if (traceId !== undefined) back.trace_id = traceId
+  if (spanId !== undefined) back.span_id = spanId
+  if (lr.flags) back.flags = lr.flags
+  if (lr.eventName) back.event_name = lr.eventName
+  const rest = JSON.stringify(back)
+  // `front` ends with `}`, `rest` is `{}` or `{…}`: their members joined around the shared ones.
+  return `${front.slice(0, -1)}${context}${rest === "{}" ? "" : `,${rest.slice(1, -1)}`}}`
 }
+
+/** `,"resource":{…}` and, when the scope has a name, `,"scope":{"name":…,"version":…}`. */
+const sharedJson = (
+  resourceJson: string,
+  scope: { readonly name?: string | undefined; readonly version?: string | undefined } | undefined,
+): string =>
+  scope?.name
+    ? `,"resource":${resourceJson},"scope":${JSON.stringify({ name: scope.name, version: scope.version ?? "" })}`
+    : `,"resource":${resourceJson}`
 
 /** The Kafka records of a request for a tenant; `now` stamps records without a time. */
 export const toRecords = (
@@ -195,19 +209,21 @@ export const toRecords = (
 ): Converted => {
   const records: Array<SinkRecord> = []
   let rejected = 0
+  const nonce = batchNonces(tk.key === undefined ? 0 : countLogRecords(req))
   for (const rl of req.resourceLogs ?? []) {
     const attrs = rl.resource?.attributes
-    const resource = attributesJson(attrs)
+    const resourceJson = JSON.stringify(attributesJson(attrs))
     const agentId = stringAttribute(attrs, "host.name")
     const tag = stringAttribute(attrs, "service.name")
     for (const sl of rl.scopeLogs ?? []) {
+      const context = sharedJson(resourceJson, sl.scope)
       for (const lr of sl.logRecords ?? []) {
         const time = int64(lr.timeUnixNano)
         const observed = int64(lr.observedTimeUnixNano)
         const timestamp =
           time !== undefined && time > 0n ? time : observed !== undefined && observed > 0n ? observed : now
-        const json = recordJson(lr, resource, sl.scope, ids)
-        const record = makeRecord(tk, "otlp", { timestamp, agentId, tag, json }, maxEventBytes)
+        const json = recordJson(lr, context, ids)
+        const record = makeRecord(tk, "otlp", { timestamp, agentId, tag, json }, maxEventBytes, nonce)
         if (record === undefined) rejected++
         else records.push(record)
       }

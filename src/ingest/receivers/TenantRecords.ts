@@ -5,7 +5,7 @@
  * tenant's EncryptionKey when it has one, `UserID` from the tenant, and an `event_id` derived from the record's
  * content (a retried request gives the same ids, so duplicates can be found).
  */
-import { createHash } from "node:crypto"
+import * as nodeCrypto from "node:crypto"
 import { Effect, Redacted } from "effect"
 import type { AuthError, TenantNotFound } from "../../domain/Errors.js"
 import { EpochNanos, type EventId, Limits, toWireEvent } from "../../domain/Event.js"
@@ -80,17 +80,29 @@ export interface ReceivedRecord {
   readonly json: string
 }
 
+/**
+ * The SHA-256 of a string's UTF-8 bytes, in hex: Node's one-shot `crypto.hash` where it has it (20.12 and later: no
+ * Hash object per record, about 2.5 times faster for a record's few hundred bytes), else a Hash.
+ */
+const sha256Hex: (text: string) => string =
+  // A namespace, not a named import: on a Node 20 before 20.12 the name is missing, not a load error.
+  typeof nodeCrypto.hash === "function"
+    ? (text) => nodeCrypto.hash("sha256", text, "hex")
+    : (text) => nodeCrypto.createHash("sha256").update(text).digest("hex")
+
 const clip = (s: string, max: number) => (s.length <= max ? s : s.slice(0, max))
 
 /**
  * The Kafka record of a received record, or undefined when its encoded event is over `maxEventBytes` (it can never be
- * accepted: Kafka refuses records over its size limit). `agent_id` and `tag` are cut to the Event limits.
+ * accepted: Kafka refuses records over its size limit). `agent_id` and `tag` are cut to the Event limits. `nonce`
+ * gives the encryption's nonce (a request's `batchNonces`, src/shared/Crypto.ts).
  */
 export const makeRecord = (
   tk: TenantKey,
   source: string,
   r: ReceivedRecord,
   maxEventBytes: number,
+  nonce: () => Uint8Array,
 ): SinkRecord | undefined => {
   const accessKey = tk.tenant.AccessKey
   const agentId = clip(r.agentId, Limits.agentId)
@@ -99,12 +111,10 @@ export const makeRecord = (
   const plainBytes = Buffer.byteLength(r.json)
   const messageBytes = tk.key === undefined ? plainBytes : 2 * (plainBytes + 28)
   if (messageBytes + agentId.length + tag.length + accessKey.length > maxEventBytes) return undefined
-  const eventId = createHash("sha256")
-    .update(`${source}\u0000${accessKey}\u0000${r.timestamp}\u0000${agentId}\u0000${tag}\u0000`)
-    .update(r.json)
-    .digest("hex")
-    .slice(0, 32)
-  const message = tk.key === undefined ? r.json : sealHex(tk.key, Buffer.from(r.json, "utf8"))
+  const eventId = sha256Hex(
+    `${source}\u0000${accessKey}\u0000${r.timestamp}\u0000${agentId}\u0000${tag}\u0000${r.json}`,
+  ).slice(0, 32)
+  const message = tk.key === undefined ? r.json : sealHex(tk.key, Buffer.from(r.json, "utf8"), nonce())
   const ts = r.timestamp < 0n ? 0n : r.timestamp
   const value = Buffer.from(
     EventCodec.encode(
