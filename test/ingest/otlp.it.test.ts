@@ -112,6 +112,7 @@ const emit = async (
       attributes: { i, "http.method": "GET" },
       timestamp: new Date(1_700_000_000_000 + i),
       context: ctx,
+      eventName: "bench.line",
     })
   await provider.forceFlush().catch(() => undefined)
   return { rec, provider }
@@ -167,6 +168,7 @@ const checkRecords = (
     expect(plain.severity_number).toBe(13)
     expect(plain.trace_id).toBe(traceId)
     expect(plain.span_id).toBe(spanId)
+    expect(plain.event_name).toBe("bench.line")
     expect((plain.attributes as Record<string, unknown>)["http.method"]).toBe("GET")
     expect((plain.resource as Record<string, unknown>)["service.name"]).toBe(service)
     lines.add(String(plain.body))

@@ -284,6 +284,7 @@ describe("OTLP conversion", () => {
                   body,
                   attributes: [{ key: "k", value: { stringValue: "v" } }],
                   flags: 1,
+                  eventName: "ev",
                 },
               ],
             },
@@ -307,6 +308,7 @@ describe("OTLP conversion", () => {
       resource: { "host.name": "h" },
       scope: { name: "sc", version: "1" },
       flags: 1,
+      event_name: "ev",
     }
     const viaProto = decodeProtobuf(encodeRequest(one))
     const viaJson = decodeJson(Buffer.from(JSON.stringify(one)))

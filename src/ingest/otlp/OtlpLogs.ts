@@ -4,7 +4,8 @@
  * - timestamp: `time_unix_nano`, else `observed_time_unix_nano`, else the time of receipt;
  * - agent_id: the resource attribute `host.name`; tag: the resource attribute `service.name`;
  * - message: the JSON `{body, severity_text, severity_number, attributes, resource, scope, trace_id, span_id,
- *   flags}` (ids as lowercase hex, absent when empty), encrypted with the tenant's key (TenantRecords.makeRecord).
+ *   flags, event_name}` (ids as lowercase hex; each of the last five absent when empty), encrypted with the tenant's
+ *   key (TenantRecords.makeRecord).
  * A record whose event would exceed the event size limit can never be accepted: it is counted as rejected (OTLP
  * `partial_success`), the others go on.
  */
