@@ -8,9 +8,7 @@ import { Effect, Redacted } from "effect"
 import { CryptoError } from "../domain/Errors.js"
 import { encryptionKeyBytes } from "../domain/Tenant.js"
 
-/** Bytes of an AES-GCM nonce (the proof of concept's `gcm.NonceSize()`). */
-export const NONCE_BYTES = 12
-const NONCE = NONCE_BYTES
+const NONCE = 12
 const TAG = 16
 
 /** A parsed key; `undefined` bytes mean "no encryption" (an empty EncryptionKey). */
@@ -33,13 +31,15 @@ export const sealHex = (key: Uint8Array, plaintext: Uint8Array, nonce: Uint8Arra
 
 /**
  * Nonces for a batch of about `count` seals, all from one `randomBytes` call (one call per batch, not per record; a
- * tenth of the OTLP receiver's CPU went to a call per record): each is handed out once, and past `count` each is a
- * fresh `randomBytes`. The pool is `count` × 12 bytes, so callers bound `count` (a request's record limit).
+ * tenth of the OTLP receiver's CPU went to a call per record), drawn at the first nonce asked for (a batch of a tenant
+ * without a key draws none): each is handed out once, and past `count` each is a fresh `randomBytes`. The pool is
+ * `count` × 12 bytes, so callers bound `count` (a request's record limit).
  */
 export const batchNonces = (count: number): (() => Uint8Array) => {
-  const pool = randomBytes(NONCE * Math.max(0, Math.floor(count)))
+  let pool: Buffer | undefined
   let at = 0
   return () => {
+    pool ??= randomBytes(NONCE * Math.max(0, Math.floor(count)))
     if (at + NONCE > pool.length) return randomBytes(NONCE)
     at += NONCE
     return pool.subarray(at - NONCE, at)

@@ -143,7 +143,7 @@ const handleMessage = (ctx: ConnectionContext, socket: net.Socket, bytes: Uint8A
     const now = BigInt(Date.now()) * 1_000_000n
     const records: Array<SinkRecord> = []
     let rejected = 0
-    const nonce = batchNonces(tk.key === undefined ? 0 : events.right.entries.length)
+    const nonce = batchNonces(events.right.entries.length)
     for (const e of events.right.entries) {
       const record = makeRecord(
         tk,

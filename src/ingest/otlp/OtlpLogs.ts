@@ -210,7 +210,7 @@ export const toRecords = (
 ): Converted => {
   const records: Array<SinkRecord> = []
   let rejected = 0
-  const nonce = batchNonces(tk.key === undefined ? 0 : countLogRecords(req))
+  const nonce = batchNonces(countLogRecords(req))
   for (const rl of req.resourceLogs ?? []) {
     const attrs = rl.resource?.attributes
     const resourceJson = JSON.stringify(attributesJson(attrs))
