@@ -75,6 +75,9 @@ export const rowBytes = (r: NewRecord): number =>
 export type SyncMode = "FULL" | "NORMAL"
 export { BUFFER_FORMAT, PAGE_CACHE_KIB } from "./BufferDb.js"
 
+/** Blocks whose records BufferStore keeps decoded (each at most one input batch: a read chunk's lines). */
+const DECODED_BLOCKS = 4
+
 /** Block heads read per query by `peek`. */
 const PEEK_BLOCKS = 8
 
@@ -98,10 +101,13 @@ export class BufferStore {
   private count = 0
   private last = 0
   private holes: Array<Hole> = []
-  /** The last blocks decoded (block contents never change): peeks and removes read the same few. */
-  private readonly decodedCache: Array<{ id: number; recs: Array<DecodedRecord> }> = []
+  /**
+   * The records of the last blocks appended or decoded (block contents never change): the sender's peeks read the
+   * blocks just appended, removes the same few.
+   */
+  private readonly decodedCache: Array<{ id: number; recs: ReadonlyArray<DecodedRecord> }> = []
   private readonly stmts: ReturnType<typeof prepare>
-  private readonly appendTx: (records: ReadonlyArray<NewRecord>, checkpoint: Checkpoint | undefined) => number
+  private readonly appendTx: (records: ReadonlyArray<DecodedRecord>, checkpoint: Checkpoint | undefined) => number
   private readonly removeTx: (first: number, last: number) => { n: number; bytes: number }
 
   constructor(
@@ -126,13 +132,12 @@ export class BufferStore {
     this.count = totals.n - inHoles.n
     this.last = Math.max(totals.last ?? 0, meta?.v ?? 0)
     this.stmts = prepare(this.db)
-    this.appendTx = this.db.transaction((records: ReadonlyArray<NewRecord>, checkpoint: Checkpoint | undefined) => {
+    this.appendTx = this.db.transaction((records: ReadonlyArray<DecodedRecord>, checkpoint: Checkpoint | undefined) => {
       const now = Date.now()
       let total = 0
       if (records.length > 0) {
-        const bytes = records.map(rowBytes)
-        for (const b of bytes) total += b
-        const { data, format } = encodeBlock(records, bytes)
+        for (const r of records) total += r.bytes
+        const { data, format } = encodeBlock(records)
         this.stmts.insert.run(this.last + 1, records.length, total, now, format, data)
         this.stmts.putLast.run(this.last + records.length)
       }
@@ -165,7 +170,14 @@ export class BufferStore {
 
   /** Inserts the records (one block) and (optionally) advances a file checkpoint, atomically. Returns the bytes added. */
   append(records: ReadonlyArray<NewRecord>, checkpoint?: Checkpoint): number {
-    const bytes = this.appendTx(records, checkpoint)
+    const recs: Array<DecodedRecord> = new Array(records.length)
+    for (let i = 0; i < records.length; i++) {
+      const r = records[i]!
+      recs[i] = { tag: r.tag, ts: r.ts, eventId: r.eventId, record: r.record, bytes: rowBytes(r) }
+    }
+    const bytes = this.appendTx(recs, checkpoint)
+    // committed: the sender reads these records next, from here rather than from SQLite
+    if (recs.length > 0) this.remember(this.last + 1, recs)
     this.last += records.length
     this.used += bytes
     this.count += records.length
@@ -253,13 +265,17 @@ export class BufferStore {
     return false
   }
 
-  private decoded(b: BlockHead): Array<DecodedRecord> {
+  private decoded(b: BlockHead): ReadonlyArray<DecodedRecord> {
     const hit = this.decodedCache.find((c) => c.id === b.id)
     if (hit !== undefined) return hit.recs
     const row = this.stmts.data.get(b.id) as { format: number; data: string }
-    const recs = decodeBlock(row.data, row.format, b.n)
-    if (this.decodedCache.length >= 4) this.decodedCache.shift()
-    this.decodedCache.push({ id: b.id, recs })
+    return this.remember(b.id, decodeBlock(row.data, row.format, b.n))
+  }
+
+  /** Keeps the records of block `id` among the last DECODED_BLOCKS blocks decoded or appended. */
+  private remember(id: number, recs: ReadonlyArray<DecodedRecord>): ReadonlyArray<DecodedRecord> {
+    if (this.decodedCache.length >= DECODED_BLOCKS) this.decodedCache.shift()
+    this.decodedCache.push({ id, recs })
     return recs
   }
 
