@@ -10,6 +10,7 @@ import {
   dockerParser,
   kubernetesFileMeta,
   kubernetesParser,
+  newEventId,
   parseRfc3339Nanos,
   splitLines,
 } from "../../src/agent/inputs/Parsers.js"
@@ -228,6 +229,14 @@ describe("splitLines", () => {
   })
   it("keeps multi-byte characters whole", () => {
     expect(splitLines(Buffer.from("héllo ✓\n"), false, 100).lines).toEqual(["héllo ✓"])
+  })
+})
+
+describe("newEventId", () => {
+  it("gives version 4 UUIDs as randomUUID does, none twice across refills of its entropy", () => {
+    const ids = Array.from({ length: 2000 }, () => newEventId()) // several refills of 256
+    for (const id of ids) expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/)
+    expect(new Set(ids).size).toBe(ids.length)
   })
 })
 
