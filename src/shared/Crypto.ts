@@ -47,6 +47,31 @@ export const batchNonces = (count: number): (() => Uint8Array) => {
 }
 
 /**
+ * `sealHex` for the records of a batch of about `count`, each plaintext a string (encrypted as its UTF-8 without a
+ * Buffer of its own): the nonces from one `batchNonces(count)`, and nonce ‖ ciphertext ‖ tag assembled in one scratch
+ * buffer kept for the batch (as large as its largest record) before the hex is made, where `sealHex` concatenates a
+ * new Buffer per record.
+ */
+export const batchSealer = (count: number): ((key: Uint8Array, plaintext: string) => string) => {
+  const nonce = batchNonces(count)
+  let scratch: Buffer | undefined
+  return (key, plaintext) => {
+    const iv = nonce()
+    const cipher = createCipheriv(algorithm(key), key, iv)
+    const body = cipher.update(plaintext, "utf8")
+    cipher.final()
+    const tag = cipher.getAuthTag()
+    const n = NONCE + body.length + TAG
+    if (scratch === undefined || scratch.length < n)
+      scratch = Buffer.allocUnsafe(Math.max(n, 2 * (scratch?.length ?? 0)))
+    scratch.set(iv, 0)
+    scratch.set(body, NONCE)
+    scratch.set(tag, NONCE + body.length)
+    return scratch.toString("hex", 0, n)
+  }
+}
+
+/**
  * Throws CryptoError (never garbage) on anything but an authentic ciphertext under `key`. Hex is checked by the
  * decoder itself (it stops at the first character that is not hex, so every character was hex exactly when the
  * bytes are half the length): no separate pass over the string. GCM's `final()` returns no bytes (it checks the

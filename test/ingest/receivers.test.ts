@@ -22,7 +22,7 @@ import { MsgpackFramer } from "../../src/ingest/forward/MsgpackFramer.js"
 import { decodeJson, decodeProtobuf, encodeRequest, nestingWithin } from "../../src/ingest/otlp/OtlpCodec.js"
 import { decodeExportRequest, toRecords } from "../../src/ingest/otlp/OtlpLogs.js"
 import { makeRecord, tenantKey } from "../../src/ingest/receivers/TenantRecords.js"
-import { batchNonces, openHex } from "../../src/shared/Crypto.js"
+import { batchSealer, openHex } from "../../src/shared/Crypto.js"
 import { EventCodec } from "../../src/wire/Wire.js"
 
 const limits = { maxRecords: 1000, maxDecompressedBytes: 1 << 20 }
@@ -329,14 +329,14 @@ describe("OTLP conversion", () => {
     const r = { timestamp: 1n, agentId: "h", tag: "t", json: '{"a":1}' }
     const id = (x: ReturnType<typeof makeRecord>) => (EventCodec.decode(x!.value) as { event_id: string }).event_id
     assert.strictEqual(
-      id(makeRecord(tk, "otlp", r, 1e6, batchNonces(1))),
-      id(makeRecord(tk, "otlp", r, 1e6, batchNonces(1))),
+      id(makeRecord(tk, "otlp", r, 1e6, batchSealer(1))),
+      id(makeRecord(tk, "otlp", r, 1e6, batchSealer(1))),
     )
     assert.notStrictEqual(
-      id(makeRecord(tk, "otlp", r, 1e6, batchNonces(1))),
-      id(makeRecord(tk, "otlp", { ...r, timestamp: 2n }, 1e6, batchNonces(1))),
+      id(makeRecord(tk, "otlp", r, 1e6, batchSealer(1))),
+      id(makeRecord(tk, "otlp", { ...r, timestamp: 2n }, 1e6, batchSealer(1))),
     )
-    assert.isUndefined(makeRecord(tk, "otlp", { ...r, json: "x".repeat(1000) }, 500, batchNonces(1)))
+    assert.isUndefined(makeRecord(tk, "otlp", { ...r, json: "x".repeat(1000) }, 500, batchSealer(1)))
   })
 
   it("bounds nesting without recursion", () => {

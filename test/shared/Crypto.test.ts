@@ -1,7 +1,7 @@
 import { assert, describe, it, layer } from "@effect/vitest"
 import { Effect, Either, FastCheck as fc, Redacted } from "effect"
 import type { CryptoError } from "../../src/domain/Errors.js"
-import { batchNonces, Crypto, openHex, sealHex } from "../../src/shared/Crypto.js"
+import { batchNonces, batchSealer, Crypto, openHex, sealHex } from "../../src/shared/Crypto.js"
 
 /** The proof of concept's key: 32 ASCII bytes, so AES-256. */
 const POC_KEY = "883EC28EBA9A36A386FA351FBC482B34"
@@ -299,5 +299,19 @@ describe("batchNonces", () => {
     const sealed = Array.from({ length: 200 }, (_, i) => sealHex(key, Buffer.from(`record ${i}`), next()))
     assert.strictEqual(new Set(sealed.map((h) => h.slice(0, 24))).size, 200)
     for (const [i, h] of sealed.entries()) assert.strictEqual(openHex(key, h).toString(), `record ${i}`)
+  })
+
+  it("batchSealer: each record opens to its UTF-8 text under its key, whatever the sizes before it", () => {
+    const keys = [new Uint8Array(16).fill(1), new Uint8Array(24).fill(2), new Uint8Array(32).fill(3)]
+    // larger and smaller records in turn (the scratch buffer grows, then holds more than a record), an empty one,
+    // and text outside ASCII
+    const texts = ["a", "é".repeat(300), "", '{"n":1}', "x".repeat(5000), "日本語", "b"]
+    const seal = batchSealer(4) // fewer nonces than records: the rest are fresh
+    const sealed = texts.map((t, i) => seal(keys[i % 3]!, t))
+    for (const [i, h] of sealed.entries()) {
+      assert.strictEqual(h.length, 2 * (12 + Buffer.byteLength(texts[i]!) + 16))
+      assert.strictEqual(openHex(keys[i % 3]!, h).toString("utf8"), texts[i])
+    }
+    assert.strictEqual(new Set(sealed.map((h) => h.slice(0, 24))).size, texts.length)
   })
 })

@@ -13,7 +13,7 @@ import {
   type UserID,
   type WireEvent,
 } from "../../domain/Event.js"
-import { batchNonces, Crypto, type Key, sealHex } from "../../shared/Crypto.js"
+import { batchSealer, Crypto, type Key } from "../../shared/Crypto.js"
 import * as Metrics from "../../shared/Metrics.js"
 import { encodeEventBatch } from "../../wire/EventBatchEncoding.js"
 import * as M from "../AgentMetrics.js"
@@ -96,7 +96,7 @@ export const exchange = (ctx: SenderContext, client: Client, token: string) =>
 
 /**
  * The `message` of each row under the current settings, in one synchronous pass: each record is encrypted with its
- * own 12-byte nonce, all taken from one `randomBytes` call for the batch (`batchNonces`: one call per batch, not per
+ * own 12-byte nonce, all taken from one `randomBytes` call for the batch (`batchSealer`: one call per batch, not per
  * event).
  */
 const messagesOf = (settings: TenantSettings, rows: ReadonlyArray<BufferedRow>): Array<string> => {
@@ -106,8 +106,8 @@ const messagesOf = (settings: TenantSettings, rows: ReadonlyArray<BufferedRow>):
     for (let i = 0; i < rows.length; i++) messages[i] = rows[i]!.record
     return messages
   }
-  const nonce = batchNonces(rows.length)
-  for (let i = 0; i < rows.length; i++) messages[i] = sealHex(key, Buffer.from(rows[i]!.record, "utf8"), nonce())
+  const seal = batchSealer(rows.length)
+  for (let i = 0; i < rows.length; i++) messages[i] = seal(key, rows[i]!.record)
   return messages
 }
 

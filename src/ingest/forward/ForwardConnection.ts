@@ -7,7 +7,7 @@ import { Duration, Effect, Either, Option, Schema } from "effect"
 import { Unpackr } from "msgpackr"
 import { AccessKey } from "../../domain/Event.js"
 import type { ConfigStore } from "../../shared/ConfigStore.js"
-import { batchNonces } from "../../shared/Crypto.js"
+import { batchSealer } from "../../shared/Crypto.js"
 import type { Auth } from "../Auth.js"
 import { countRecords, countRequest, makeRecord, tenantKey, toJson } from "../receivers/TenantRecords.js"
 import type { Sink, SinkRecord } from "../SinkPort.js"
@@ -143,14 +143,14 @@ const handleMessage = (ctx: ConnectionContext, socket: net.Socket, bytes: Uint8A
     const now = BigInt(Date.now()) * 1_000_000n
     const records: Array<SinkRecord> = []
     let rejected = 0
-    const nonce = batchNonces(events.right.entries.length)
+    const seal = batchSealer(events.right.entries.length)
     for (const e of events.right.entries) {
       const record = makeRecord(
         tk,
         "forward",
         { timestamp: e.time ?? now, agentId: peer.agentId, tag: events.right.tag, json: toJson(e.record) },
         ctx.maxEventBytes,
-        nonce,
+        seal,
       )
       if (record === undefined) rejected++
       else records.push(record)

@@ -10,7 +10,7 @@
  * `partial_success`), the others go on.
  */
 import { Either, ParseResult, Schema } from "effect"
-import { batchNonces } from "../../shared/Crypto.js"
+import { batchSealer } from "../../shared/Crypto.js"
 import { makeRecord, type TenantKey } from "../receivers/TenantRecords.js"
 import type { SinkRecord } from "../SinkPort.js"
 import type { IdEncoding } from "./OtlpCodec.js"
@@ -210,7 +210,7 @@ export const toRecords = (
 ): Converted => {
   const records: Array<SinkRecord> = []
   let rejected = 0
-  const nonce = batchNonces(countLogRecords(req))
+  const seal = batchSealer(countLogRecords(req))
   for (const rl of req.resourceLogs ?? []) {
     const attrs = rl.resource?.attributes
     const resourceJson = JSON.stringify(attributesJson(attrs))
@@ -224,7 +224,7 @@ export const toRecords = (
         const timestamp =
           time !== undefined && time > 0n ? time : observed !== undefined && observed > 0n ? observed : now
         const json = recordJson(lr, context, ids)
-        const record = makeRecord(tk, "otlp", { timestamp, agentId, tag, json }, maxEventBytes, nonce)
+        const record = makeRecord(tk, "otlp", { timestamp, agentId, tag, json }, maxEventBytes, seal)
         if (record === undefined) rejected++
         else records.push(record)
       }

@@ -11,7 +11,6 @@ import type { AuthError, TenantNotFound } from "../../domain/Errors.js"
 import { EpochNanos, type EventId, Limits, toWireEvent } from "../../domain/Event.js"
 import { encryptionKeyBytes, type Tenant } from "../../domain/Tenant.js"
 import type { ConfigStore } from "../../shared/ConfigStore.js"
-import { sealHex } from "../../shared/Crypto.js"
 import { counter, gauge } from "../../shared/Metrics.js"
 import { EventCodec } from "../../wire/Wire.js"
 import type { Auth } from "../Auth.js"
@@ -94,15 +93,15 @@ const clip = (s: string, max: number) => (s.length <= max ? s : s.slice(0, max))
 
 /**
  * The Kafka record of a received record, or undefined when its encoded event is over `maxEventBytes` (it can never be
- * accepted: Kafka refuses records over its size limit). `agent_id` and `tag` are cut to the Event limits. `nonce`
- * gives the encryption's nonce (a request's `batchNonces`, src/shared/Crypto.ts).
+ * accepted: Kafka refuses records over its size limit). `agent_id` and `tag` are cut to the Event limits. `seal`
+ * encrypts under a tenant's key (a request's `batchSealer`, src/shared/Crypto.ts).
  */
 export const makeRecord = (
   tk: TenantKey,
   source: string,
   r: ReceivedRecord,
   maxEventBytes: number,
-  nonce: () => Uint8Array,
+  seal: (key: Uint8Array, plaintext: string) => string,
 ): SinkRecord | undefined => {
   const accessKey = tk.tenant.AccessKey
   const agentId = clip(r.agentId, Limits.agentId)
@@ -114,7 +113,7 @@ export const makeRecord = (
   const eventId = sha256Hex(
     `${source}\u0000${accessKey}\u0000${r.timestamp}\u0000${agentId}\u0000${tag}\u0000${r.json}`,
   ).slice(0, 32)
-  const message = tk.key === undefined ? r.json : sealHex(tk.key, Buffer.from(r.json, "utf8"), nonce())
+  const message = tk.key === undefined ? r.json : seal(tk.key, r.json)
   const ts = r.timestamp < 0n ? 0n : r.timestamp
   const value = Buffer.from(
     EventCodec.encode(
