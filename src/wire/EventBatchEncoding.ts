@@ -105,9 +105,31 @@ const writeStr = (out: Buffer, pos: number, tag: number, s: string, bytes: numbe
 /** Bytes of a message field: written even when empty (protobufjs writes a set message field). */
 const messageSize = (fieldBytes: number): number => 1 + varintSize(fieldBytes) + fieldBytes
 
+/** A string field as it is written (its tag, length and UTF-8), empty for an empty string (proto3). */
+const stringField = (tag: number, s: string): Buffer => {
+  const bytes = Buffer.byteLength(s)
+  const out = Buffer.allocUnsafe(strSize(bytes))
+  writeStr(out, 0, tag, s, bytes)
+  return out
+}
+
+/**
+ * A string field of `s` whose UTF-8 is `bytes` long: copied as Latin-1 when that many characters are all ASCII (a
+ * string of n UTF-16 units has n UTF-8 bytes only then; the hex of an encrypted message always is), which skips
+ * the UTF-8 encoder's checks.
+ */
+const writeAscii = (out: Buffer, pos: number, tag: number, s: string, bytes: number): number => {
+  if (bytes === 0 || bytes !== s.length) return writeStr(out, pos, tag, s, bytes)
+  out[pos++] = tag
+  pos = writeVarint(out, pos, bytes)
+  return pos + out.write(s, pos, bytes, "latin1")
+}
+
 /**
  * `api.EventBatch { batch_id, events }` of `rows` with their `messages` (the `message` field of each, encrypted or
- * not), in two passes over the batch: sizes, then one allocation and the writes.
+ * not), in two passes over the batch: sizes, then one allocation and the writes. The sender's fields, the same in
+ * every event, are encoded once and copied into each (agent_id is field 2, UserID and AccessKey fields 5 and 6, so
+ * two copies), and so is the first event's tag for the events that share it.
  */
 export const encodeEventBatch = (
   batchId: string,
@@ -115,11 +137,12 @@ export const encodeEventBatch = (
   rows: ReadonlyArray<BatchEventFields>,
   messages: ReadonlyArray<string>,
 ): EncodedEventBatch => {
-  const agentId = Buffer.byteLength(sender.agentId)
-  const userId = Buffer.byteLength(sender.userId)
-  const accessKey = Buffer.byteLength(sender.accessKey)
-  const shared = strSize(agentId) + strSize(userId) + strSize(accessKey)
+  const agentField = stringField(0x12, sender.agentId)
+  const userFields = Buffer.concat([stringField(0x2a, sender.userId), stringField(0x32, sender.accessKey)])
+  const shared = agentField.length + userFields.length
   const n = rows.length
+  const commonTag = n === 0 ? "" : rows[0]!.tag
+  const tagField = stringField(0x1a, commonTag)
   // per event: seconds, nanos (fast path) or -1 with the bytes in `slow`; then body, tag, message, event_id bytes
   const sizes = new Float64Array(n * 6)
   const slow = new Map<number, Buffer>()
@@ -142,10 +165,11 @@ export const encodeEventBatch = (
       sizes[at] = -1
       stamp = bytes.length
     }
-    const tag = Buffer.byteLength(row.tag)
+    const tag = row.tag === commonTag ? -1 : Buffer.byteLength(row.tag)
     const message = Buffer.byteLength(messages[i]!)
     const eventId = Buffer.byteLength(row.eventId)
-    const body = messageSize(stamp) + shared + strSize(tag) + strSize(message) + strSize(eventId)
+    const body =
+      messageSize(stamp) + shared + (tag === -1 ? tagField.length : strSize(tag)) + strSize(message) + strSize(eventId)
     sizes[at + 2] = body
     sizes[at + 3] = tag
     sizes[at + 4] = message
@@ -160,12 +184,17 @@ export const encodeEventBatch = (
     out[pos++] = 0x12
     pos = writeVarint(out, pos, sizes[at + 2]!)
     pos = writeTimestamp(out, pos, sizes[at]!, sizes[at + 1]!, slow.get(i))
-    pos = writeStr(out, pos, 0x12, sender.agentId, agentId)
-    pos = writeStr(out, pos, 0x1a, row.tag, sizes[at + 3]!)
-    pos = writeStr(out, pos, 0x22, messages[i]!, sizes[at + 4]!)
-    pos = writeStr(out, pos, 0x2a, sender.userId, userId)
-    pos = writeStr(out, pos, 0x32, sender.accessKey, accessKey)
-    pos = writeStr(out, pos, 0x3a, row.eventId, sizes[at + 5]!)
+    out.set(agentField, pos)
+    pos += agentField.length
+    const tag = sizes[at + 3]!
+    if (tag === -1) {
+      out.set(tagField, pos)
+      pos += tagField.length
+    } else pos = writeStr(out, pos, 0x1a, row.tag, tag)
+    pos = writeAscii(out, pos, 0x22, messages[i]!, sizes[at + 4]!)
+    out.set(userFields, pos)
+    pos += userFields.length
+    pos = writeAscii(out, pos, 0x3a, row.eventId, sizes[at + 5]!)
   }
   if (pos !== total) throw new Error(`encodeEventBatch: wrote ${pos} of ${total} bytes`) // a bug, never input
   return out as EncodedEventBatch
