@@ -1,8 +1,9 @@
 /**
  * `Schema.is` without the parser's allocations, for hot paths that check one object per record: the schema's type
  * AST compiled once into a plain predicate that runs the schema's own refinement filters (the rules stay the
- * schema's: lengths, patterns, brands' checks). Only the AST kinds listed in `compile` are compiled; for a schema
- * with any other kind, `predicateOf` returns `Schema.is` itself. Same answers as `Schema.is` (property-tested in
+ * schema's: lengths, patterns, brands' checks). Only the AST kinds listed in `compile` are compiled (arrays as
+ * `Schema.Array` makes them, recursion through `Schema.suspend`); for a schema with any other kind, `predicateOf`
+ * returns `Schema.is` itself. Same answers as `Schema.is` (property-tested in
  * test/shared/SchemaPredicate.test.ts): `exact` optional properties (a missing key passes, a present one is
  * checked), excess properties ignored, a record being any object but null and arrays, as effect's parser has it.
  */
@@ -19,6 +20,8 @@ const compile = (ast: SchemaAST.AST): Predicate | undefined => {
       return (u) => typeof u === "string"
     case "NumberKeyword":
       return (u) => typeof u === "number"
+    case "BooleanKeyword":
+      return (u) => typeof u === "boolean"
     case "UndefinedKeyword":
       return (u) => u === undefined
     case "Literal": {
@@ -39,6 +42,30 @@ const compile = (ast: SchemaAST.AST): Predicate | undefined => {
     }
     case "TypeLiteral":
       return compileTypeLiteral(ast)
+    case "TupleType": {
+      // only `Schema.Array(item)`: no fixed elements, one rest type; every index is checked, holes too (as undefined)
+      if (ast.elements.length > 0 || ast.rest.length !== 1) return undefined
+      const item = compile(ast.rest[0]!.type)
+      if (item === undefined) return undefined
+      return (u) => {
+        if (!Array.isArray(u)) return false
+        for (let i = 0; i < u.length; i++) if (!item(u[i])) return false
+        return true
+      }
+    }
+    case "Suspend": {
+      // Compiled at its first use: `typeAST` gives a recursive schema a new Suspend (and new nodes around it) at
+      // each level, so compiling it at once would not end. A value reaches as many levels as it nests (bounded by
+      // the callers' nesting checks), each compiled once; a level this module cannot compile is `Schema.is`'s.
+      let p: Predicate | undefined
+      return (u) => {
+        if (p === undefined) {
+          const inner = ast.f()
+          p = compile(inner) ?? Schema.is(Schema.make(inner))
+        }
+        return p(u)
+      }
+    }
     default:
       return undefined
   }

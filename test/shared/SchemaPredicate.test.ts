@@ -6,6 +6,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Schema } from "effect"
 import fc from "fast-check"
 import { Limits, WireEventOwn, WireEventSender, WireEventStruct } from "../../src/domain/Event.js"
+import { ExportRequest } from "../../src/ingest/otlp/OtlpLogs.js"
 import { predicateOf } from "../../src/shared/SchemaPredicate.js"
 
 /** Strings near the rules' edges: lengths around the limits, access-key characters and others. */
@@ -16,7 +17,15 @@ const edgeString = fc.oneof(
   fc.integer({ min: Limits.eventId - 2, max: Limits.eventId + 2 }).map((n) => "e".repeat(n)),
   fc.integer({ min: Limits.accessKey - 2, max: Limits.accessKey + 2 }).map((n) => "k".repeat(n)),
 )
-const fieldValue = fc.oneof(edgeString, fc.integer(), fc.constantFrom(null, undefined, true, Number.NaN), fc.anything())
+const fieldValue = fc.oneof(
+  edgeString,
+  fc.integer(),
+  fc.constantFrom(null, undefined, true, 0, Number.NaN),
+  fc.anything(),
+)
+/** Mostly a valid value, sometimes any field value: a value with one broken field among valid ones. */
+const mostly = <T>(valid: fc.Arbitrary<T>) =>
+  fc.oneof({ weight: 6, arbitrary: valid }, { weight: 1, arbitrary: fieldValue as fc.Arbitrary<unknown> })
 const timestamp = fc.oneof(
   fc.record({ seconds: fc.oneof(fc.string({ maxLength: 12 }), fc.integer(), fieldValue), nanos: fieldValue }),
   fc.record({ seconds: fc.string() }, { requiredKeys: [] }),
@@ -105,5 +114,88 @@ describe("predicateOf", () => {
   it("falls back to Schema.is for kinds it does not compile", () => {
     const s = Schema.Struct({ n: Schema.BigIntFromSelf, xs: Schema.Array(Schema.String) })
     agrees(s, fc.oneof(fc.record({ n: fc.oneof(fc.bigInt(), fieldValue), xs: fc.anything() }), fc.anything()))
+    agrees(Schema.Tuple(Schema.String, Schema.Number), fc.oneof(fc.tuple(fieldValue, fieldValue), fc.anything()))
+  })
+
+  it("agrees on booleans, arrays (holes too) and recursion through Schema.suspend", () => {
+    interface Tree {
+      readonly name?: string | undefined
+      readonly on?: boolean | undefined
+      readonly kids?: ReadonlyArray<Tree> | undefined
+    }
+    const Tree: Schema.Schema<Tree> = Schema.Struct({
+      name: Schema.optional(Schema.String.pipe(Schema.maxLength(3))),
+      on: Schema.optional(Schema.Boolean),
+      kids: Schema.optional(Schema.Array(Schema.suspend((): Schema.Schema<Tree> => Tree))),
+    })
+    const tree = fc.letrec((tie) => ({
+      node: fc.oneof(
+        { depthSize: "small", maxDepth: 5 },
+        fc.record(
+          { name: mostly(fc.string({ maxLength: 4 })), on: mostly(fc.boolean()), kids: tie("kids") },
+          { requiredKeys: [] },
+        ),
+        fieldValue,
+      ),
+      kids: mostly(fc.array(tie("node"), { maxLength: 3 })),
+    })).node
+    agrees(Tree, tree)
+    const fast = predicateOf(Tree)
+    const holey: Array<unknown> = [{ name: "a" }]
+    holey[2] = { on: true }
+    assert.isFalse(fast({ kids: holey }))
+    assert.isFalse(fast({ kids: [{ kids: [{ on: 0 }] }] }))
+    assert.isTrue(fast({ kids: [{ kids: [{ kids: [{ name: "abc", on: false }] }] }] }))
+  })
+
+  it("agrees with Schema.is on OTLP export requests", () => {
+    const anyValue = fc.letrec((tie) => ({
+      value: fc.oneof(
+        { depthSize: "small", maxDepth: 4 },
+        fc.record({ stringValue: mostly(fc.string({ maxLength: 4 })) }, { requiredKeys: [] }),
+        fc.record({ boolValue: mostly(fc.boolean()) }),
+        fc.record({ intValue: mostly(fc.oneof(fc.string({ maxLength: 26 }), fc.integer())) }),
+        fc.record({ doubleValue: mostly(fc.oneof(fc.double(), fc.string({ maxLength: 18 }))) }),
+        fc.record({ bytesValue: mostly(fc.base64String({ maxLength: 8 })) }),
+        fc.record({ arrayValue: mostly(fc.record({ values: mostly(fc.array(tie("value"), { maxLength: 3 })) })) }),
+        fc.record({ kvlistValue: mostly(fc.record({ values: mostly(fc.array(tie("kv"), { maxLength: 3 })) })) }),
+        fieldValue,
+      ),
+      kv: fc.record({ key: mostly(fc.string({ maxLength: 4 })), value: tie("value") }, { requiredKeys: [] }),
+    }))
+    const attributes = mostly(fc.array(anyValue.kv, { maxLength: 3 }))
+    const logRecord = fc.record(
+      {
+        timeUnixNano: mostly(fc.oneof(fc.string({ maxLength: 26 }), fc.integer())),
+        severityNumber: mostly(fc.oneof(fc.integer(), fc.string({ maxLength: 34 }))),
+        severityText: mostly(fc.string({ maxLength: 4 })),
+        body: anyValue.value,
+        attributes,
+        flags: mostly(fc.integer()),
+        traceId: mostly(fc.string({ maxLength: 66 })),
+        spanId: mostly(fc.string({ maxLength: 34 })),
+        eventName: mostly(fc.string({ maxLength: 4 })),
+      },
+      { requiredKeys: [] },
+    )
+    const scope = fc.record({ name: mostly(fc.string()), version: mostly(fc.string()) }, { requiredKeys: [] })
+    const scopeLogs = fc.record(
+      { scope: mostly(scope), logRecords: mostly(fc.array(logRecord, { maxLength: 3 })) },
+      { requiredKeys: [] },
+    )
+    const resourceLogs = fc.record(
+      {
+        resource: mostly(fc.record({ attributes }, { requiredKeys: [] })),
+        scopeLogs: mostly(fc.array(scopeLogs, { maxLength: 2 })),
+      },
+      { requiredKeys: [] },
+    )
+    const request = fc.record({ resourceLogs: mostly(fc.array(resourceLogs, { maxLength: 2 })) }, { requiredKeys: [] })
+    agrees(ExportRequest, fc.oneof(request, fc.anything()))
+    // the generator reaches both answers often
+    const is = Schema.is(ExportRequest)
+    const sample = fc.sample(request, { numRuns: 500, seed: 1 })
+    assert.isAbove(sample.filter(is).length, 100)
+    assert.isAbove(sample.filter((u) => !is(u)).length, 100)
   })
 })

@@ -11,6 +11,7 @@
  */
 import { Either, ParseResult, Schema } from "effect"
 import { batchSealer } from "../../shared/Crypto.js"
+import { predicateOf } from "../../shared/SchemaPredicate.js"
 import { makeRecord, type TenantKey } from "../receivers/TenantRecords.js"
 import type { SinkRecord } from "../SinkPort.js"
 import type { IdEncoding } from "./OtlpCodec.js"
@@ -89,13 +90,23 @@ export type ExportRequest = typeof ExportRequest.Type
 
 const decodeExport = Schema.decodeUnknownEither(ExportRequest, { errors: "first", onExcessProperty: "ignore" })
 
+/**
+ * `Schema.is(ExportRequest)` as a plain predicate (src/shared/SchemaPredicate.ts): the same rules without the
+ * parser's objects for every value of the request (the decode cost 3.6 µs a log record). A request it accepts is
+ * used as it is: the schema has no transformations, so decoding would give the same values, less the keys it does not
+ * name, and the conversion below reads only named keys. Only a request it refuses is decoded, for the error's path.
+ */
+const isExportRequest = predicateOf(ExportRequest)
+
 /** Left: a reason naming the field's path, never a received value. */
 export const decodeExportRequest = (u: unknown): Either.Either<ExportRequest, string> =>
-  Either.mapLeft(decodeExport(u), (e) => {
-    const issue = ParseResult.ArrayFormatter.formatErrorSync(e)[0]
-    const where = issue === undefined ? "" : ` at ${issue.path.map(String).join(".")}`
-    return `the request is not a valid ExportLogsServiceRequest${where}`
-  })
+  isExportRequest(u)
+    ? Either.right(u)
+    : Either.mapLeft(decodeExport(u), (e) => {
+        const issue = ParseResult.ArrayFormatter.formatErrorSync(e)[0]
+        const where = issue === undefined ? "" : ` at ${issue.path.map(String).join(".")}`
+        return `the request is not a valid ExportLogsServiceRequest${where}`
+      })
 
 /** How many log records a request holds (checked against the limit before any work). */
 export const countLogRecords = (req: ExportRequest): number => {
