@@ -219,9 +219,15 @@ export const makeWireStructCheck = (
   }
 }
 
-/** `checkWireEvent` for the events of one batch or stream, with `makeWireStructCheck`: the same answers, cheaper. */
-export const makeWireEventChecker = (): ((u: unknown) => Either.Either<CheckedEvent, ParseResult.ParseError>) => {
-  const struct = makeWireStructCheck()
+/**
+ * `checkWireEvent` for the events of one batch or stream, with `makeWireStructCheck`: the same answers, cheaper.
+ * `isOwn` and `isSender` as there (the ingester passes `predicateOf`'s, src/ingest/Records.ts).
+ */
+export const makeWireEventChecker = (
+  isOwn?: (u: unknown) => boolean,
+  isSender?: (u: unknown) => boolean,
+): ((u: unknown) => Either.Either<CheckedEvent, ParseResult.ParseError>) => {
+  const struct = makeWireStructCheck(isOwn, isSender)
   return (u) => {
     const w = struct(u)
     const checked = w === undefined ? undefined : checkedOf(w)

@@ -128,9 +128,13 @@ export const produce = (s: ProducerState, p: Producer, records: ReadonlyArray<Si
     )
     // Replicas that did not acknowledge within the ack timeout (no quorum to shrink the ISR): fail now, not at the
     // produce timeout. An election's errors come back at once and kafkajs retries them, within the produce timeout.
+    // The error is made only if the ack timer fires: an Error's stack is captured when it is made, once per send.
     const notAcknowledged = Effect.zipRight(
       Deferred.await(expired),
-      new SinkUnavailable({ detail: `Kafka's in-sync replicas did not acknowledge within ${s.ackTimeoutMs} ms` }),
+      Effect.failSync(
+        () =>
+          new SinkUnavailable({ detail: `Kafka's in-sync replicas did not acknowledge within ${s.ackTimeoutMs} ms` }),
+      ),
     )
     yield* Effect.raceFirst(send, notAcknowledged).pipe(
       Effect.ensuring(

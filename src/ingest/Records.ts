@@ -15,8 +15,16 @@
 import { Either } from "effect"
 import type { Claims } from "../domain/Claims.js"
 import { PermissionDenied } from "../domain/Errors.js"
-import { type CheckedEvent, describeInvalidEvent, type makeWireEventChecker, toWireEvent } from "../domain/Event.js"
+import {
+  type CheckedEvent,
+  describeInvalidEvent,
+  makeWireEventChecker,
+  toWireEvent,
+  WireEventOwn,
+  WireEventSender,
+} from "../domain/Event.js"
 import type { Tenant } from "../domain/Tenant.js"
+import { predicateOf } from "../shared/SchemaPredicate.js"
 import type { EventFrame } from "../wire/EventFrames.js"
 import { EventCodec } from "../wire/Wire.js"
 import type { IngestDeadLetterReason, SinkRecord } from "./SinkPort.js"
@@ -36,6 +44,17 @@ export interface Accepted {
   readonly checked: ReadonlyArray<CheckedEvent> | undefined
 }
 
+const isWireOwn = predicateOf(WireEventOwn)
+const isWireSender = predicateOf(WireEventSender)
+
+/**
+ * The check of one stream's or batch's events: `makeWireEventChecker` with the rules of `WireEventOwn` and
+ * `WireEventSender` compiled by `predicateOf` (src/shared/SchemaPredicate.ts), as the router checks them, rather
+ * than `Schema.is` (5 % of the ingester's CPU on SendEvent). The same answers; only an event they refuse is decoded,
+ * for its error.
+ */
+export const makeEventChecker = () => makeWireEventChecker(isWireOwn, isWireSender)
+
 /** A dead letter keeps at most this much of the event's bytes (Kafka refuses records over about 1 MB). */
 export const DEAD_LETTER_MAX_VALUE = 64 * 1024
 
@@ -54,7 +73,7 @@ const tooLarge = (size: number, max: number) => `an event of about ${size} bytes
 export const toRecords = (
   frames: ReadonlyArray<EventFrame>,
   caller: Caller,
-  check: ReturnType<typeof makeWireEventChecker>,
+  check: ReturnType<typeof makeEventChecker>,
   options: { readonly maxEventBytes: number; readonly keepChecked: boolean },
 ): Either.Either<Accepted, PermissionDenied> => {
   const key = caller.claims.sub

@@ -16,12 +16,11 @@
 import type * as grpc from "@grpc/grpc-js"
 import { Deferred, Effect, Either, Exit, Fiber, Option } from "effect"
 import { InvalidEvent } from "../domain/Errors.js"
-import { makeWireEventChecker } from "../domain/Event.js"
 import type { EventFrame } from "../wire/EventFrames.js"
 import type { WireEResponse } from "../wire/Wire.js"
 import type { RpcError } from "./GrpcStatus.js"
 import { decodeEvent, malformed, type Raw, readNothingAhead, requestNext } from "./Messages.js"
-import { type Accepted, toRecords } from "./Records.js"
+import { type Accepted, makeEventChecker, toRecords } from "./Records.js"
 import { counted, crossTenant, type OpenStream, openStream, type RpcDeps } from "./RpcContext.js"
 
 /** The events of one Kafka send, and the budget bytes they hold. */
@@ -50,7 +49,7 @@ interface Reader {
   readonly deps: RpcDeps
   readonly open: OpenStream
   readonly call: grpc.ServerReadableStream<Raw, WireEResponse>
-  readonly check: ReturnType<typeof makeWireEventChecker>
+  readonly check: ReturnType<typeof makeEventChecker>
   readonly maxCost: number
   readonly minCost: number
   /** A message in the budget that opens the next send. */
@@ -196,7 +195,7 @@ const groupReader = (deps: RpcDeps, open: OpenStream, call: grpc.ServerReadableS
     deps,
     open,
     call,
-    check: makeWireEventChecker(),
+    check: makeEventChecker(),
     maxCost: deps.limits.batchBytes,
     minCost: Math.ceil(deps.limits.batchBytes / deps.limits.batchEvents),
     carry: undefined,

@@ -9,14 +9,13 @@
 import type * as grpc from "@grpc/grpc-js"
 import { Deferred, Effect, Either, FiberSet, Stream } from "effect"
 import { InvalidEvent, SinkUnavailable } from "../domain/Errors.js"
-import { makeWireEventChecker } from "../domain/Event.js"
 import { inc } from "../shared/Metrics.js"
 import { MalformedBatch } from "../wire/EventFrames.js"
 import type { WireBatchAck } from "../wire/Wire.js"
 import { type RpcError, rejectReason, statusOf } from "./GrpcStatus.js"
 import * as M from "./IngesterMetrics.js"
 import { batchIdOf, decodeBatch, malformed, messages, type Raw, requestNext } from "./Messages.js"
-import { type Accepted, toRecords } from "./Records.js"
+import { type Accepted, makeEventChecker, toRecords } from "./Records.js"
 import { ack, counted, type OpenStream, openStream, type RpcDeps, reject } from "./RpcContext.js"
 
 const RPC = "SendEventBatches"
@@ -64,7 +63,7 @@ const judge = (s: BatchStream, msg: Raw): Judged => {
   const max = s.deps.limits.maxEventsPerBatch
   if (frames.eventCount > max)
     return { ok: false, batchId, error: new InvalidEvent({ detail: `a batch may hold at most ${max} events` }) }
-  const accepted = toRecords(frames.events, s.open.caller, makeWireEventChecker(), {
+  const accepted = toRecords(frames.events, s.open.caller, makeEventChecker(), {
     maxEventBytes: s.deps.limits.maxEventBytes,
     keepChecked: s.deps.limits.printEvents,
   })
@@ -117,7 +116,7 @@ export const sendEventBatches = (deps: RpcDeps, call: grpc.ServerDuplexStream<Ra
     const stop = yield* Deferred.make<never, RpcError>()
     const draining = Effect.zipRight(
       Deferred.await(deps.draining),
-      Effect.fail(new SinkUnavailable({ detail: "the ingester is shutting down; reconnect" })),
+      Effect.failSync(() => new SinkUnavailable({ detail: "the ingester is shutting down; reconnect" })),
     )
     yield* Effect.forkScoped(
       Effect.raceFirst(open.guard, draining).pipe(Effect.catchAll((e) => Deferred.fail(stop, e))),

@@ -12,7 +12,10 @@ import {
   repairTimestamp,
   toWireEvent,
   type WireEvent,
+  WireEventOwn,
+  WireEventSender,
 } from "../../src/domain/Event.js"
+import { predicateOf } from "../../src/shared/SchemaPredicate.js"
 
 const decodeEvent = Schema.decodeUnknownEither(Event)
 const decodeTimestamp = Schema.decodeUnknownEither(EpochNanosFromWire)
@@ -238,13 +241,19 @@ describe("fast paths agree with the full Schema", () => {
           for (const k of ["agent_id", "tag", "UserID", "AccessKey"])
             (u as Record<string, unknown>)[k] = (src as Record<string, unknown>)[k]
       })
-      const check = makeWireEventChecker()
+      // Schema.is's checks (the default), and predicateOf's, as the ingester passes them (makeEventChecker)
+      const checks = [
+        makeWireEventChecker(),
+        makeWireEventChecker(predicateOf(WireEventOwn), predicateOf(WireEventSender)),
+      ]
       for (const u of values) {
-        const a = check(u)
         const b = checkWireEvent(u)
-        assert.strictEqual(a._tag, b._tag)
-        if (Either.isRight(a) && Either.isRight(b))
-          assert.deepStrictEqual({ ...a.right, timestamp: 0n }, { ...b.right, timestamp: 0n })
+        for (const check of checks) {
+          const a = check(u)
+          assert.strictEqual(a._tag, b._tag)
+          if (Either.isRight(a) && Either.isRight(b))
+            assert.deepStrictEqual({ ...a.right, timestamp: 0n }, { ...b.right, timestamp: 0n })
+        }
       }
     },
     { fastCheck: { numRuns: 300 } },
