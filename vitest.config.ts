@@ -12,8 +12,9 @@ export default defineConfig({
     pool: "forks",
     poolOptions: { forks: { minForks: 1, maxForks: 2 } },
     env: { KAFKAJS_NO_PARTITIONER_WARNING: "1" },
-    // Tests never see the caller's SPILLWAY_* variables (test/support/cleanEnv.ts).
-    setupFiles: ["test/support/cleanEnv.ts"],
+    // Tests never see the caller's SPILLWAY_* variables (test/support/cleanEnv.ts); each file's temporary folders are
+    // removed after it (test/support/tempRoot.ts).
+    setupFiles: ["test/support/cleanEnv.ts", "test/support/tempRoot.ts"],
     projects: [
       {
         extends: true,
