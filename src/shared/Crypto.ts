@@ -23,10 +23,16 @@ const algorithm = (bytes: Uint8Array) => `aes-${bytes.length * 8}-gcm` as "aes-1
  * random bytes, never used before with this key (a batch takes them from one `randomBytes` call; default: its own).
  */
 export const sealHex = (key: Uint8Array, plaintext: Uint8Array, nonce: Uint8Array = randomBytes(NONCE)): string => {
-  const cipher = createCipheriv(algorithm(key), key, nonce)
-  const body = cipher.update(plaintext)
-  const final = cipher.final()
-  return Buffer.concat([nonce, body, final, cipher.getAuthTag()]).toString("hex")
+  const { body, tag } = gcmSeal(key, nonce, plaintext)
+  return Buffer.concat([nonce, body, tag]).toString("hex")
+}
+
+/** AES-GCM of `plaintext` (a string as its UTF-8) under `key` and `iv`: ciphertext and tag (GCM's final adds none). */
+const gcmSeal = (key: Uint8Array, iv: Uint8Array, plaintext: string | Uint8Array): { body: Buffer; tag: Buffer } => {
+  const cipher = createCipheriv(algorithm(key), key, iv)
+  const body = typeof plaintext === "string" ? cipher.update(plaintext, "utf8") : cipher.update(plaintext)
+  cipher.final()
+  return { body, tag: cipher.getAuthTag() }
 }
 
 /**
@@ -57,10 +63,7 @@ export const batchSealer = (count: number): ((key: Uint8Array, plaintext: string
   let scratch: Buffer | undefined
   return (key, plaintext) => {
     const iv = nonce()
-    const cipher = createCipheriv(algorithm(key), key, iv)
-    const body = cipher.update(plaintext, "utf8")
-    cipher.final()
-    const tag = cipher.getAuthTag()
+    const { body, tag } = gcmSeal(key, iv, plaintext)
     const n = NONCE + body.length + TAG
     if (scratch === undefined || scratch.length < n)
       scratch = Buffer.allocUnsafe(Math.max(n, 2 * (scratch?.length ?? 0)))
